@@ -1,0 +1,43 @@
+# -*- coding: utf-8 -*-
+# Copyright: ctrhost.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Glue shared by every module: common options and the one fail_json site."""
+
+from __future__ import annotations
+
+import traceback
+
+from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CtrhostError
+from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import DEFAULT_ROOT
+
+# Options every module accepts; documented once in doc_fragments/common.py.
+COMMON_ARGS = dict(
+    root=dict(type="path", default=DEFAULT_ROOT),
+)
+
+RUNTIME_ARGS = dict(
+    runtime=dict(type="str", default="runc", choices=["runc", "crun"]),
+    runtime_path=dict(type="path"),
+)
+
+
+def argument_spec(*parts, **extra):
+    spec = {}
+    for part in parts:
+        spec.update(part)
+    spec.update(extra)
+    return spec
+
+
+def run(module, func, *args, **kwargs):
+    """Call ``func``; a CtrhostError becomes fail_json, the result exit_json.
+
+    ``func`` returns a dict that becomes the module result.
+    """
+    try:
+        result = func(*args, **kwargs)
+    except CtrhostError as exc:
+        module.fail_json(**exc.to_result())
+    except Exception as exc:  # pragma: no cover - unexpected bugs keep a trace
+        module.fail_json(msg="unexpected error: %s" % exc, exception=traceback.format_exc())
+    module.exit_json(**result)
