@@ -1,0 +1,400 @@
+# -*- coding: utf-8 -*-
+# Copyright: ctrhost.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A container's cgroup on cgroup v1, hybrid or v2: read limits and usage, check the
+files a limit must show, lower memory safely, remove the leaf directories.
+
+Each limit key of ``_limits.OPTIONS`` maps here to the file(s) that hold it
+(``FILES``); reads return the normalised shape of ``_limits`` (defaults and
+"unlimited" left out).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import time
+
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _units
+from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
+    ConflictError,
+    LimitError,
+    ValidationError,
+)
+
+DEFAULT_BASE = "/sys/fs/cgroup"
+V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "freezer")
+UNLIMITED = 1 << 62  # v1 reports 'unlimited' as PAGE_COUNTER_MAX pages (~2^63)
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+# key -> (v1 controller, v1 file, v2 file); io_weight's file is resolved at run time.
+FILES = {
+    "cpus": ("cpu", "cpu.cfs_quota_us", "cpu.max"),
+    "cpu_weight": ("cpu", "cpu.shares", "cpu.weight"),
+    "cpuset_cpus": ("cpuset", "cpuset.cpus", "cpuset.cpus"),
+    "cpuset_mems": ("cpuset", "cpuset.mems", "cpuset.mems"),
+    "memory": ("memory", "memory.limit_in_bytes", "memory.max"),
+    "memory_swap": ("memory", "memory.memsw.limit_in_bytes", "memory.swap.max"),
+    "memory_reservation": ("memory", "memory.soft_limit_in_bytes", "memory.low"),
+    "pids": ("pids", "pids.max", "pids.max"),
+    "io_weight": ("blkio", "blkio.weight", "io.weight"),
+    "io_read_bps": ("blkio", "blkio.throttle.read_bps_device", "io.max"),
+    "io_write_bps": ("blkio", "blkio.throttle.write_bps_device", "io.max"),
+}
+
+
+def detect_mode(base=DEFAULT_BASE):
+    """'v1', 'hybrid' or 'v2' for the hierarchy at ``base``: from ``_sysinfo`` (mountinfo)
+    for the real one, from the files for a sample tree."""
+    if base == DEFAULT_BASE:
+        from ansible_collections.ctrhost.fleet.plugins.module_utils._sysinfo import cgroup_layout
+        mode = cgroup_layout()["mode"]
+        if mode in ("v1", "v2", "hybrid"):
+            return mode
+    if os.path.exists(os.path.join(base, "cgroup.controllers")):
+        return "v2"
+    return "hybrid" if os.path.exists(os.path.join(base, "unified", "cgroup.controllers")) else "v1"
+
+
+def _canon(name, text):
+    """File content -> comparable form ('max' for every spelling of unlimited)."""
+    text = (text or "").strip()
+    if name in ("cpuset.cpus", "cpuset.mems"):
+        return _units.parse_cpuset(text)[1] if text else ""
+    if name == "cpu.max":
+        return "max" if text.startswith("max") else text.split()[0]
+    if name in ("io.weight", "io.bfq.weight", "blkio.bfq.weight"):
+        return text.split()[-1] if text else text
+    if text.lstrip("-").isdigit() and (name.startswith("memory.") and (int(text) >= UNLIMITED or int(text) == -1)):
+        return "max"
+    return text
+
+
+def _throttle_map(text, key):
+    """blkio.throttle.*_bps_device or io.max content -> {'maj:min': rate}."""
+    out = {}
+    for line in (text or "").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and int(parts[1]) > 0:
+            out[parts[0]] = int(parts[1])
+        elif len(parts) >= 2:
+            want = "rbps" if key == "io_read_bps" else "wbps"
+            for part in parts[1:]:
+                name, _sep, value = part.partition("=")
+                if name == want and value.isdigit():
+                    out[parts[0]] = int(value)
+    return out
+
+
+def _page(value):
+    return value // PAGE * PAGE
+
+
+class Cgroup:
+    """The cgroup at ``cgroups_path`` (as in config.json, e.g. /ctrhost/host1/web1)."""
+
+    def __init__(self, cgroups_path, base=DEFAULT_BASE, mode=None):
+        if not isinstance(cgroups_path, str) or ":" in cgroups_path or ".." in cgroups_path.split("/"):
+            raise ValidationError("cgroups_path", "expected a cgroupfs path such as /ctrhost/host1/web1 "
+                                  "(systemd slice:prefix:name paths are not supported), got %r"
+                                  % (cgroups_path,))
+        self.path = "/" + cgroups_path.strip("/")
+        self.base = base
+        self.mode = mode or detect_mode(base)
+        self.v2 = self.mode == "v2"
+
+    # -------------------------------------------------------------- files
+    def hierarchy(self, controller):
+        """Mount point of ``controller`` (v1/hybrid) or the unified root (v2)."""
+        if self.v2:
+            return self.base
+        exact = os.path.join(self.base, controller)
+        if os.path.isdir(exact):
+            return exact
+        for entry in sorted(os.listdir(self.base)) if os.path.isdir(self.base) else ():
+            if controller in entry.split(","):
+                return os.path.join(self.base, entry)
+        return None
+
+    def dir(self, controller=None):
+        root = self.hierarchy(controller or "memory")
+        return os.path.join(root, self.path.lstrip("/")) if root else None
+
+    def file(self, controller, name):
+        directory = self.dir(controller)
+        return os.path.join(directory, name) if directory else None
+
+    def read(self, controller, name, parent=False):
+        path = self.file(controller, name)
+        if path and parent:
+            path = os.path.join(os.path.dirname(os.path.dirname(path)), name)
+        try:
+            with open(path) as handle:
+                return handle.read().strip()
+        except (OSError, TypeError):
+            return None
+
+    def write(self, controller, name, value):
+        path = self.file(controller, name)
+        if path is None:
+            raise LimitError("cgroup controller %s is not mounted under %s" % (controller, self.base),
+                             file=name)
+        with open(path, "w") as handle:
+            handle.write(str(value))
+
+    def has(self, controller, name):
+        path = self.file(controller, name)
+        return bool(path) and os.path.exists(path)
+
+    def exists(self):
+        if self.v2:
+            return os.path.isdir(self.dir())
+        return any(self.dir(c) and os.path.isdir(self.dir(c)) for c in V1_CONTROLLERS)
+
+    def remove(self):
+        """rmdir the leaf directory in every hierarchy; returns the paths removed."""
+        roots = [self.base] if self.v2 else [
+            os.path.join(self.base, e) for e in sorted(os.listdir(self.base))
+            if os.path.isdir(os.path.join(self.base, e)) and not os.path.islink(os.path.join(self.base, e))]
+        removed = []
+        for root in roots:
+            leaf = os.path.join(root, self.path.lstrip("/"))
+            try:
+                os.rmdir(leaf)
+                removed.append(leaf)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                if exc.errno == errno.EBUSY:
+                    raise ConflictError("cgroup %s still has processes or children" % leaf, path=leaf)
+                raise
+        return removed
+
+    def procs(self):
+        text = self.read("pids" if not self.v2 else None, "cgroup.procs") or ""
+        return [int(p) for p in text.split()]
+
+    # -------------------------------------------------------------- state
+    def freezer_state(self):
+        """'thawed', 'freezing' or 'frozen' (None when the cgroup is gone)."""
+        if self.v2:
+            value = self.read(None, "cgroup.freeze")
+            if value is None:
+                return None
+            events = self.read(None, "cgroup.events") or ""
+            if value == "1":
+                return "frozen" if "frozen 1" in events else "freezing"
+            return "thawed"
+        value = self.read("freezer", "freezer.state")
+        return value.lower() if value else None
+
+    def usage(self):
+        """memory current/peak (bytes), cpu time (ns), pids, oom kills."""
+        def num(controller, name):
+            value = self.read(controller, name)
+            return int(value) if value and value.lstrip("-").isdigit() else None
+
+        def field(controller, name, key):
+            for line in (self.read(controller, name) or "").splitlines():
+                parts = line.split()
+                if len(parts) == 2 and parts[0] == key:
+                    return int(parts[1])
+            return None
+
+        if self.v2:
+            usec = field(None, "cpu.stat", "usage_usec")
+            return dict(memory_current=num(None, "memory.current"), memory_peak=num(None, "memory.peak"),
+                        cpu_ns=usec * 1000 if usec is not None else None,
+                        pids_current=num(None, "pids.current"),
+                        oom_kills=field(None, "memory.events", "oom_kill"))
+        return dict(memory_current=num("memory", "memory.usage_in_bytes"),
+                    memory_peak=num("memory", "memory.max_usage_in_bytes"),
+                    cpu_ns=num("cpuacct", "cpuacct.usage"), pids_current=num("pids", "pids.current"),
+                    oom_kills=field("memory", "memory.oom_control", "oom_kill"))
+
+    # -------------------------------------------------------------- limits
+    def location(self, key):
+        """(controller, file) holding ``key`` on this host."""
+        controller, v1_name, v2_name = FILES[key]
+        if key == "io_weight":
+            if self.v2:
+                return None, "io.bfq.weight" if self.has(None, "io.bfq.weight") else "io.weight"
+            return controller, "blkio.weight" if self.has(controller, "blkio.weight") else "blkio.bfq.weight"
+        return (None, v2_name) if self.v2 else (controller, v1_name)
+
+    def parent_cpuset(self, which):
+        """The parent's cpu (which='cpus') or mem list: what an unset cpuset inherits."""
+        name = "cpuset.%s.effective" % which if self.v2 else "cpuset.%s" % which
+        return _canon("cpuset.cpus", self.read("cpuset", name, parent=True))
+
+    def expected(self, key, value):
+        """Canonical file content that ``key`` = ``value`` (None: unset) must show."""
+        controller, name = self.location(key)
+        if key == "cpus":
+            return "max" if value is None else str(_units.cpus_to_quota(value))
+        if key == "cpu_weight":
+            from ansible_collections.ctrhost.fleet.plugins.module_utils._limits import weight_to_shares
+            if self.v2:
+                return "100" if value is None else str(value)
+            return "1024" if value is None else str(weight_to_shares(value))
+        if key in ("cpuset_cpus", "cpuset_mems"):
+            return value if value is not None else self.parent_cpuset(key.split("_")[1])
+        if key == "memory_swap":
+            if value is None or value == -1:
+                return "max"
+            return str(_page(value) - _page(self._memory_value())) if self.v2 else str(_page(value))
+        if key in ("memory", "memory_reservation"):
+            if value is None:
+                return "0" if (self.v2 and key == "memory_reservation") else "max"
+            return str(_page(value))
+        if key == "pids":
+            return "max" if value is None else str(value)
+        if key == "io_weight":
+            from ansible_collections.ctrhost.fleet.plugins.module_utils._limits import blkio_to_io_weight
+            if value is None:  # the kernel's default, in the file's own scale
+                return "500" if name == "blkio.weight" else "100"
+            return str(blkio_to_io_weight(value) if name == "io.weight" else value)
+        from ansible_collections.ctrhost.fleet.plugins.module_utils._limits import resolve_device
+        return ",".join("%d:%d=%d" % (resolve_device(e["device"]) + (e["rate"],))
+                        for e in sorted(value or [], key=lambda e: resolve_device(e["device"])))
+
+    def actual(self, key):
+        """Canonical current content for ``key`` (None when the file is missing)."""
+        controller, name = self.location(key)
+        text = self.read(controller, name)
+        if text is None:
+            return None
+        if key in ("io_read_bps", "io_write_bps"):
+            items = sorted(_throttle_map(text, key).items(), key=lambda kv: tuple(map(int, kv[0].split(":"))))
+            return ",".join("%s=%d" % kv for kv in items)
+        if key == "cpus" and not self.v2 and text.startswith("-"):
+            return "max"
+        if key in ("cpuset_cpus", "cpuset_mems") and not text:  # empty: inherits the parent's
+            return self.parent_cpuset(key.split("_")[1])
+        return _canon(name, text)
+
+    def _memory_value(self):
+        text = self.actual("memory")
+        return int(text) if text and text.isdigit() else 0
+
+    def mismatches(self, limits, keys=None):
+        """[(key, file, expected, actual)] for every key whose file differs."""
+        out = []
+        for key in keys or FILES:
+            controller, name = self.location(key)
+            if key == "io_weight" and not self.has(controller, name) and limits.get(key) is None:
+                continue
+            want, have = self.expected(key, limits.get(key)), self.actual(key)
+            if want != have:
+                out.append((key, self.file(controller, name) or name, want, have))
+        return out
+
+    def read_limits(self):
+        """Effective limits in the normalised shape of ``_limits`` (unset keys left out)."""
+        from ansible_collections.ctrhost.fleet.plugins.module_utils._limits import (
+            io_weight_to_blkio, shares_to_weight)
+        out = {}
+        for key in FILES:
+            have = self.actual(key)
+            if have is None or have == self.expected(key, None):
+                continue
+            if key == "cpus":
+                out[key] = int(have) / _units.CPU_PERIOD
+            elif key == "cpu_weight":
+                out[key] = int(have) if self.v2 else shares_to_weight(int(have))
+            elif key in ("cpuset_cpus", "cpuset_mems"):
+                out[key] = have
+            elif key == "memory_swap":
+                out[key] = int(have) + (self._memory_value() if self.v2 else 0)
+            elif key == "io_weight":
+                value = int(have)
+                out[key] = io_weight_to_blkio(value) if self.location(key)[1] == "io.weight" else value
+            elif key in ("io_read_bps", "io_write_bps"):
+                out[key] = [dict(device=k, rate=int(v)) for k, v in
+                            (item.split("=") for item in have.split(","))]
+            else:
+                out[key] = int(have)
+        return out
+
+    def write_throttle(self, key, entries):
+        """Make the io throttle of ``key`` exactly ``entries`` (removing other devices)."""
+        from ansible_collections.ctrhost.fleet.plugins.module_utils._limits import resolve_device
+        controller, name = self.location(key)
+        want = {"%d:%d" % resolve_device(e["device"]): e["rate"] for e in entries or []}
+        have = _throttle_map(self.read(controller, name), key)
+        field = "rbps" if key == "io_read_bps" else "wbps"
+        for device in sorted(set(have) | set(want)):
+            if have.get(device) == want.get(device):
+                continue
+            rate = want.get(device)
+            if self.v2:
+                self.write(controller, name, "%s %s=%s" % (device, field, rate or "max"))
+            else:
+                self.write(controller, name, "%s %d" % (device, rate or 0))
+
+    # -------------------------------------------------------------- memory
+    def lower_memory(self, target, steps=4, settle=0.1, field="limits.memory"):
+        """Bring usage under ``target`` before the limit is set, without an OOM kill.
+
+        v2: ask the kernel to reclaim (memory.reclaim; memory.high where it is absent).
+        v1: step memory.limit_in_bytes down from the usage to ``target``; the kernel
+        reclaims at each step and refuses (EBUSY) rather than OOM-kill. On failure the
+        previous limit is restored and LimitError states usage and requested limit.
+        """
+        usage = self.usage()
+        current, kills = usage["memory_current"], usage["oom_kills"]
+        if current is None or current <= target:
+            return dict(usage=current, stepped=False)
+        ctl = None if self.v2 else "memory"
+        limit_file = "memory.max" if self.v2 else "memory.limit_in_bytes"
+        old = self.read(ctl, limit_file)
+        try:
+            if self.v2 and self.has(None, "memory.reclaim"):
+                with contextlib.suppress(OSError):  # EAGAIN: not all of it; measured below
+                    self.write(None, "memory.reclaim", str(current - target + 4 * PAGE))
+            elif self.v2:
+                high = self.read(None, "memory.high")
+                self.write(None, "memory.high", str(_page(target)))
+                time.sleep(settle)
+                self.write(None, "memory.high", high or "max")
+            else:
+                for i in range(1, steps + 1):
+                    step = _page(current - (current - target) * i // steps)
+                    self.write(ctl, limit_file, str(max(step, _page(target))))
+                    time.sleep(settle / steps)
+        except OSError as exc:
+            self._restore(ctl, limit_file, old)
+            now = self.usage()["memory_current"]
+            raise LimitError(
+                "%s: cannot lower the memory limit to %s: the container uses %s (%s after reclaim), "
+                "which the kernel cannot reclaim (%s); the limit stays at %s"
+                % (field, _units.human_size(target), _units.human_size(current),
+                   _units.human_size(now or 0), exc.strerror or exc, _fmt_limit(old)),
+                field=field, usage=current, requested=target, file=self.file(ctl, limit_file))
+        after = self.usage()
+        if (after["oom_kills"] or 0) > (kills or 0):
+            self._restore(ctl, limit_file, old)
+            raise LimitError("%s: lowering memory to %s caused an OOM kill in the container (usage was %s)"
+                             % (field, _units.human_size(target), _units.human_size(current)),
+                             field=field, usage=current, requested=target)
+        if self.v2 and (after["memory_current"] or 0) > target:
+            raise LimitError(
+                "%s: cannot lower the memory limit to %s: the container uses %s and only %s could be "
+                "reclaimed; setting it would OOM-kill the workload, so the limit stays at %s"
+                % (field, _units.human_size(target), _units.human_size(current),
+                   _units.human_size(current - after["memory_current"]), _fmt_limit(old)),
+                field=field, usage=after["memory_current"], requested=target)
+        return dict(usage=current, stepped=True)
+
+    def _restore(self, ctl, name, old):
+        if old is not None:
+            with contextlib.suppress(OSError):
+                limited = old.isdigit() and int(old) < UNLIMITED
+                self.write(ctl, name, old if limited else ("max" if self.v2 else "-1"))
+
+
+def _fmt_limit(text):
+    if not text or text == "max" or (text.isdigit() and int(text) >= UNLIMITED):
+        return "unlimited"
+    return _units.human_size(int(text)) if text.isdigit() else text

@@ -1,0 +1,378 @@
+# -*- coding: utf-8 -*-
+# Copyright: ctrhost.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Container lifecycle: present / started / stopped / frozen / restarted / absent.
+
+``ensure(params, check_mode)`` validates everything first (nothing is written
+on a validation failure), then, holding the container's lock, moves the
+container to the requested state:
+
+* create: container dir, overlay rootfs, netns, network, config.json,
+  spec.json, then runtime create + start when it should run;
+* limits, network and autostart change live (same pid);
+* template, command, hostname, env, mounts, capabilities and runtime need a
+  re-create: refused (fields listed) unless ``recreate`` is true;
+* stop keeps the bundle (spec, config, upper layer, netns) and unmounts the
+  rootfs; absent removes process, mount, cgroups, netns, network and files.
+
+Check mode runs the same plan with the side effects skipped: the result has
+the same ``changed`` and lists the commands that would run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import shutil
+import time
+
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _ctrspec, _limits, _netns, _oci
+from ansible_collections.ctrhost.fleet.plugins.module_utils._cli import Recorder
+from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
+    ConflictError,
+    MissingToolError,
+    ValidationError,
+)
+from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
+from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import Runtime
+from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore
+from ansible_collections.ctrhost.fleet.plugins.module_utils._storage import Overlay
+
+STATES = ("present", "started", "stopped", "frozen", "restarted", "absent")
+LOG_FILE = "console.log"
+
+
+# -- calls into the network and cgroup libraries (one place each) ---------------
+def _netlink():
+    try:
+        from ansible_collections.ctrhost.fleet.plugins.module_utils import _netlink as mod
+    except ImportError:  # pragma: no cover - depends on the installed library
+        return None
+    return mod
+
+
+def network_attach(name, netns_path, interfaces):
+    if interfaces:
+        _require_netlink().attach(name, netns_path, interfaces)
+
+
+def network_update(name, netns_path, old, new):
+    _require_netlink().update(name, netns_path, old, new)
+
+
+def network_detach(name, interfaces):
+    mod = _netlink()
+    if interfaces and mod is not None:
+        mod.detach(name, interfaces)
+
+
+def _require_netlink():
+    mod = _netlink()
+    if mod is None:
+        raise MissingToolError("network: the netlink library (_netlink) is not available")
+    return mod
+
+
+def cgroup_remove(cgroups_path):
+    try:
+        from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import Cgroup
+    except ImportError:  # pragma: no cover
+        return
+    Cgroup(cgroups_path).remove()
+
+
+def limits_apply_live(runtime, name, cgroups_path, old, new, check_mode):
+    result = _limits.apply_live(runtime, name, cgroups_path, old, new, check_mode)
+    if check_mode and result.get("changed"):
+        runtime.record(runtime.base_cmd() + ["update", "--resources", "-", name])
+    return result
+
+
+# -- helpers -----------------------------------------------------------------
+class Ctx:
+    """What one call works on."""
+
+    def __init__(self, params, check_mode):
+        self.layout = Layout(params.get("root"), params.get("run_dir"))
+        self.name = params["name"]
+        self.store = ContainerStore(self.layout)
+        self.recorder = Recorder()
+        self.check_mode = check_mode
+        self.runtime_path = params.get("runtime_path")
+        self.stop_timeout = params.get("stop_timeout")
+        if self.stop_timeout is None:
+            self.stop_timeout = 10
+        if not isinstance(self.stop_timeout, int) or self.stop_timeout < 0:
+            raise ValidationError("stop_timeout", "expected seconds >= 0, got %r" % (self.stop_timeout,))
+        self.bundle = self.layout.container_dir(self.name)
+
+    def runtime(self, name):
+        return Runtime(name, path=self.runtime_path if name == "runc" or self.runtime_path else None,
+                       state_root=os.path.join(self.layout.runtime_root, name),
+                       recorder=self.recorder, dry_run=self.check_mode)
+
+    def overlay(self, template):
+        return Overlay(self.layout, self.name, template, recorder=self.recorder,
+                       dry_run=self.check_mode)
+
+
+def status_of(rt, name):
+    """absent (runtime does not know it), created, running, frozen or stopped."""
+    st = rt.state(name)
+    if st is None:
+        return "stopped", None
+    return {"paused": "frozen"}.get(st["status"], st["status"]), st
+
+
+def _wait_stopped(rt, name, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = rt.state(name)
+        if st is None or st["status"] == "stopped":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def write_config(ctx, spec):
+    """(Re)write config.json from the declared spec."""
+    cfg = _oci.build_config(ctx.name, spec, _netns.path(ctx.name),
+                            resources=_limits.to_oci_resources(spec.get("limits") or {}),
+                            cgroups=spec.get("cgroups_path"))
+    if not ctx.check_mode:
+        _oci.save_config(_oci.config_path(ctx.bundle), cfg)
+    return cfg
+
+
+def start(ctx, spec, rt, status):
+    """Bring a stopped (or created) container to running."""
+    if status == "created":
+        rt.start(ctx.name)
+        return
+    ctx.overlay(spec["template"]).mount()
+    if not ctx.check_mode:
+        fresh = not _netns.exists(ctx.name)
+        netns_path = _netns.ensure(ctx.name)
+        if fresh:
+            network_attach(ctx.name, netns_path, spec.get("network"))
+    write_config(ctx, spec)
+    if rt.state(ctx.name) is not None:  # a stopped leftover
+        rt.delete(ctx.name, force=True)
+    rt.create(ctx.name, ctx.bundle, os.path.join(ctx.bundle, LOG_FILE))
+    rt.start(ctx.name)
+
+
+def stop(ctx, spec, rt, status, timeout):
+    """Stop the container's processes and forget its runtime state; keep the bundle."""
+    if status == "frozen":
+        rt.resume(ctx.name)
+    if status in ("running", "frozen"):
+        rt.kill(ctx.name, "TERM")
+        if not ctx.check_mode and not _wait_stopped(rt, ctx.name, timeout):
+            rt.kill(ctx.name, "KILL", all_processes=True)
+            _wait_stopped(rt, ctx.name, 10)
+    if ctx.check_mode or rt.state(ctx.name) is not None:
+        rt.delete(ctx.name, force=True)
+    ctx.overlay(spec["template"]).umount()
+
+
+def remove(ctx, stored):
+    """Remove everything of the container; return True if anything existed."""
+    found = False
+    runtimes = {(stored or {}).get("runtime") or "runc", "runc"}
+    for rname in sorted(runtimes):
+        rt = ctx.runtime(rname)
+        try:
+            st = rt.state(ctx.name)
+        except MissingToolError:
+            continue
+        if st is not None:
+            found = True
+            if st["status"] == "paused":
+                rt.resume(ctx.name)
+            rt.delete(ctx.name, force=True)
+    overlay = ctx.overlay((stored or {}).get("template") or "-")
+    if overlay.is_mounted():
+        found = True
+    overlay.umount()
+    if _netns.exists(ctx.name) or os.path.lexists(_netns.path(ctx.name)):
+        found = True
+        if not ctx.check_mode:
+            network_detach(ctx.name, (stored or {}).get("network"))
+            _netns.remove(ctx.name)
+    if os.path.exists(ctx.bundle):
+        found = True
+        if not ctx.check_mode:
+            overlay.remove()
+            shutil.rmtree(ctx.bundle)
+    if not ctx.check_mode:
+        cgroup_remove((stored or {}).get("cgroups_path") or _oci.cgroups_path(ctx.name))
+    return found
+
+
+def describe(ctx, spec, fallback_state=None):
+    """The ``container`` result entry."""
+    if spec is None:
+        return dict(name=ctx.name, state="absent", pid=None)
+    rt = ctx.runtime(spec["runtime"])
+    if ctx.check_mode and fallback_state:
+        state, pid = fallback_state, None
+    else:
+        state, st = status_of(rt, ctx.name)
+        pid = st.get("pid") if st and state != "stopped" else None
+    return dict(name=ctx.name, state=state, pid=pid or None, template=spec["template"],
+                runtime=spec["runtime"], hostname=spec["hostname"], command=spec["command"],
+                limits=spec["limits"], network=spec["network"], autostart=spec["autostart"],
+                created=spec.get("created"), cgroups_path=spec.get("cgroups_path"),
+                bundle=ctx.bundle, rootfs=os.path.join(ctx.bundle, "rootfs"),
+                netns=_netns.path(ctx.name))
+
+
+# -- the entry point ---------------------------------------------------------
+def ensure(params, check_mode=False):
+    """Converge container ``params['name']`` to ``params['state']``; return the result."""
+    state = params.get("state") or "started"
+    if state not in STATES:
+        raise ValidationError("state", "expected one of %s, got %r" % (", ".join(STATES), state))
+    _ctrspec.validate_name(params.get("name"), "name")
+    ctx = Ctx(params, check_mode)
+    if state != "absent":  # validate before taking the lock: a bad input leaves nothing
+        _ctrspec.normalize(ctx.layout, ctx.name, params, ctx.store.load(ctx.name))
+    with ctx.store.lock(ctx.name, remove=lambda: not os.path.isdir(ctx.bundle)):
+        stored = ctx.store.load(ctx.name)
+        before = _ctrspec.declared(stored) if stored else {}
+        if state == "absent":
+            changed = remove(ctx, stored)
+            return _result(ctx, changed, before, {}, None)
+        spec = _ctrspec.normalize(ctx.layout, ctx.name, params, stored)
+        if stored is None:
+            changed, final = True, _create(ctx, spec, state)
+        else:
+            changed, final = _converge(ctx, stored, spec, state, params)
+        return _result(ctx, changed, before, _ctrspec.declared(final), final,
+                       _expected_state(state, stored, ctx))
+
+
+def _expected_state(state, stored, ctx):
+    return {"started": "running", "restarted": "running", "frozen": "frozen",
+            "stopped": "stopped"}.get(state, "stopped" if stored is None else None)
+
+
+def _result(ctx, changed, before, after, spec, expected=None):
+    result = dict(changed=changed, commands=ctx.recorder.commands,
+                  container=describe(ctx, spec, expected))
+    if changed:
+        result["diff"] = dict(before=before, after=after)
+    return result
+
+
+def _create(ctx, spec, state):
+    meta = _ctrspec.template_meta(ctx.layout, spec["template"])
+    spec = dict(spec, template_sha256=meta.get("sha256"), cgroups_path=_oci.cgroups_path(ctx.name),
+                created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    rt = ctx.runtime(spec["runtime"])
+    rt.binary  # noqa: B018 - fail early (MissingToolError) before anything is written
+    overlay = ctx.overlay(spec["template"])
+    try:
+        if not ctx.check_mode:
+            for path in (overlay.upper, overlay.work, overlay.rootfs):
+                os.makedirs(path, mode=0o755, exist_ok=True)
+            network_attach(ctx.name, _netns.ensure(ctx.name), spec["network"])
+        write_config(ctx, spec)
+        if not ctx.check_mode:
+            ctx.store.save(ctx.name, spec)
+        if state in ("started", "restarted", "frozen"):
+            start(ctx, spec, rt, "stopped")
+            if state == "frozen":
+                rt.pause(ctx.name)
+    except Exception:
+        if not ctx.check_mode:
+            _rollback(ctx, spec)
+        raise
+    return spec
+
+
+def _rollback(ctx, spec):
+    with contextlib.suppress(Exception):  # keep the original error
+        remove(ctx, spec)
+
+
+def _converge(ctx, stored, spec, state, params):
+    """Existing container: live changes, re-create if allowed, then the run state."""
+    spec = dict(stored, **spec)
+    old_rt = ctx.runtime(stored.get("runtime") or "runc")
+    status, _ = status_of(old_rt, ctx.name)
+    changed = False
+    recreate = _ctrspec.needs_recreate(stored, spec)
+    if recreate:
+        if not params.get("recreate"):
+            raise ConflictError(
+                "recreate: changing %s of container %s needs a re-create (the container "
+                "would restart); set recreate: true to allow it. Nothing was changed."
+                % (", ".join(recreate), ctx.name), field="recreate", fields=recreate)
+        was = status
+        if status != "stopped":
+            stop(ctx, stored, old_rt, status, ctx.stop_timeout)
+        status = "stopped"
+        if "template" in recreate:
+            ctx.overlay(stored["template"]).reset()
+            meta = _ctrspec.template_meta(ctx.layout, spec["template"])
+            spec["template_sha256"] = meta.get("sha256")
+        changed = True
+        if state == "present" and was in ("running", "frozen"):
+            state = "started" if was == "running" else "frozen"
+    rt = ctx.runtime(spec["runtime"])
+    live = status in ("running", "frozen", "created")
+    if stored.get("limits") != spec["limits"]:
+        changed = True
+        if live and not recreate:
+            limits_apply_live(rt, ctx.name, spec["cgroups_path"], stored.get("limits") or {},
+                              spec["limits"], ctx.check_mode)
+    if stored.get("network") != spec["network"]:
+        changed = True
+        if not ctx.check_mode and _netns.exists(ctx.name):
+            network_update(ctx.name, _netns.path(ctx.name), stored.get("network") or [],
+                           spec["network"])
+    if stored.get("autostart") != spec["autostart"]:
+        changed = True
+    if changed and not ctx.check_mode:
+        if os.path.exists(_oci.config_path(ctx.bundle)) and not recreate:
+            cfg = _oci.load_config(ctx.bundle)
+            _oci.save_config(ctx.bundle, _oci.set_resources(
+                cfg, _limits.to_oci_resources(spec["limits"])))
+        else:
+            write_config(ctx, spec)
+        ctx.store.save(ctx.name, spec)
+    return _transition(ctx, spec, rt, status, state) or changed, spec
+
+
+def _transition(ctx, spec, rt, status, state):
+    """Move the run state; return True when something was done."""
+    if state == "present":
+        return False
+    if state == "restarted":
+        if status != "stopped":
+            stop(ctx, spec, rt, status, ctx.stop_timeout)
+        start(ctx, spec, rt, "stopped")
+        return True
+    if state == "stopped":
+        if status == "stopped":
+            return False
+        stop(ctx, spec, rt, status, ctx.stop_timeout)
+        return True
+    if state == "started":
+        if status == "running":
+            return False
+        if status == "frozen":
+            rt.resume(ctx.name)
+        else:
+            start(ctx, spec, rt, status)
+        return True
+    # frozen
+    if status == "frozen":
+        return False
+    if status != "running":
+        start(ctx, spec, rt, status)
+    rt.pause(ctx.name)
+    return True

@@ -1,0 +1,272 @@
+# -*- coding: utf-8 -*-
+# Copyright: ctrhost.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""CRIU: discovery, feature checks, statistics images and log classification.
+
+* ``discover(path)``: the CRIU binary, its version, whether ``criu check``
+  passes, and what this host can do with it (pre-dump needs dirty memory
+  tracking; lazy pages need userfaultfd and a pipe size CRIU may set).
+  Host facts come from ``_sysinfo`` (one probe per process).
+* ``read_stats(path)``: the ``stats-dump`` / ``stats-restore`` images CRIU
+  leaves in the work directory: a magic header and one protobuf
+  ``stats_entry``, decoded here (no protobuf dependency).
+* ``classify(text)``: the cause of a failed dump/restore from CRIU's log,
+  with the log lines that say so.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _sysinfo
+from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import MissingToolError
+
+IMG_SERVICE_MAGIC = 0x55105940
+STATS_MAGIC = 0x57093306
+
+# stats.proto (CRIU 3.x/4.x): field number -> name; times are microseconds.
+DUMP_FIELDS = {
+    1: "freezing_time", 2: "frozen_time", 3: "memdump_time", 4: "memwrite_time",
+    5: "pages_scanned", 6: "pages_skipped_parent", 7: "pages_written", 8: "irmap_resolve",
+    9: "pages_lazy", 10: "page_pipes", 11: "page_pipe_bufs", 12: "shpages_scanned",
+    13: "shpages_skipped_parent", 14: "shpages_written",
+}
+RESTORE_FIELDS = {
+    1: "pages_compared", 2: "pages_skipped_cow", 3: "forking_time", 4: "restore_time",
+    5: "pages_restored",
+}
+TIME_FIELDS = ("freezing_time", "frozen_time", "memdump_time", "memwrite_time",
+               "irmap_resolve", "forking_time", "restore_time")
+
+# Error lines CRIU prints on every run in a sandbox without CAP_SYS_RESOURCE and that
+# do not make it fail: never reported as a cause.
+BENIGN = (
+    re.compile(r"rlimit: Can't setup RLIMIT_NOFILE for self"),
+)
+
+# (cause, pattern, hint): first matching error line wins, in this order.
+CAUSES = (
+    ("tcp_established", r"Connected TCP socket",
+     "the container has an established TCP connection; set tcp_established: true"),
+    ("ext_unix_sk", r"External socket (is used|found in image)|name-less external socket",
+     "the container holds a unix socket connected outside it; set ext_unix_sk: true"),
+    ("file_locks", r"file locks are hold|Dump file lock failed|--file-locks",
+     "the container holds file locks; set file_locks: true"),
+    ("no_space", r"No space left on device|Disk quota exceeded",
+     "the file system holding the images is full"),
+    ("image_corrupt", r"magic doesn't match|Magic doesn't match|Unexpected EOF|Failed unpacking"
+     r"|Img trimmed|Read \d+ bytes while \d+ expected|Too old image|Not supported images version",
+     "the checkpoint images are damaged or incomplete"),
+    ("pipe_size", r"page-pipe: splice|F_SETPIPE_SZ|Cannot create pipe for reading",
+     "CRIU cannot grow its pipes (raise fs.pipe-max-size or grant CAP_SYS_RESOURCE)"),
+    ("page_server", r"page-xfer|page server|Lazy pages transfer FAILED|uffd:",
+     "the page server / lazy-pages connection failed"),
+    ("missing_file", r"Can't open file .* on restore|Can't fixup VMA's fd|No such file or directory",
+     "a file the process had open is not there (rootfs or mounts differ from the dump)"),
+    ("pid_conflict", r"Can't fork for \d+|PID .* is busy|File exists",
+     "a process id or object of the checkpoint is taken on this host"),
+    ("network", r"net: |netns|Can't restore .*socket|inet: ",
+     "network state could not be dumped or restored"),
+    ("mounts", r"mnt: |mnt-v2|mount point|Can't mount",
+     "a mount of the container could not be dumped or restored"),
+    ("cgroup", r"cg: |cgroup",
+     "cgroup state could not be dumped or restored"),
+    ("permission", r"Operation not permitted|Permission denied",
+     "the kernel refused an operation (missing privilege or seccomp/LSM)"),
+    ("process_gone", r"No such process|Can't attach to|seize",
+     "a process exited or could not be seized during the dump"),
+)
+_ERROR_RE = re.compile(r"\bError\b|\bFAILED\b")
+
+
+# ---------------------------------------------------------------- discovery
+
+def discover(path=None, probe=True):
+    """Facts about CRIU at ``path`` (PATH and sbin searched when None).
+
+    Returns {path, version, check, check_output, features, pre_dump, pre_dump_reason,
+    lazy_pages, lazy_pages_reason, pipe_max_size, pipe_size_needed, cap_sys_resource}.
+    Raises MissingToolError when CRIU is absent.
+    """
+    found = _sysinfo.criu_path(path)
+    if not found:
+        raise MissingToolError("criu: not found on this host (%s); install a CRIU that passes "
+                               "'criu check' (scripts/install-criu)" % (path or "searched PATH"),
+                               tool="criu")
+    passed, output = _sysinfo.criu_check(found)
+    feat = _sysinfo.criu_features(found, probe=probe)
+    features = feat["features"]
+    pre_dump = bool(features.get("mem_dirty_track"))
+    return dict(
+        path=found, version=_sysinfo.criu_version(found), check=passed, check_output=output,
+        features=features, pre_dump=pre_dump,
+        pre_dump_reason=None if pre_dump else
+        "the kernel does not track dirty memory (criu check --feature mem_dirty_track failed: "
+        "no soft-dirty bits), so pre-dump iterations are impossible",
+        lazy_pages=bool(features.get("lazy_pages_usable")),
+        lazy_pages_reason=feat.get("lazy_pages_reason"),
+        pipe_max_size=feat.get("pipe_max_size"), pipe_size_needed=feat.get("pipe_size_needed"),
+        cap_sys_resource=feat.get("cap_sys_resource"),
+    )
+
+
+def require(path=None):
+    """Like ``discover`` without the pipe probe, and a failing ``criu check`` is an error."""
+    info = discover(path, probe=False)
+    if not info["check"]:
+        raise MissingToolError("criu: %s (%s) fails 'criu check': %s"
+                               % (info["path"], info["version"], info["check_output"]),
+                               tool="criu", criu=info["path"])
+    return info
+
+
+# ---------------------------------------------------------------- protobuf / stats
+
+def _varint(buf, pos):
+    result = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise ValueError("truncated varint at offset %d" % pos)
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long at offset %d" % pos)
+
+
+def decode_message(buf):
+    """A protobuf message as {field number: value}; length-delimited values are bytes."""
+    fields, pos = {}, 0
+    while pos < len(buf):
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 1:
+            if pos + 8 > len(buf):
+                raise ValueError("truncated fixed64 field %d" % number)
+            value, pos = struct.unpack_from("<Q", buf, pos)[0], pos + 8
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            if pos + length > len(buf):
+                raise ValueError("truncated field %d (%d bytes)" % (number, length))
+            value, pos = bytes(buf[pos:pos + length]), pos + length
+        elif wire == 5:
+            if pos + 4 > len(buf):
+                raise ValueError("truncated fixed32 field %d" % number)
+            value, pos = struct.unpack_from("<I", buf, pos)[0], pos + 4
+        else:
+            raise ValueError("unsupported wire type %d of field %d" % (wire, number))
+        fields[number] = value
+    return fields
+
+
+def _named(raw, names):
+    out = {}
+    for number, value in raw.items():
+        name = names.get(number)
+        if name is None:
+            continue
+        out[name] = value
+    return out
+
+
+def decode_stats(data):
+    """Bytes of a ``stats-dump``/``stats-restore`` image -> {dump: {...}} and/or {restore: {...}}.
+
+    Times are converted to seconds (``*_time`` keys, float) next to the raw
+    microseconds (``*_time_us``).
+    """
+    if len(data) < 12:
+        raise ValueError("stats image too short (%d bytes)" % len(data))
+    magic, kind, size = struct.unpack_from("<III", data, 0)
+    if magic != IMG_SERVICE_MAGIC or kind != STATS_MAGIC:
+        raise ValueError("not a CRIU stats image (magic %#x %#x)" % (magic, kind))
+    if 12 + size > len(data):
+        raise ValueError("stats entry truncated: %d bytes announced, %d present"
+                         % (size, len(data) - 12))
+    entry = decode_message(data[12:12 + size])
+    out = {}
+    for number, key, names in ((1, "dump", DUMP_FIELDS), (2, "restore", RESTORE_FIELDS)):
+        if number in entry:
+            section = _named(decode_message(entry[number]), names)
+            for name in TIME_FIELDS:
+                if name in section:
+                    section[name + "_us"] = section[name]
+                    section[name] = section[name] / 1e6
+            out[key] = section
+    return out
+
+
+def read_stats(path):
+    """Decoded stats image at ``path``, or None when absent or unreadable."""
+    try:
+        with open(path, "rb") as handle:
+            return decode_stats(handle.read())
+    except (OSError, ValueError):
+        return None
+
+
+def work_stats(work_dir):
+    """{dump: ..., restore: ...} of the stats images found in a CRIU work directory."""
+    out = {}
+    for leaf in ("stats-dump", "stats-restore"):
+        stats = read_stats(os.path.join(work_dir, leaf))
+        if stats:
+            out.update(stats)
+    return out
+
+
+# ---------------------------------------------------------------- logs
+
+def error_lines(text, limit=20):
+    """CRIU log lines that report an error, without the known harmless ones."""
+    lines = []
+    for line in (text or "").splitlines():
+        if not _ERROR_RE.search(line):
+            continue
+        if any(p.search(line) for p in BENIGN):
+            continue
+        lines.append(line.rstrip())
+    return lines[-limit:] if limit else lines
+
+
+def classify(text, extra=""):
+    """(cause, hint, lines) of a failed CRIU run from its log ``text``.
+
+    ``extra`` (the runtime's stderr) is searched too. ``cause`` is ``unknown``
+    when no rule matches; ``lines`` are the error lines of the log (or its last
+    lines when it has none).
+    """
+    lines = error_lines(text)
+    extra_lines = [x for x in (extra or "").strip().splitlines() if x.strip()][-5:]
+    for cause, pattern, hint in CAUSES:
+        regex = re.compile(pattern)
+        if any(regex.search(line) for line in lines + extra_lines):
+            return cause, hint, lines or extra_lines
+    if not lines:
+        tail = [x for x in (text or "").strip().splitlines() if x.strip()][-10:]
+        return "unknown", "CRIU failed without an error line in its log", tail + extra_lines
+    return "unknown", "CRIU failed; see the log lines", lines
+
+
+def read_log(path, max_bytes=4 * 1024 * 1024):
+    """Text of a CRIU log (its last ``max_bytes``), '' when absent."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - max_bytes))
+            return handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def classify_work_dir(work_dir, leaf, extra=""):
+    """classify() of ``<work_dir>/<leaf>`` (dump.log, restore.log, lazy-pages.log)."""
+    return classify(read_log(os.path.join(work_dir, leaf)), extra)

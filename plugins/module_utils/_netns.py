@@ -1,0 +1,83 @@
+# -*- coding: utf-8 -*-
+# Copyright: ctrhost.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Named network namespaces of containers: ``/run/netns/ctrhost-<name>``.
+
+The namespace is made (pyroute2's netns support: unshare + bind mount, the
+same thing ``ip netns add`` does) before the runtime starts the container and
+is handed to the runtime by path, so runc treats it as external: a checkpoint
+does not contain it and a restore joins the pre-made namespace at the same
+path. Links inside survive a runtime stop/start and a restore.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CtrhostError
+from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
+
+
+def path(name):
+    """Path of the container's named netns (whether it exists or not)."""
+    return Layout.netns_path(name)
+
+
+def _is_nsfs(p):
+    """True when ``p`` is a live namespace bind mount (not a stale plain file)."""
+    try:
+        return os.stat(p).st_dev == os.stat("/proc/self/ns/net").st_dev
+    except OSError:
+        return False
+
+
+def exists(name):
+    """True when the named netns exists and is a mounted namespace."""
+    return _is_nsfs(path(name))
+
+
+def ensure(name):
+    """Create the named netns if needed, bring ``lo`` up inside; return its path.
+
+    Idempotent: an existing namespace is kept as is (lo is brought up again),
+    a stale placeholder file left by an interrupted create is replaced.
+    """
+    from pyroute2 import netns as pr_netns
+
+    p = path(name)
+    if not exists(name):
+        if os.path.lexists(p):
+            _drop(p)
+        try:
+            pr_netns.create(p)
+        except OSError as exc:
+            raise CtrhostError("cannot create network namespace %s: %s" % (p, exc), path=p)
+    _lo_up(p)
+    return p
+
+
+def remove(name):
+    """Remove the named netns (links inside go with it). No error if absent."""
+    p = path(name)
+    if os.path.lexists(p):
+        _drop(p)
+
+
+def _drop(p):
+    from pyroute2 import netns as pr_netns
+
+    try:
+        pr_netns.remove(p)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise CtrhostError("cannot remove network namespace %s: %s" % (p, exc), path=p)
+
+
+def _lo_up(p):
+    from pyroute2 import IPRoute
+
+    with IPRoute(netns=p) as ns:
+        idx = ns.link_lookup(ifname="lo")
+        if idx:
+            ns.link("set", index=idx[0], state="up")

@@ -1,0 +1,230 @@
+# -*- coding: utf-8 -*-
+# Copyright: ctrhost.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Restore a container from CRIU images, on the host that dumped it or another one.
+
+``restore_images`` is the one code path (used by ``container_restore`` and by
+the migration agent on the destination): check the template by checksum,
+recreate the overlay rootfs (from ``rootfs-diff.tar`` when the upper layer is
+not here), the netns and veths with the same IP and MAC, write config.json
+(this host's cgroups path, the spec's limits), ``runtime restore``, and verify
+that the container runs. On failure everything this call created is removed
+and CommandError carries CRIU's classified cause and log lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import shutil
+
+from ansible_collections.ctrhost.fleet.plugins.module_utils import (
+    _checkpoint,
+    _cli,
+    _criu,
+    _limits,
+    _netns,
+    _oci,
+    _template,
+)
+from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
+    CommandError,
+    ConflictError,
+    CtrhostError,
+    NotFoundError,
+)
+from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
+from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore
+from ansible_collections.ctrhost.fleet.plugins.module_utils._storage import Overlay, is_mounted
+from ansible_collections.ctrhost.fleet.plugins.module_utils._validate import validate_name
+
+LOG_FILE = "console.log"
+
+
+def work_dir(layout, name, kind="restore"):
+    return os.path.join(layout.run_dir, "criu", "%s.%s" % (name, kind))
+
+
+def check_template(layout, meta):
+    """The local template must be the one the checkpoint was made on (same sha256)."""
+    template = meta["spec"]["template"]
+    local = _template.read_meta(layout, template)
+    if local is None:
+        raise NotFoundError("template: the checkpoint needs template %r, which is not installed "
+                            "under %s" % (template, layout.templates_dir), field="template")
+    want, have = meta.get("template_sha256"), local.get("sha256")
+    if want and have != want:
+        raise ConflictError("template: template %r here has sha256 %s but the checkpoint was made "
+                            "on sha256 %s; install the same template content first"
+                            % (template, have, want), field="template", expected=want, found=have)
+    return local
+
+
+def restore_config(layout, name, spec, image_dir):
+    """The bundle's config.json: the dumped one with this host's cgroups path and netns."""
+    cfg = _oci.load_config(os.path.join(image_dir, _checkpoint.CONFIG_COPY))
+    resources = _limits.to_oci_resources(spec.get("limits") or {})
+    if cfg is None:
+        return _oci.build_config(name, spec, _netns.path(name), resources=resources,
+                                 cgroups=spec["cgroups_path"])
+    cfg = copy.deepcopy(cfg)
+    cfg["root"] = dict(cfg.get("root") or {}, path="rootfs")
+    linux = cfg.setdefault("linux", {})
+    linux["cgroupsPath"] = spec["cgroups_path"]
+    for ns in linux.get("namespaces") or []:
+        if ns.get("type") == "network":
+            ns["path"] = _netns.path(name)
+    return _oci.set_resources(cfg, resources)
+
+
+def cleanup_work(path):
+    """Unmount what a killed CRIU left in its work dir, then remove the dir."""
+    if not os.path.isdir(path):
+        return
+    with open("/proc/self/mountinfo") as handle:
+        points = [line.split()[4] for line in handle]
+    for point in sorted((p for p in points if p.startswith(path + "/")), reverse=True):
+        _cli.run(["umount", "-l", point], check=False)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def forget_runtime(rt, name, cgroups_path=None):
+    """Kill and delete whatever the runtime holds under ``name``."""
+    st = rt.state(name)
+    if st is None:
+        return
+    if cgroups_path:
+        _checkpoint.thaw(cgroups_path)
+    with contextlib.suppress(CtrhostError):
+        rt.kill(name, "KILL", all_processes=True)
+    with contextlib.suppress(CtrhostError):
+        rt.delete(name, force=True)
+    leftover = os.path.join(rt.state_root, name)
+    if os.path.isdir(leftover) and not any(is_mounted(os.path.join(leftover, e))
+                                           for e in os.listdir(leftover)):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def remove_created(layout, name, spec, overlay):
+    """Undo a restore that created the container on this host."""
+    with contextlib.suppress(CtrhostError, OSError):
+        overlay.umount()
+    with contextlib.suppress(Exception):
+        from ansible_collections.ctrhost.fleet.plugins.module_utils import _netlink
+        _netlink.detach(name, spec.get("network"))
+    with contextlib.suppress(CtrhostError, OSError):
+        _netns.remove(name)
+    bundle = layout.container_dir(name)
+    if os.path.isdir(bundle) and not overlay.is_mounted():
+        shutil.rmtree(bundle, ignore_errors=True)
+
+
+def prepare(layout, name, meta, image_dir):
+    """Rootfs, netns, network, config.json and spec.json for a restore; returns (spec, created)."""
+    check_template(layout, meta)
+    store = ContainerStore(layout)
+    created = not os.path.isdir(layout.container_dir(name))
+    spec = dict(meta["spec"], cgroups_path=_oci.cgroups_path(name))
+    overlay = Overlay(layout, name, spec["template"])
+    try:
+        tar = os.path.join(image_dir, _checkpoint.ROOTFS_TAR)
+        if not os.path.isdir(overlay.upper) and os.path.exists(tar):
+            os.makedirs(overlay.upper, mode=0o755)
+            _cli.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls",
+                      "-C", overlay.upper, "-xf", tar], msg="unpack the rootfs changes",
+                     timeout=3600)
+        overlay.mount()
+        netns_path = _netns.ensure(name)
+        if spec.get("network"):
+            from ansible_collections.ctrhost.fleet.plugins.module_utils import _netlink
+            _netlink.attach(name, netns_path, spec["network"])
+        _oci.save_config(layout.container_dir(name), restore_config(layout, name, spec, image_dir))
+        store.save(name, spec)
+    except BaseException:
+        if created:
+            remove_created(layout, name, spec, overlay)
+        raise
+    return spec, created
+
+
+def restore_command(rt, criu_path, name, image_dir, work, bundle, options, lazy=False):
+    args = _checkpoint.criu_args(criu_path) + [
+        "restore", "--detach", "--image-path", image_dir, "--work-path", work, "--bundle", bundle]
+    args += [_checkpoint.CRIU_FLAGS[k] for k in _checkpoint.RESTORE_FLAGS if options.get(k)]
+    if lazy:
+        args.append("--lazy-pages")
+    return args + [name]
+
+
+def restore_images(layout, name, image_dir, meta, runtime_path=None, criu_path=None,
+                   lazy=False, work=None, timeout=600, recorder=None):
+    """Restore ``name`` from ``image_dir`` (checkpoint.json ``meta``); return facts of the run."""
+    spec, created = prepare(layout, name, meta, image_dir)
+    rt = _checkpoint.runtime_for(layout, spec, runtime_path, recorder)
+    overlay = Overlay(layout, name, spec["template"])
+    bundle = layout.container_dir(name)
+    work = work or work_dir(layout, name)
+    if not lazy:
+        cleanup_work(work)
+    os.makedirs(work, mode=0o700, exist_ok=True)
+    forget_runtime(rt, name, spec["cgroups_path"])
+    args = restore_command(rt, criu_path, name, image_dir, work, bundle,
+                           meta.get("options") or {}, lazy)
+    try:
+        result = rt.spawn(args, os.path.join(bundle, LOG_FILE), timeout=timeout,
+                          msg="restore of %s" % name)
+        st = rt.state(name)
+        if not st or st.get("status") != "running" or not os.path.exists("/proc/%s" % st["pid"]):
+            raise CommandError("restore of %s: the runtime reports %s after restore"
+                               % (name, (st or {}).get("status", "nothing")), args, 1)
+    except CtrhostError as exc:
+        cause, hint, lines = _criu.classify_work_dir(work, "restore.log",
+                                                     getattr(exc, "stderr", "") or "")
+        forget_runtime(rt, name, spec["cgroups_path"])
+        cleanup_work(work)
+        if created:
+            remove_created(layout, name, spec, overlay)
+        raise CommandError("restore of container %s failed: %s (%s)%s"
+                           % (name, cause, hint, ": " + lines[-1] if lines else ""),
+                           getattr(exc, "cmd", args), getattr(exc, "rc", -1), "",
+                           getattr(exc, "stderr", ""), cause=cause, criu_log=lines)
+    stats = _criu.work_stats(work).get("restore", {})
+    return dict(pid=st["pid"], status=st["status"], stats=stats, created=created,
+                duration=round(result.duration, 3) if result else None, work=work,
+                cgroups_path=spec["cgroups_path"], network=spec.get("network") or [])
+
+
+def restore(root, name, cid=None, runtime_path=None, criu_path=None, check_mode=False):
+    """``container_restore``: restore ``name`` from checkpoint ``cid`` (newest when None)."""
+    layout = Layout(root)
+    validate_name(name, "name")
+    if cid is not None:
+        _checkpoint.validate_id(cid)
+    meta = _checkpoint.find(layout, name, cid)
+    recorder = _cli.Recorder()
+    store = ContainerStore(layout)
+    rt = _checkpoint.runtime_for(layout, meta["spec"], runtime_path, recorder, check_mode)
+    st = rt.state(name)
+    if st and st.get("status") in ("running", "paused"):
+        return dict(changed=False, id=meta["id"], path=meta["path"], pid=st.get("pid"),
+                    msg="container %s is already %s; nothing restored" % (name, st["status"]),
+                    commands=[])
+    check_template(layout, meta)
+    criu = _criu.require(criu_path)
+    bundle = layout.container_dir(name)
+    if check_mode:
+        recorder.add(rt.base_cmd() + restore_command(rt, criu["path"], name, meta["path"],
+                                                     work_dir(layout, name), bundle,
+                                                     meta.get("options") or {}))
+        return dict(changed=True, id=meta["id"], path=meta["path"], pid=None,
+                    commands=recorder.commands,
+                    diff=dict(before=dict(state="stopped"), after=dict(state="running")))
+    with store.lock(name):
+        facts = restore_images(layout, name, meta["path"], meta, runtime_path, criu["path"],
+                               recorder=recorder)
+    cleanup_work(facts["work"])
+    return dict(changed=True, id=meta["id"], path=meta["path"], pid=facts["pid"],
+                stats=facts["stats"], duration=facts["duration"], created=facts["created"],
+                commands=recorder.commands,
+                diff=dict(before=dict(state="stopped"), after=dict(state="running")))

@@ -1,0 +1,129 @@
+# -*- coding: utf-8 -*-
+# Copyright: ctrhost.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The per-container ``spec.json`` store and per-container locks."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import tempfile
+import time
+
+from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ConflictError
+
+SPEC_FILE = "spec.json"
+DEFAULT_LOCK_TIMEOUT = 60
+
+
+def atomic_write_json(path, data, mode=0o644):
+    """Write ``data`` as JSON to ``path`` atomically (temp file + fsync + rename)."""
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_json(path, default=None):
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return default
+
+
+class ContainerStore:
+    """Declared specs under ``<root>/containers/<name>/spec.json``."""
+
+    def __init__(self, layout):
+        self.layout = layout
+
+    def spec_path(self, name):
+        return self.layout.container_file(name, SPEC_FILE)
+
+    def exists(self, name):
+        return os.path.isfile(self.spec_path(name))
+
+    def load(self, name):
+        """The stored spec of ``name`` or None."""
+        return read_json(self.spec_path(name))
+
+    def save(self, name, spec):
+        os.makedirs(self.layout.container_dir(name), exist_ok=True)
+        atomic_write_json(self.spec_path(name), spec)
+
+    def names(self):
+        """Names of every container with a spec, sorted."""
+        try:
+            entries = sorted(os.listdir(self.layout.containers_dir))
+        except FileNotFoundError:
+            return []
+        return [n for n in entries if os.path.isfile(self.spec_path(n))]
+
+    def lock_path(self, name):
+        return os.path.join(self.layout.locks_dir, name + ".lock")
+
+    @contextlib.contextmanager
+    def lock(self, name, timeout=DEFAULT_LOCK_TIMEOUT, remove=False):
+        """Hold the exclusive lock of ``name``; ConflictError after ``timeout`` s.
+
+        ``remove`` unlinks the lock file on release (used when the container is
+        removed). Waiters re-check the inode after locking, so unlinking while
+        holding the lock is safe.
+        """
+        path = self.lock_path(name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            if _flock(fd, deadline):
+                try:
+                    same = os.fstat(fd).st_ino == os.stat(path).st_ino
+                except FileNotFoundError:
+                    same = False
+                if same:
+                    break
+                os.close(fd)  # the file was removed while we waited: take the new one
+                continue
+            os.close(fd)
+            raise ConflictError(
+                "name: container %s is busy (another task holds %s for more than %ss)"
+                % (name, path, timeout), field="name", lock=path)
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, ("%d\n" % os.getpid()).encode())
+            yield path
+        finally:
+            if remove:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+def _flock(fd, deadline):
+    delay = 0.01
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)

@@ -1,0 +1,131 @@
+# -*- coding: utf-8 -*-
+# Copyright: ctrhost.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The overlayfs rootfs of a container.
+
+lower = ``templates/<template>/rootfs`` (shared, never copied, never written),
+upper/work = ``containers/<name>/upper`` and ``work``, mount point =
+``containers/<name>/rootfs``. Mounting is idempotent; the upper directory
+survives an unmount (stop, host reboot), so a remount shows the same files.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli
+from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
+    ConflictError,
+    NotFoundError,
+)
+
+
+def _unescape(field):
+    # /proc/self/mountinfo escapes space, tab, newline and backslash as octal.
+    return (field.replace("\\040", " ").replace("\\011", "\t")
+            .replace("\\012", "\n").replace("\\134", "\\"))
+
+
+def mounts(mountinfo="/proc/self/mountinfo"):
+    """[(mount point, fstype, super options)] of the current mount namespace."""
+    result = []
+    with open(mountinfo) as handle:
+        for line in handle:
+            left, _, right = line.partition(" - ")
+            fields = left.split()
+            rfields = right.split()
+            result.append((_unescape(fields[4]), rfields[0] if rfields else "",
+                           rfields[2] if len(rfields) > 2 else ""))
+    return result
+
+
+def is_mounted(path, mountinfo="/proc/self/mountinfo"):
+    path = os.path.realpath(path)
+    return any(point == path for point, _, _ in mounts(mountinfo))
+
+
+class Overlay:
+    """The overlay rootfs of one container."""
+
+    def __init__(self, layout, name, template, recorder=None, dry_run=False):
+        self.layout = layout
+        self.name = name
+        self.template = template
+        self.recorder = recorder
+        self.dry_run = dry_run
+
+    @property
+    def lower(self):
+        return self.layout.template_rootfs(self.template)
+
+    @property
+    def upper(self):
+        return self.layout.container_file(self.name, "upper")
+
+    @property
+    def work(self):
+        return self.layout.container_file(self.name, "work")
+
+    @property
+    def rootfs(self):
+        return self.layout.container_file(self.name, "rootfs")
+
+    def is_mounted(self):
+        return is_mounted(self.rootfs)
+
+    def mount_command(self):
+        options = "lowerdir=%s,upperdir=%s,workdir=%s" % (self.lower, self.upper, self.work)
+        return ["mount", "-t", "overlay", "overlay", "-o", options, self.rootfs]
+
+    def mount(self):
+        """Mount the overlay unless it already is; return True when it mounted."""
+        if self.is_mounted():
+            return False
+        if not os.path.isdir(self.lower):
+            raise NotFoundError("template: rootfs %s of template %s is missing"
+                                % (self.lower, self.template), field="template")
+        cmd = self.mount_command()
+        if self.dry_run:
+            if self.recorder is not None:
+                self.recorder.add(cmd)
+            return True
+        for path in (self.upper, self.work, self.rootfs):
+            os.makedirs(path, mode=0o755, exist_ok=True)
+        _cli.run(cmd, recorder=self.recorder, msg="mount overlay rootfs of %s" % self.name)
+        return True
+
+    def umount(self):
+        """Unmount if mounted (lazily when busy); return True when it unmounted."""
+        if not self.is_mounted():
+            return False
+        cmd = ["umount", self.rootfs]
+        if self.dry_run:
+            if self.recorder is not None:
+                self.recorder.add(cmd)
+            return True
+        result = _cli.run(cmd, check=False, recorder=self.recorder)
+        if result.rc != 0 and self.is_mounted():
+            raise ConflictError("rootfs: cannot unmount %s: %s"
+                                % (self.rootfs, result.stderr.strip()), field="rootfs")
+        return True
+
+    def remove(self):
+        """Unmount and delete upper, work and the mount point."""
+        self.umount()
+        if self.dry_run:
+            return
+        if self.is_mounted():  # never delete through a live mount
+            raise ConflictError("rootfs: %s is still mounted" % self.rootfs, field="rootfs")
+        for path in (self.rootfs, self.work, self.upper):
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+
+    def reset(self):
+        """Discard the container's changes (upper/work), e.g. when the template changes."""
+        self.umount()
+        if self.dry_run:
+            return
+        for path in (self.work, self.upper):
+            if os.path.isdir(path):
+                shutil.rmtree(path)

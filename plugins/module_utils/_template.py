@@ -1,0 +1,421 @@
+# -*- coding: utf-8 -*-
+# Copyright: ctrhost.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""OS templates: install from a source, remove, describe.
+
+A template is ``templates/<name>/rootfs`` plus ``templates/<name>/template.json``::
+
+    {name, source: {type, ...}, sha256, size, created, duration, files, [image_config]}
+
+``sha256`` identifies the content (the same on every host that installed the same thing):
+
+- ``src`` / ``url``: sha256 of the tarball;
+- ``image``: digest of the image manifest as the source serves it (``skopeo inspect --raw``);
+- ``debootstrap``: sha256 of a canonical JSON manifest made of the debootstrap options and
+  the installed packages (name, architecture, version) read from the tree's dpkg status.
+
+Up to date when the recorded source is the same and so is: the tarball's sha256 (``src``), the
+declared checksum (``url``; nothing is downloaded), the manifest digest (``image``); for
+``debootstrap`` the options alone. An install builds in a temporary directory next to the
+target and swaps it in with one rename: a failed install leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from datetime import datetime, timezone
+
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _tarsafe
+from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
+    ConflictError, NotFoundError, ValidationError)
+from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
+from ansible_collections.ctrhost.fleet.plugins.module_utils._validate import (
+    reject_unknown_keys, validate_abs_path, validate_name, validate_sha256, validate_string_list)
+
+DEBOOTSTRAP_KEYS = ("suite", "mirror", "variant", "include")
+DEBOOTSTRAP_VARIANTS = ("minbase", "buildd", "fakechroot")
+IMAGE_TRANSPORTS = ("oci-archive:", "oci:", "docker://", "docker-archive:", "dir:")
+URL_SCHEMES = ("http", "https", "ftp", "file")
+DOWNLOAD_TIMEOUT = 60
+DEBOOTSTRAP_TIMEOUT = 3600
+
+
+def _sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --- validation -------------------------------------------------------------------------
+
+def normalize_source(src=None, url=None, checksum=None, debootstrap=None, image=None):
+    """Exactly one source -> its canonical dict (what template.json records)."""
+    given = [k for k, v in (("src", src), ("url", url), ("debootstrap", debootstrap),
+                            ("image", image)) if v]
+    if len(given) != 1:
+        raise ValidationError("src", "exactly one of src, url, debootstrap or image is required "
+                              "(got %s)" % (", ".join(given) or "none"))
+    kind = given[0]
+    if checksum and kind in ("debootstrap", "image"):
+        raise ValidationError("checksum", "applies to src and url only, not to %s" % kind)
+    if kind == "src":
+        source = dict(type="src", src=validate_abs_path(src, "src", must_exist=True, kind="file"))
+        if checksum:
+            source["checksum"] = "sha256:" + validate_sha256(checksum)
+        return source
+    if kind == "url":
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        if scheme not in URL_SCHEMES:
+            raise ValidationError("url", "%r must start with one of %s"
+                                  % (url, ", ".join(s + "://" for s in URL_SCHEMES)))
+        if not checksum:
+            raise ValidationError("checksum", "is required with url (expected sha256:<64 hex>)")
+        return dict(type="url", url=url, checksum="sha256:" + validate_sha256(checksum))
+    if kind == "debootstrap":
+        reject_unknown_keys(debootstrap, DEBOOTSTRAP_KEYS, "debootstrap")
+        suite = debootstrap.get("suite")
+        if not suite or not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", str(suite)):
+            raise ValidationError("debootstrap.suite", "a suite name such as bookworm is required")
+        variant = debootstrap.get("variant") or "minbase"
+        if variant not in DEBOOTSTRAP_VARIANTS:
+            raise ValidationError("debootstrap.variant", "%r is not one of %s"
+                                  % (variant, ", ".join(DEBOOTSTRAP_VARIANTS)))
+        mirror = debootstrap.get("mirror")
+        if mirror and not re.match(r"^(https?|file)://\S+$", mirror):
+            raise ValidationError("debootstrap.mirror", "%r is not an http(s):// or file:// URL"
+                                  % mirror)
+        include = validate_string_list(debootstrap.get("include"), "debootstrap.include",
+                                       r"^[a-z0-9][a-z0-9+.-]+$", "package name")
+        return dict(type="debootstrap", suite=str(suite), mirror=mirror or None,
+                    variant=variant, include=sorted(set(include)))
+    if not isinstance(image, str) or not image.startswith(IMAGE_TRANSPORTS):
+        raise ValidationError("image", "%r must be an image reference starting with one of %s"
+                              % (image, ", ".join(IMAGE_TRANSPORTS)))
+    if not image.startswith("docker://"):
+        path = image.split(":", 1)[1]  # oci:/dir:tag and oci-archive:/x.tar[:tag]
+        if not any(os.path.isabs(p) and os.path.exists(p) for p in (path, path.rsplit(":", 1)[0])):
+            raise ValidationError("image", "%s: %s does not exist (expected an absolute path)"
+                                  % (image, path))
+    return dict(type="image", image=image)
+
+
+# --- metadata and users -----------------------------------------------------------------
+
+def read_meta(layout, name):
+    """The recorded template.json, or None when the template is not (fully) installed."""
+    path = layout.template_meta(name)
+    if not os.path.isdir(layout.template_rootfs(name)) or not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def container_users(layout, name):
+    """Containers whose spec.json names this template (unreadable specs count as users)."""
+    users = []
+    for spec in sorted(glob.glob(os.path.join(layout.containers_dir, "*", "spec.json"))):
+        container = os.path.basename(os.path.dirname(spec))
+        try:
+            with open(spec, encoding="utf-8") as handle:
+                if json.load(handle).get("template") != name:
+                    continue
+        except (OSError, ValueError, AttributeError):
+            container += " (unreadable spec.json)"
+        users.append(container)
+    return users
+
+
+def list_templates(layout):
+    """Every installed template: its metadata plus path, rootfs and users."""
+    out = []
+    if os.path.isdir(layout.templates_dir):
+        for name in sorted(os.listdir(layout.templates_dir)):
+            meta = None if name.startswith(".") else read_meta(layout, name)
+            if meta is not None:
+                out.append(_describe(layout, name, meta))
+    return out
+
+
+def get_template(layout, name, field="template"):
+    """Metadata of one installed template, or NotFoundError listing the installed ones."""
+    validate_name(name, field)
+    meta = read_meta(layout, name)
+    if meta is None:
+        installed = [t["name"] for t in list_templates(layout)]
+        raise NotFoundError("%s: template %r is not installed under %s (installed: %s)"
+                            % (field, name, layout.templates_dir, ", ".join(installed) or "none"),
+                            field=field)
+    return _describe(layout, name, meta)
+
+
+def _describe(layout, name, meta):
+    out = dict(meta)
+    out.update(name=name, template_dir=layout.template_dir(name), rootfs=layout.template_rootfs(name),
+               users=container_users(layout, name))
+    return out
+
+
+# --- desired content identity -----------------------------------------------------------
+
+def _image_digest(image):
+    skopeo = _cli.require("skopeo", "image templates")
+    raw = _cli.run([skopeo, "inspect", "--raw", image], binary=True, timeout=300,
+                   msg="skopeo inspect %s" % image).stdout
+    return hashlib.sha256(raw).hexdigest()
+
+
+def wanted_sha256(source):
+    """The content checksum the source will give, or None when only the build tells."""
+    if source["type"] == "src":
+        digest = _sha256_file(source["src"])
+        if source.get("checksum") and source["checksum"] != "sha256:" + digest:
+            raise ValidationError("checksum", "%s has sha256:%s, expected %s"
+                                  % (source["src"], digest, source["checksum"]))
+        return digest
+    if source["type"] == "url":
+        return source["checksum"].split(":", 1)[1]
+    if source["type"] == "image":
+        return _image_digest(source["image"])
+    return None
+
+
+# --- builders (write into work/rootfs; return extra metadata) -------------------------------
+
+def _download(url, path, sha256):
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as resp, open(path, "wb") as out:
+            for chunk in iter(lambda: resp.read(1 << 20), b""):
+                digest.update(chunk)
+                out.write(chunk)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise ValidationError("url", "download of %s failed: %s" % (url, exc))
+    if digest.hexdigest() != sha256:
+        raise ValidationError("checksum", "%s has sha256:%s, expected sha256:%s; nothing was "
+                              "unpacked" % (url, digest.hexdigest(), sha256))
+
+
+def _build_tarball(source, work, rootfs, recorder, sha256):
+    """``src`` and ``url``: the tarball is verified, then unpacked by _tarsafe."""
+    tarball, field = source.get("src"), source["type"]
+    if field == "url":
+        tarball = os.path.join(work, "download")
+        recorder.add(["download", source["url"], tarball])
+        _download(source["url"], tarball, sha256)
+    stats = _tarsafe.extract(tarball, rootfs, field=field, workdir=work, recorder=recorder)
+    if field == "url":
+        os.unlink(tarball)
+    return dict(sha256=sha256, files=stats)
+
+
+def _dpkg_packages(rootfs):
+    """'name:arch=version' of every installed package, from the tree's dpkg status file."""
+    with open(os.path.join(rootfs, "var/lib/dpkg/status"), encoding="utf-8",
+              errors="replace") as handle:
+        paragraphs = handle.read().split("\n\n")
+    packages = []
+    for para in paragraphs:
+        fields = dict(re.findall(r"^([\w-]+): *(.*)$", para, re.M))
+        if fields.get("Status", "").endswith(" installed") and "Package" in fields:
+            packages.append("%s:%s=%s" % (fields["Package"], fields.get("Architecture", ""),
+                                          fields.get("Version", "")))
+    return sorted(packages)
+
+
+def debootstrap_command(source, rootfs):
+    cmd = [_cli.require("debootstrap", "debootstrap templates"),
+           "--variant=%s" % source["variant"]]
+    if source["include"]:
+        cmd.append("--include=%s" % ",".join(source["include"]))
+    cmd += [source["suite"], rootfs]
+    if source["mirror"]:
+        cmd.append(source["mirror"])
+    return cmd
+
+
+def _build_debootstrap(source, work, rootfs, recorder, _sha256):
+    _cli.run(debootstrap_command(source, rootfs), recorder=recorder, timeout=DEBOOTSTRAP_TIMEOUT,
+             msg="debootstrap %s" % source["suite"])
+    packages = _dpkg_packages(rootfs)
+    manifest = json.dumps(dict(source=source, packages=packages), sort_keys=True,
+                          separators=(",", ":"))
+    return dict(sha256=hashlib.sha256(manifest.encode()).hexdigest(), packages=len(packages))
+
+
+def image_commands(source, work):
+    layout = os.path.join(work, "oci")
+    return [
+        [_cli.require("skopeo", "image templates"), "copy", "--quiet", source["image"],
+         "oci:%s:template" % layout],
+        [_cli.require("umoci", "image templates"), "unpack", "--image", "%s:template" % layout,
+         os.path.join(work, "bundle")],
+    ]
+
+
+def _build_image(source, work, rootfs, recorder, sha256):
+    for cmd in image_commands(source, work):
+        _cli.run(cmd, recorder=recorder, timeout=1800, msg=" ".join(cmd[:2]))
+    bundle = os.path.join(work, "bundle")
+    with open(os.path.join(bundle, "config.json"), encoding="utf-8") as handle:
+        process = json.load(handle).get("process", {})
+    os.rmdir(rootfs)
+    os.rename(os.path.join(bundle, "rootfs"), rootfs)
+    for leftover in (bundle, os.path.join(work, "oci")):
+        shutil.rmtree(leftover)
+    # ``init`` is what a container runs by default (see _ctrspec.default_command).
+    return dict(sha256=sha256, init=process.get("args") or None,
+                image_config=dict(env=process.get("env", []), cwd=process.get("cwd", "/")))
+
+
+BUILDERS = dict(src=_build_tarball, url=_build_tarball, debootstrap=_build_debootstrap, image=_build_image)
+
+
+def _planned_commands(source, layout, name):
+    work = os.path.join(layout.templates_dir, ".%s.tmp-XXXX" % name)
+    if source["type"] == "debootstrap":
+        return [debootstrap_command(source, os.path.join(work, "rootfs"))]
+    if source["type"] == "image":
+        return image_commands(source, work)
+    if source["type"] == "url":
+        return [["download", source["url"], os.path.join(work, "download")]]
+    return []
+
+
+# --- install / remove ---------------------------------------------------------------------
+
+def _sibling(path, tag):
+    """A fresh, unused name next to ``path`` (same filesystem, hidden)."""
+    return os.path.join(os.path.dirname(path), ".%s.%s-%s" % (os.path.basename(path), tag,
+                                                               uuid.uuid4().hex[:8]))
+
+
+def _swap_in(work, target, recorder):
+    """Put ``work`` at ``target`` in one rename (exchange when target exists); drop the old."""
+    if not os.path.lexists(target):
+        os.rename(work, target)
+        return
+    if not _tarsafe.exchange_paths(work, target):
+        old = _sibling(target, "old")
+        os.rename(target, old)
+        os.rename(work, target)
+        work = old
+    _tarsafe.safe_rmtree(work, recorder=recorder)
+
+
+def _install(layout, name, source, sha256, recorder, started):
+    os.makedirs(layout.templates_dir, mode=0o755, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=".%s.tmp-" % name, dir=layout.templates_dir)
+    try:
+        os.chmod(work, 0o755)
+        rootfs = os.path.join(work, "rootfs")
+        os.mkdir(rootfs, 0o755)
+        extra = BUILDERS[source["type"]](source, work, rootfs, recorder, sha256)
+        meta = dict(name=name, source=source, sha256=extra.pop("sha256"),
+                    size=_tarsafe.tree_size(rootfs),
+                    created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    duration=round(time.monotonic() - started, 3))
+        meta.update(extra)
+        with open(os.path.join(work, "template.json"), "w", encoding="utf-8") as handle:
+            json.dump(meta, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        _swap_in(work, layout.template_dir(name), recorder)
+    except BaseException:
+        # Keep the original error; a cleanup failure must not hide it.
+        with contextlib.suppress(Exception):
+            _tarsafe.safe_rmtree(work)
+        raise
+    return meta
+
+
+def _result(layout, name, state, changed, before, after, recorder, started, **extra):
+    meta = after or {}
+    result = dict(changed=changed, name=name, state=state, template_dir=layout.template_dir(name),
+                  rootfs=layout.template_rootfs(name), sha256=meta.get("sha256"),
+                  size=meta.get("size"), template=after,
+                  duration=round(time.monotonic() - started, 3), commands=recorder.commands,
+                  diff=dict(before=before or {}, after=after or {}))
+    result.update(extra)
+    return result
+
+
+def present(layout, name, source, force=False, check_mode=False):
+    """Install ``source`` as template ``name`` unless the same content is already there."""
+    started = time.monotonic()
+    recorder = _cli.Recorder()
+    validate_name(name)
+    before = read_meta(layout, name)
+    sha256 = wanted_sha256(source)
+    same = (before is not None and before.get("source") == source
+            and (sha256 is None or before.get("sha256") == sha256))
+    users = container_users(layout, name)
+    if same and not force:
+        return _result(layout, name, "present", False, before, before, recorder, started,
+                       users=users)
+    if before is not None and users and not force:
+        raise ConflictError(
+            "name: template %r is used by container(s) %s; replacing it would change their "
+            "lower layer under them: remove them first or set force=true"
+            % (name, ", ".join(users)), users=users)
+    if check_mode:
+        for cmd in _planned_commands(source, layout, name):
+            recorder.add(cmd)
+        after = dict(name=name, source=source, sha256=sha256)
+        return _result(layout, name, "present", True, before, after, recorder, started,
+                       users=users)
+    after = _install(layout, name, source, sha256, recorder, started)
+    skipped = after.get("files", {}).get("skipped") or []
+    notes = ["skipped %d device node(s) (the runtime provides /dev): %s"
+             % (len(skipped), ", ".join(skipped[:10]))] if skipped else []
+    return _result(layout, name, "present", True, before, after, recorder, started,
+                   users=users, notes=notes)
+
+
+def absent(layout, name, force=False, check_mode=False):
+    """Remove template ``name``; refused while containers use it unless ``force``."""
+    started = time.monotonic()
+    recorder = _cli.Recorder()
+    validate_name(name)
+    target = layout.template_dir(name)
+    before = read_meta(layout, name)
+    if not os.path.lexists(target):
+        return _result(layout, name, "absent", False, None, None, recorder, started, users=[])
+    users = container_users(layout, name)
+    if users and not force:
+        raise ConflictError("name: template %r is used by container(s) %s; remove them first "
+                            "or set force=true" % (name, ", ".join(users)), users=users)
+    if not check_mode:
+        doomed = _sibling(target, "del")
+        os.rename(target, doomed)
+        _tarsafe.safe_rmtree(doomed, recorder=recorder)
+    return _result(layout, name, "absent", True, before or dict(name=name), None, recorder,
+                   started, users=users)
+
+
+def ensure(root, name, state="present", src=None, url=None, checksum=None, debootstrap=None,
+           image=None, force=False, check_mode=False):
+    """Entry point of the template module."""
+    layout = Layout(root)
+    validate_name(name)
+    if state == "absent":  # source options are ignored: a task may flip only its state
+        return absent(layout, name, force=force, check_mode=check_mode)
+    if state != "present":
+        raise ValidationError("state", "%r is not one of present, absent" % state)
+    source = normalize_source(src=src, url=url, checksum=checksum, debootstrap=debootstrap,
+                              image=image)
+    return present(layout, name, source, force=force, check_mode=check_mode)

@@ -1,0 +1,215 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: ctrhost.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: host_network
+short_description: Bridges, forwarding, NAT and static routes of a container host
+version_added: 0.1.0
+description:
+  - Creates, changes and deletes the Linux bridges that container interfaces attach to
+    (C(network) option of M(ctrhost.fleet.container)), with their IPv4 and IPv6 addresses,
+    MTU and STP (off by default). Links and addresses go through netlink (pyroute2).
+  - Sets IPv4/IPv6 forwarding (C(net.ipv4.ip_forward), C(net.ipv6.conf.all.forwarding)) of the
+    network namespace the module runs in.
+  - NAT uses nftables. The module owns one table, C(inet ctrhost), as a whole; its
+    C(postrouting) chain masquerades the subnets of every bridge with O(bridges[].nat=true)
+    towards other destinations. Idempotence is a compare of the wanted rules with what
+    C(nft -j list table inet ctrhost) reports; a difference replaces the table in one atomic
+    C(nft -f) transaction. Declare every NAT bridge of a host in the same task.
+  - Static routes (O(routes)) send other hosts' container subnets through those hosts'
+    addresses, for a fleet (or the lab) whose hosts share a network.
+  - Everything applies to the running kernel; re-run at boot (the C(host) role does) to restore it.
+author:
+  - ctrhost.fleet contributors
+options:
+  bridges:
+    description: Bridges to manage; bridges not listed are left alone.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Bridge name (at most 15 characters).
+        type: str
+        required: true
+      ipv4:
+        description:
+          - IPv4 addresses of the bridge in CIDR form (the containers' gateway and subnet).
+          - When given, exactly these are kept (others are removed); when omitted, left as they are.
+        type: list
+        elements: str
+      ipv6:
+        description:
+          - IPv6 addresses in CIDR form, added without duplicate address detection; link-local
+            addresses are not managed. Same rules as O(bridges[].ipv4).
+        type: list
+        elements: str
+      mtu:
+        description: MTU of the bridge; left as is when omitted.
+        type: int
+      stp:
+        description: Spanning tree protocol.
+        type: bool
+        default: false
+      nat:
+        description: Masquerade the bridge's subnets (IPv4 and IPv6) when they leave for other networks.
+        type: bool
+        default: false
+      state:
+        description:
+          - V(absent) deletes the bridge; refused while container veths are attached unless O(force).
+        type: str
+        choices: [present, absent]
+        default: present
+  forwarding:
+    description: Forwarding sysctls; an omitted key is left as is.
+    type: dict
+    suboptions:
+      ipv4:
+        description: C(net.ipv4.ip_forward).
+        type: bool
+      ipv6:
+        description: C(net.ipv6.conf.all.forwarding).
+        type: bool
+  routes:
+    description:
+      - Static routes in the main table, e.g. other hosts' container subnets via those hosts.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      dest:
+        description: Destination network in CIDR form.
+        type: str
+        required: true
+      via:
+        description: Next hop address.
+        type: str
+        required: true
+      state:
+        description: V(absent) removes the route.
+        type: str
+        choices: [present, absent]
+        default: present
+  force:
+    description: Delete a bridge even while containers are attached to it.
+    type: bool
+    default: false
+extends_documentation_fragment:
+  - ctrhost.fleet.attributes
+  - ctrhost.fleet.attributes.ACTIONGROUP
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  idempotent:
+    support: full
+requirements:
+  - pyroute2 on the managed host
+  - nft (nftables) when a bridge has O(bridges[].nat=true)
+notes:
+  - IPv6 addresses of bridges and containers are added with C(nodad) so they are usable at once.
+"""
+
+EXAMPLES = r"""
+- name: Container bridge with NAT to the outside, forwarding on
+  ctrhost.fleet.host_network:
+    bridges:
+      - name: ctr0
+        ipv4: [10.10.1.1/24]
+        ipv6: [fd10:0:0:1::1/64]
+        nat: true
+    forwarding:
+      ipv4: true
+      ipv6: true
+
+- name: Reach the containers of the other hosts through them
+  ctrhost.fleet.host_network:
+    routes:
+      - dest: 10.10.2.0/24
+        via: 192.0.2.12
+      - dest: fd10:0:0:2::/64
+        via: 2001:db8::12
+
+- name: Remove a bridge
+  ctrhost.fleet.host_network:
+    bridges:
+      - name: ctr9
+        state: absent
+"""
+
+RETURN = r"""
+bridges:
+  description: The managed bridges after the run (in check mode, as they would be); null when absent.
+  returned: always
+  type: dict
+  sample: {"ctr0": {"mtu": 1500, "stp": false, "ipv4": ["10.10.1.1/24"], "ipv6": ["fd10:0:0:1::1/64"]}}
+nat:
+  description: Subnets masqueraded by table C(inet ctrhost), as C(ip SUBNET) / C(ip6 SUBNET).
+  returned: always
+  type: list
+  elements: str
+  sample: ["ip 10.10.1.0/24", "ip6 fd10:0:0:1::/64"]
+forwarding:
+  description: Forwarding sysctls after the run.
+  returned: always
+  type: dict
+  sample: {"ipv4": true, "ipv6": true}
+routes:
+  description: Managed routes, destination to next hop (null when absent).
+  returned: always
+  type: dict
+  sample: {"10.10.2.0/24": "192.0.2.12"}
+commands:
+  description: External commands run (or that would run in check mode); netlink changes are not commands.
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _hostnet, _module
+
+ARGS = dict(
+    bridges=dict(type="list", elements="dict", default=[], options=dict(
+        name=dict(type="str", required=True),
+        ipv4=dict(type="list", elements="str"),
+        ipv6=dict(type="list", elements="str"),
+        mtu=dict(type="int"),
+        stp=dict(type="bool", default=False),
+        nat=dict(type="bool", default=False),
+        state=dict(type="str", default="present", choices=["present", "absent"]),
+    )),
+    forwarding=dict(type="dict", options=dict(ipv4=dict(type="bool"), ipv6=dict(type="bool"))),
+    routes=dict(type="list", elements="dict", default=[], options=dict(
+        dest=dict(type="str", required=True),
+        via=dict(type="str", required=True),
+        state=dict(type="str", default="present", choices=["present", "absent"]),
+    )),
+    force=dict(type="bool", default=False),
+)
+
+
+def _run(module):
+    p = module.params
+    result = _hostnet.apply(bridges=p["bridges"], forwarding=p["forwarding"], routes=p["routes"],
+                            force=p["force"], check_mode=module.check_mode)
+    diff = result.pop("diff")
+    if module._diff:
+        result["diff"] = diff
+    return result
+
+
+def main():
+    module = AnsibleModule(argument_spec=ARGS, supports_check_mode=True)
+    _module.run(module, _run, module)
+
+
+if __name__ == "__main__":
+    main()

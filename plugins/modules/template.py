@@ -1,0 +1,248 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: ctrhost.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: template
+short_description: Install or remove an OS template (a root filesystem containers are created from)
+version_added: 0.1.0
+description:
+  - Installs an OS template as C(templates/<name>/rootfs) under O(root), with its metadata in
+    C(templates/<name>/template.json) (source, sha256, size, created, duration).
+  - The template comes from exactly one source, a tarball on the host (O(src)), a tarball to
+    download (O(url) with O(checksum)), C(debootstrap) (O(debootstrap)) or an OCI image
+    (O(image), through C(skopeo) and C(umoci)).
+  - Tarballs (C(.tar), C(.tar.gz), C(.tar.bz2), C(.tar.xz), C(.tar.zst) when C(zstd) is installed)
+    are checked member by member before anything is written. An absolute name, a C(..) component,
+    a member written through a symbolic link, a symbolic link climbing out of the template, or a
+    hard link to anything but an earlier file of the archive fails the task, naming the member.
+    Character and block devices are skipped (the runtime gives each container its own C(/dev)).
+    Modes, numeric ownership, symbolic and hard links inside the tree are kept.
+  - The template is built in a temporary directory next to its final place and moved there in one
+    rename, so a failed install leaves nothing behind and never replaces a good template.
+  - The template is up to date, and nothing is done, when template.json records the same source
+    and the same content, that is the tarball's sha256 for O(src), the declared O(checksum) for
+    O(url) (nothing is downloaded), the manifest digest for O(image). For O(debootstrap) the options
+    alone decide; use O(force) to rebuild from a newer mirror.
+  - Replacing or removing a template refuses while containers (C(containers/*/spec.json) under
+    O(root)) use it, and names them, unless O(force=true).
+author:
+  - ctrhost.fleet contributors
+options:
+  name:
+    description:
+      - Template name, 1 to 63 letters, digits, C(.), C(_) or C(-), starting with a letter or digit.
+    type: str
+    required: true
+  state:
+    description:
+      - V(present) installs the template, V(absent) removes it.
+    type: str
+    choices: [present, absent]
+    default: present
+  src:
+    description:
+      - Absolute path of a root filesystem tarball on the managed host.
+    type: path
+  url:
+    description:
+      - URL (C(http://), C(https://), C(ftp://), C(file://)) of a root filesystem tarball.
+      - The download goes to a temporary file in the templates directory and is verified against
+        O(checksum) before anything is unpacked.
+    type: str
+  checksum:
+    description:
+      - Expected sha256 of the tarball, as C(sha256:<hex>) or bare hex. Required with O(url),
+        optional with O(src).
+    type: str
+  debootstrap:
+    description:
+      - Build a Debian (or derivative) root filesystem with C(debootstrap).
+      - template.json's C(sha256) is then the sha256 of a canonical manifest made of these options
+        and the installed packages (name, architecture, version), so two hosts that built the same
+        packages report the same checksum.
+    type: dict
+    suboptions:
+      suite:
+        description: Release to install, for example V(bookworm).
+        type: str
+        required: true
+      mirror:
+        description: Archive URL; debootstrap's default when omitted.
+        type: str
+      variant:
+        description: debootstrap variant.
+        type: str
+        choices: [minbase, buildd, fakechroot]
+        default: minbase
+      include:
+        description: Extra packages to install.
+        type: list
+        elements: str
+        default: []
+  image:
+    description:
+      - OCI image reference as C(skopeo) reads it, for example C(oci-archive:/srv/img.tar),
+        C(oci:/srv/layout:tag), C(docker://docker.io/library/debian:12), C(docker-archive:/x.tar)
+        or C(dir:/srv/img).
+      - The image's default process arguments are recorded as C(init) in template.json; a container
+        created without a command runs them.
+    type: str
+  force:
+    description:
+      - With O(state=present), reinstall even when the template is up to date, and replace a
+        template that containers use.
+      - With O(state=absent), remove a template that containers use.
+    type: bool
+    default: false
+extends_documentation_fragment:
+  - ctrhost.fleet.common
+  - ctrhost.fleet.attributes
+attributes:
+  check_mode:
+    support: full
+    details: Reads the tarball (or the image manifest) to decide; downloads and builds nothing.
+  diff_mode:
+    support: full
+    details: The diff is template.json before and after.
+  idempotent:
+    support: full
+requirements:
+  - C(skopeo) and C(umoci) for O(image); C(debootstrap) for O(debootstrap); C(zstd) for C(.tar.zst).
+notes:
+  - Root is needed to keep file ownership and to run C(debootstrap).
+seealso:
+  - module: ctrhost.fleet.container
+"""
+
+EXAMPLES = r"""
+- name: Busybox template from a tarball on the host
+  ctrhost.fleet.template:
+    name: busybox
+    src: /srv/templates/busybox.tar.gz
+
+- name: Template downloaded and verified before unpacking
+  ctrhost.fleet.template:
+    name: alpine
+    url: https://example.org/images/alpine-minirootfs-3.20.0-x86_64.tar.gz
+    checksum: sha256:2b1f5d9e8c3e5a3b6f3c5d2e7a6b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b
+
+- name: Debian minbase template
+  ctrhost.fleet.template:
+    name: bookworm
+    debootstrap:
+      suite: bookworm
+      include: [iproute2, procps]
+
+- name: Template from an OCI archive
+  ctrhost.fleet.template:
+    name: app
+    image: oci-archive:/srv/images/app.tar
+
+- name: Remove a template (fails while containers use it)
+  ctrhost.fleet.template:
+    name: busybox
+    state: absent
+"""
+
+RETURN = r"""
+name:
+  description: Template name.
+  returned: always
+  type: str
+state:
+  description: The requested state.
+  returned: always
+  type: str
+template_dir:
+  description: Template directory (holds C(rootfs) and C(template.json)).
+  returned: always
+  type: str
+  sample: /var/lib/ctrhost/templates/busybox
+rootfs:
+  description: Root filesystem of the template (the lower layer of its containers).
+  returned: always
+  type: str
+sha256:
+  description: Content checksum recorded in template.json (in check mode, the one expected).
+  returned: when state is present
+  type: str
+size:
+  description: Apparent size in bytes of the files in the root filesystem (hard links once).
+  returned: when the template is installed (not in check mode before a first install)
+  type: int
+duration:
+  description: Seconds this task spent (checking, building and swapping in).
+  returned: always
+  type: float
+template:
+  description:
+    - template.json after the task (C(name), C(source), C(sha256), C(size), C(created),
+      C(duration), C(files) for tarballs, C(packages) for debootstrap, C(init) and C(image_config)
+      for images). Null after removal.
+  returned: always
+  type: dict
+users:
+  description: Containers whose spec.json names this template.
+  returned: always
+  type: list
+  elements: str
+commands:
+  description: Commands run (or, in check mode, that would run).
+  returned: always
+  type: list
+  elements: str
+notes:
+  description: Remarks about the install, such as device nodes that were skipped.
+  returned: when the template was installed
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _template
+from ansible_collections.ctrhost.fleet.plugins.module_utils._module import COMMON_ARGS, argument_spec, run
+
+SOURCES = ("src", "url", "debootstrap", "image")
+
+
+def _main(module):
+    params = module.params
+    return _template.ensure(
+        params["root"], params["name"], state=params["state"], src=params["src"],
+        url=params["url"], checksum=params["checksum"], debootstrap=params["debootstrap"],
+        image=params["image"], force=params["force"], check_mode=module.check_mode)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argument_spec(
+            COMMON_ARGS,
+            name=dict(type="str", required=True),
+            state=dict(type="str", default="present", choices=["present", "absent"]),
+            src=dict(type="path"),
+            url=dict(type="str"),
+            checksum=dict(type="str"),
+            debootstrap=dict(type="dict", options=dict(
+                suite=dict(type="str", required=True),
+                mirror=dict(type="str"),
+                variant=dict(type="str", default="minbase", choices=list(_template.DEBOOTSTRAP_VARIANTS)),
+                include=dict(type="list", elements="str", default=[]),
+            )),
+            image=dict(type="str"),
+            force=dict(type="bool", default=False),
+        ),
+        mutually_exclusive=[SOURCES, ("checksum", "debootstrap"), ("checksum", "image")],
+        required_if=[("state", "present", SOURCES, True)],
+        required_by={"url": "checksum"},
+        supports_check_mode=True,
+    )
+    run(module, _main, module)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,291 @@
+"""ctrhost.fleet.template through ansible-playbook on localhost (connection local, tmp root).
+
+Shape of each case: check mode -> nothing written -> apply -> verify by an independent path
+(GNU tar listings, the source binary's hash, the OCI archive's own index) -> apply again,
+changed=false.
+"""
+
+import glob
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import urllib.request
+
+import pytest
+
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _tarsafe
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PLAYBOOK = os.path.join(REPO, ".venv", "bin", "ansible-playbook")
+COLLECTIONS = os.path.join(REPO, ".cache", "pytest-collections")
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="templates keep numeric ownership: needs root"),
+    pytest.mark.skipif(not os.access(PLAYBOOK, os.X_OK), reason="no .venv/bin/ansible-playbook"),
+]
+
+
+def play(workdir, task, check=False):
+    """Run one ``ctrhost.fleet.template`` task; return (rc, result)."""
+    book = os.path.join(workdir, "tp-play.yml")
+    with open(book, "w") as handle:
+        json.dump([dict(hosts="localhost", connection="local", gather_facts=False,
+                        tasks=[{"ctrhost.fleet.template": task}])], handle)
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_STDOUT_CALLBACK="json",
+               ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_CALLBACK_RESULT_FORMAT="json",
+               ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0")
+    cmd = [PLAYBOOK, "-i", "localhost,", "--diff", "-e",
+           json.dumps(dict(ansible_python_interpreter=sys.executable)), book]
+    if check:
+        cmd.append("--check")
+    # cwd = workdir: the repository's ansible.cfg (lab inventory) does not apply here.
+    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=1800,
+                          stdin=subprocess.DEVNULL)
+    out = proc.stdout
+    data = json.loads(out[out.find("{"):]) if "{" in out else {}
+    tasks = [t for p in data.get("plays", []) for t in p.get("tasks", [])]
+    assert tasks, "no task result\n--- stdout\n%s\n--- stderr\n%s" % (out, proc.stderr)
+    return proc.returncode, tasks[0]["hosts"]["localhost"]
+
+
+def sha256(path):
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
+def residue(root):
+    """Everything in the templates directory, hidden work directories included."""
+    path = os.path.join(root, "templates")
+    return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+
+@pytest.fixture(scope="module")
+def busybox(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("tp-bb") / "tp-busybox.tar.gz")
+    proc = subprocess.run([os.path.join(REPO, "scripts", "make-busybox-template"), out],
+                          capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == out
+    return out
+
+
+@pytest.fixture
+def root(tmp_path):
+    path = str(tmp_path / "tp-root")
+    yield path
+    _tarsafe.safe_rmtree(path)
+
+
+def test_make_busybox_template_is_deterministic(busybox, tmp_path):
+    again = str(tmp_path / "tp-again.tar.gz")
+    subprocess.run([os.path.join(REPO, "scripts", "make-busybox-template"), again],
+                   check=True, capture_output=True)
+    assert sha256(again) == sha256(busybox)
+    names = subprocess.run(["tar", "-tzf", busybox], capture_output=True, text=True,
+                           check=True).stdout.split()
+    for wanted in ("./bin/busybox", "./bin/sh", "./etc/passwd", "./etc/group", "./etc/hostname",
+                   "./tmp/", "./proc/", "./sys/", "./dev/", "./root/"):
+        assert wanted in names
+
+
+def test_src_check_mode_apply_idempotent(busybox, root, tmp_path):
+    task = dict(name="tpbb", src=busybox, root=root)
+    rc, res = play(str(tmp_path), task, check=True)
+    assert rc == 0 and res["changed"] is True
+    assert res["diff"]["after"]["sha256"] == sha256(busybox) and res["diff"]["before"] == {}
+    assert not os.path.exists(root), "check mode wrote something"
+
+    rc, res = play(str(tmp_path), task)
+    assert rc == 0 and res["changed"] is True, res
+    rootfs = os.path.join(root, "templates", "tpbb", "rootfs")
+    # Independent path: GNU tar's listing of the tarball == the tree on disk.
+    listed = subprocess.run(["tar", "-tzf", busybox], capture_output=True, text=True,
+                            check=True).stdout.split()
+    listed = {n[2:].rstrip("/") for n in listed if n not in ("./",)}
+    on_disk = set()
+    for top, dirs, files in os.walk(rootfs):
+        for leaf in dirs + files:
+            on_disk.add(os.path.relpath(os.path.join(top, leaf), rootfs))
+    assert on_disk == listed
+    busybox_bin = subprocess.run(["dpkg", "-L", "busybox-static"], capture_output=True,
+                                 text=True).stdout
+    host_bin = next((p for p in busybox_bin.split() if p.endswith("/bin/busybox")), "/bin/busybox")
+    assert sha256(os.path.join(rootfs, "bin", "busybox")) == sha256(host_bin)
+    assert os.readlink(os.path.join(rootfs, "bin", "sh")) == "/bin/busybox"
+    assert oct(os.stat(os.path.join(rootfs, "tmp")).st_mode & 0o7777) == "0o1777"
+    with open(os.path.join(root, "templates", "tpbb", "template.json")) as handle:
+        meta = json.load(handle)
+    assert meta["sha256"] == sha256(busybox) == res["sha256"]
+    assert meta["size"] == res["size"] >= os.path.getsize(host_bin)
+    assert meta["source"] == dict(type="src", src=busybox)
+    assert res["duration"] > 0 and res["diff"]["after"] == meta
+
+    for check in (True, False):
+        rc, res = play(str(tmp_path), task, check=check)
+        assert rc == 0 and res["changed"] is False, res
+    assert residue(root) == ["tpbb"]
+
+
+@pytest.fixture(scope="module")
+def oci_image(busybox, tmp_path_factory):
+    """An OCI layout and an oci-archive made offline from the busybox rootfs."""
+    for tool in ("umoci", "skopeo"):
+        if shutil.which(tool) is None:
+            pytest.skip("%s is not installed" % tool)
+    base = tmp_path_factory.mktemp("tp-oci")
+    layout, tree, archive = str(base / "layout"), str(base / "tree"), str(base / "tp-bb-oci.tar")
+    os.mkdir(tree)
+    subprocess.run(["tar", "-xzf", busybox, "-C", tree], check=True)
+    for cmd in (["umoci", "init", "--layout", layout],
+                ["umoci", "new", "--image", layout + ":tp"],
+                ["umoci", "insert", "--image", layout + ":tp", tree, "/"],
+                ["umoci", "config", "--image", layout + ":tp", "--config.cmd", "/bin/sh"],
+                ["skopeo", "copy", "--quiet", "oci:%s:tp" % layout, "oci-archive:" + archive]):
+        subprocess.run(cmd, check=True, capture_output=True)
+    with tarfile.open(archive) as tar:
+        index = json.load(tar.extractfile("index.json"))
+    digest = index["manifests"][0]["digest"].split(":", 1)[1]
+    return dict(layout=layout, archive=archive, digest=digest)
+
+
+@pytest.mark.parametrize("kind", ["oci-archive", "oci"])
+def test_image_source(oci_image, root, tmp_path, kind):
+    image = ("oci-archive:" + oci_image["archive"]) if kind == "oci-archive" else \
+        "oci:%s:tp" % oci_image["layout"]
+    task = dict(name="tpimg", image=image, root=root)
+    rc, res = play(str(tmp_path), task, check=True)
+    assert rc == 0 and res["changed"] is True and not os.path.exists(root)
+    assert any("umoci unpack" in c for c in res["commands"])
+    rc, res = play(str(tmp_path), task)
+    assert rc == 0 and res["changed"] is True, res
+    rootfs = os.path.join(root, "templates", "tpimg", "rootfs")
+    assert sha256(os.path.join(rootfs, "bin", "busybox")) == sha256(
+        os.path.join(oci_image["layout"], "..", "tree", "bin", "busybox"))
+    assert os.readlink(os.path.join(rootfs, "bin", "sh")) == "/bin/busybox"
+    # The digest recorded is the manifest digest the archive's own index names.
+    assert res["sha256"] == oci_image["digest"]
+    assert res["template"]["init"] == ["/bin/sh"]
+    rc, res = play(str(tmp_path), task)
+    assert rc == 0 and res["changed"] is False
+    assert residue(root) == ["tpimg"]
+
+
+def test_removal_refused_while_a_container_uses_it(busybox, root, tmp_path):
+    rc, _res = play(str(tmp_path), dict(name="tpbb", src=busybox, root=root))
+    assert rc == 0
+    spec = os.path.join(root, "containers", "tpc1", "spec.json")
+    os.makedirs(os.path.dirname(spec))
+    with open(spec, "w") as handle:
+        json.dump(dict(template="tpbb", command=["/bin/sh"]), handle)
+    for check in (True, False):
+        rc, res = play(str(tmp_path), dict(name="tpbb", state="absent", root=root), check=check)
+        assert rc != 0 and res.get("failed") is True
+        assert "tpc1" in res["msg"] and "force=true" in res["msg"] and res["users"] == ["tpc1"]
+    assert os.path.isfile(os.path.join(root, "templates", "tpbb", "rootfs", "bin", "busybox"))
+    os.unlink(spec)
+    rc, res = play(str(tmp_path), dict(name="tpbb", state="absent", root=root), check=True)
+    assert rc == 0 and res["changed"] is True and residue(root) == ["tpbb"]
+    rc, res = play(str(tmp_path), dict(name="tpbb", state="absent", root=root))
+    assert rc == 0 and res["changed"] is True and residue(root) == []
+    rc, res = play(str(tmp_path), dict(name="tpbb", state="absent", root=root))
+    assert rc == 0 and res["changed"] is False
+
+
+def test_crafted_tarball_fails_and_leaves_nothing(root, tmp_path):
+    bad = str(tmp_path / "tp-evil.tar.gz")
+    with tarfile.open(bad, "w:gz") as tar:
+        link = tarfile.TarInfo("etc")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc"
+        tar.addfile(link)
+        payload = b"tp-evil\n"
+        info = tarfile.TarInfo("etc/tp-template-probe")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    rc, res = play(str(tmp_path), dict(name="tpevil", src=bad, root=root))
+    assert rc != 0 and res["failed"] is True
+    assert res["msg"] == ("src: unsafe archive member 'etc/tp-template-probe': it would be written "
+                          "through the symbolic link 'etc' (-> /etc); nothing was extracted")
+    assert res["field"] == "src" and res["member"] == "etc/tp-template-probe"
+    assert not os.path.exists("/etc/tp-template-probe")
+    assert residue(root) == []
+
+
+@pytest.mark.parametrize("name", ["tp/x", "tp..x", "tp x", "", "t" * 64])
+def test_bad_name_fails_and_leaves_nothing(busybox, root, tmp_path, name):
+    rc, res = play(str(tmp_path), dict(name=name, src=busybox, root=root))
+    assert rc != 0 and res["msg"].startswith("name: ") and res["field"] == "name"
+    assert not os.path.exists(root)
+
+
+def test_option_rules_come_from_the_argument_spec(busybox, root, tmp_path):
+    rc, res = play(str(tmp_path), dict(name="tpx", src=busybox, image="oci:/x", root=root))
+    assert rc != 0 and "mutually exclusive" in res["msg"]
+    rc, res = play(str(tmp_path), dict(name="tpx", url="file:///x.tgz", root=root))
+    assert rc != 0 and "checksum" in res["msg"]
+    rc, res = play(str(tmp_path), dict(name="tpx", debootstrap=dict(suite="b", colour="x"), root=root))
+    assert rc != 0 and "colour" in res["msg"]
+    assert not os.path.exists(root)
+
+
+# ----------------------------------------------------------------------- debootstrap
+
+def _apt_mirror():
+    """The host's own Debian mirror (from its apt sources), unless the environment names one."""
+    if os.environ.get("CTRHOST_TEST_DEBIAN_MIRROR"):
+        return os.environ["CTRHOST_TEST_DEBIAN_MIRROR"]
+    files = glob.glob("/etc/apt/sources.list") + glob.glob("/etc/apt/sources.list.d/*")
+    for path in files:
+        with open(path, errors="replace") as handle:
+            text = handle.read()
+        one_line = re.search(r"^deb\s+(?:\[[^]]*\]\s+)?(https?://\S+)", text, re.M)
+        if one_line:
+            return one_line.group(1)
+        for stanza in text.split("\n\n"):
+            if re.search(r"^Types:.*\bdeb\b", stanza, re.M):
+                uri = re.search(r"^URIs:\s*(https?://\S+)", stanza, re.M)
+                if uri:
+                    return uri.group(1)
+    return None
+
+
+def _suite():
+    if os.environ.get("CTRHOST_TEST_DEBIAN_SUITE"):
+        return os.environ["CTRHOST_TEST_DEBIAN_SUITE"]
+    with open("/etc/os-release") as handle:
+        match = re.search(r"^VERSION_CODENAME=(\S+)", handle.read(), re.M)
+    return match.group(1) if match else "bookworm"
+
+
+@pytest.mark.slow
+def test_debootstrap_minbase(root, tmp_path):
+    if shutil.which("debootstrap") is None:
+        pytest.skip("debootstrap is not installed")
+    mirror, suite = _apt_mirror(), _suite()
+    if not mirror:
+        pytest.skip("no Debian mirror in the apt sources (set CTRHOST_TEST_DEBIAN_MIRROR)")
+    try:
+        urllib.request.urlopen("%s/dists/%s/Release" % (mirror.rstrip("/"), suite), timeout=5).close()
+    except OSError as exc:
+        pytest.skip("Debian mirror not reachable: %s" % exc)
+    task = dict(name="tpdeb", root=root, debootstrap=dict(suite=suite, mirror=mirror))
+    rc, res = play(str(tmp_path), task, check=True)
+    assert rc == 0 and res["changed"] is True and not os.path.exists(root)
+    rc, res = play(str(tmp_path), task)
+    assert rc == 0 and res["changed"] is True, res
+    rootfs = os.path.join(root, "templates", "tpdeb", "rootfs")
+    assert os.path.isfile(os.path.join(rootfs, "etc", "debian_version"))
+    # Independent path: dpkg inside the tree counts the installed packages.
+    out = subprocess.run(["chroot", rootfs, "dpkg-query", "-W", "-f", "${db:Status-Status}\\n"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out.count("installed") == res["template"]["packages"] > 50
+    assert res["template"]["source"]["variant"] == "minbase"
+    assert res["size"] > 50 * 1024 * 1024
+    assert _tarsafe.mounts_below(root) == []
+    rc, res = play(str(tmp_path), task)
+    assert rc == 0 and res["changed"] is False
+    assert residue(root) == ["tpdeb"]
