@@ -18,6 +18,7 @@ CRIU log lines. Restoring is in ``_restore``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import re
@@ -80,7 +81,7 @@ def list_checkpoints(layout, name):
     base = layout.checkpoint_dir(name)
     out = []
     for entry in sorted(os.listdir(base)) if os.path.isdir(base) else ():
-        if entry.startswith("."):
+        if entry.startswith(".") or not os.path.isdir(os.path.join(base, entry)):
             continue
         meta = read_json(os.path.join(base, entry, META_FILE))
         if meta:
@@ -108,10 +109,8 @@ def dir_size(path):
     total = 0
     for root, _dirs, files in os.walk(path):
         for leaf in files:
-            try:
+            with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(root, leaf)).st_size
-            except OSError:
-                pass
     return total
 
 
@@ -172,7 +171,7 @@ def dump_failure(exc, work_dir, what, rt, name, spec):
     status = recover_running(rt, name, (spec or {}).get("cgroups_path"))
     return CommandError(
         "%s of container %s failed: %s (%s)%s; the container is %s"
-        % (what, name, cause, hint, ": " + lines[-1] if lines else "", status),
+        % (what, name, cause, hint, ": " + lines[0] if lines else "", status),
         getattr(exc, "cmd", []), getattr(exc, "rc", -1), getattr(exc, "stdout", ""),
         getattr(exc, "stderr", ""), cause=cause, criu_log=lines, container_status=status)
 

@@ -54,6 +54,11 @@ CAUSES = (
      "the container holds a unix socket connected outside it; set ext_unix_sk: true"),
     ("file_locks", r"file locks are hold|Dump file lock failed|--file-locks",
      "the container holds file locks; set file_locks: true"),
+    ("external_stdio", r"Can't lookup mount=\d+ for fd=[012] ",
+     "the container's stdin/stdout/stderr is a host file outside its mounts; CRIU can dump "
+     "a pipe or /dev/null there, not a log file: start it with its stdio on a pipe"),
+    ("external_file", r"Can't lookup mount=\d+ for fd=",
+     "the container holds open a host file outside its mounts"),
     ("no_space", r"No space left on device|Disk quota exceeded",
      "the file system holding the images is full"),
     ("image_corrupt", r"magic doesn't match|Magic doesn't match|Unexpected EOF|Failed unpacking"
@@ -113,13 +118,18 @@ def discover(path=None, probe=True):
 
 
 def require(path=None):
-    """Like ``discover`` without the pipe probe, and a failing ``criu check`` is an error."""
-    info = discover(path, probe=False)
-    if not info["check"]:
-        raise MissingToolError("criu: %s (%s) fails 'criu check': %s"
-                               % (info["path"], info["version"], info["check_output"]),
-                               tool="criu", criu=info["path"])
-    return info
+    """{path, version} of a CRIU that passes ``criu check`` (no feature probes: cheap)."""
+    found = _sysinfo.criu_path(path)
+    if not found:
+        raise MissingToolError("criu: not found on this host (%s); install a CRIU that passes "
+                               "'criu check' (scripts/install-criu)" % (path or "searched PATH"),
+                               tool="criu")
+    passed, output = _sysinfo.criu_check(found)
+    version = _sysinfo.criu_version(found)
+    if not passed:
+        raise MissingToolError("criu: %s (%s) fails 'criu check': %s" % (found, version, output),
+                               tool="criu", criu=found)
+    return dict(path=found, version=version)
 
 
 # ---------------------------------------------------------------- protobuf / stats
@@ -239,6 +249,9 @@ def error_lines(text, limit=20):
 def classify(text, extra=""):
     """(cause, hint, lines) of a failed CRIU run from its log ``text``.
 
+    The first error line is usually the cause (later ones are consequences), so
+    ``lines[0]`` is what a message should quote.
+
     ``extra`` (the runtime's stderr) is searched too. ``cause`` is ``unknown``
     when no rule matches; ``lines`` are the error lines of the log (or its last
     lines when it has none).
@@ -250,7 +263,8 @@ def classify(text, extra=""):
         if any(regex.search(line) for line in lines + extra_lines):
             return cause, hint, lines or extra_lines
     if not lines:
-        tail = [x for x in (text or "").strip().splitlines() if x.strip()][-10:]
+        tail = [x for x in (text or "").strip().splitlines()
+                if x.strip() and not any(p.search(x) for p in BENIGN)][-10:]
         return "unknown", "CRIU failed without an error line in its log", tail + extra_lines
     return "unknown", "CRIU failed; see the log lines", lines
 

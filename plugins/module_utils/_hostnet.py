@@ -39,7 +39,7 @@ def _ipr():
 
 def _kind(link):
     info = link.get_attr("IFLA_LINKINFO")
-    return info.get_attr("IFLA_INFO_KIND") if info else None
+    return info.get_attr("IFLA_INFO_KIND") if info is not None else None
 
 
 def _link_addrs(ipr, index):

@@ -60,7 +60,7 @@ def _lookup(ipr, ifname):
 
 def _kind(link):
     info = link.get_attr("IFLA_LINKINFO")
-    return info.get_attr("IFLA_INFO_KIND") if info else None
+    return info.get_attr("IFLA_INFO_KIND") if info is not None else None
 
 
 def _link(ipr, index):

@@ -14,7 +14,8 @@ Rules (the filter's documentation repeats them for users):
   A host already past either bound takes nothing, not even a container that declares
   no limits.
 * What a container needs is its declared ``limits.memory`` / ``limits.cpus``; a container
-  without a memory limit counts its current ``usage.memory`` (0 when unknown), one without a
+  without a memory limit counts its current ``usage.memory`` (or ``usage.memory_current``, as
+  ``container_info`` reports it; 0 when unknown), one without a
   cpus limit counts 0 cpus.
 * Containers with a pinned destination (``dest``) are placed first, in name order; the others
   largest first (memory, then cpus, then name), each on the eligible host that fits and is
@@ -101,8 +102,9 @@ def normalise_container(item, index=0):
     memory = _memory(limits.get("memory"), where + ": limits.memory")
     if memory is None:
         usage = item.get("usage") or {}
-        memory = _memory(usage.get("memory") if isinstance(usage, dict) else None,
-                         where + ": usage.memory") or 0
+        if not isinstance(usage, dict):
+            usage = {}
+        memory = _memory(usage.get("memory", usage.get("memory_current")), where + ": usage.memory") or 0
     cpus = _cpu_units(limits.get("cpus"), where + ": limits.cpus") or 0
     dest = item.get("dest")
     if dest is not None and (not isinstance(dest, str) or not dest):

@@ -182,10 +182,13 @@ def test_reboot_kills_everything_keeps_disk(lt):
                      "ip link add probe0 type dummy; "
                      "mkdir -p /sys/fs/cgroup/pids/ctrhost/$(hostname)/c1; "
                      "setsid sleep 4242 </dev/null >/dev/null 2>&1 & "
+                     "ip netns add stray && "
+                     "setsid ip netns exec stray sleep 4444 </dev/null >/dev/null 2>&1 & "
                      "setsid unshare -n -m sh -c 'echo $$ > /sys/fs/cgroup/pids/ctrhost/'$(hostname)"
                      "'/c1/cgroup.procs; exec sleep 4343' </dev/null >/dev/null 2>&1 & sleep 0.2")
-    strays = [p for p in live_pids() if cmdline(p).strip() in ("sleep 4242", "sleep 4343")]
-    assert len(strays) == 2
+    strays = [p for p in live_pids()
+              if cmdline(p).strip() in ("sleep 4242", "sleep 4343", "sleep 4444")]
+    assert len(strays) == 3
     lt.reboot(h2)
     new = lt.host(h2)
     assert new["running"] and new["pid"] != old["pid"]

@@ -287,3 +287,32 @@ def test_host_network_module_in_a_netns(host, tmp_path):
     assert _play(host, tmp_path, state="absent") == 1
     assert "nwhb0" not in host.links()
     assert _play(host, tmp_path, state="absent") == 0
+
+
+def test_container_on_host_a_reaches_container_on_host_b():
+    """Two hosts on a shared link (as lab hosts are); routes set by _hostnet.apply."""
+    ha, hb = Host(), Host()
+    try:
+        if ha.net == hb.net:
+            pytest.skip("random subnets collided")
+        link = "10.250.%d" % ha.net
+        sh("ip", "link", "add", "nwl" + ha.tag, "netns", ha.name, "type", "veth",
+           "peer", "name", "nwl" + hb.tag, "netns", hb.name)
+        for h, me, dev in ((ha, 1, "nwl" + ha.tag), (hb, 2, "nwl" + hb.tag)):
+            sh("ip", "-n", h.name, "addr", "add", "%s.%d/24" % (link, me), "dev", dev)
+            sh("ip", "-n", h.name, "link", "set", dev, "up")
+        a, b = ha.cname("x"), hb.cname("y")
+        ha.start(a, [ha.iface(a, 2)])
+        hb.start(b, [hb.iface(b, 2)])
+        assert not ha.ping("ctrhost-" + a, hb.v4(2))  # no route yet
+        for h, other, via in ((ha, hb, link + ".2"), (hb, ha, link + ".1")):
+            res = h.ok("_hostnet", "apply", forwarding=dict(ipv4=True),
+                       routes=[dict(dest="10.%d.0.0/24" % other.net, via=via)])
+            assert res["changed"] and res["routes"] == {"10.%d.0.0/24" % other.net: via}
+            again = h.ok("_hostnet", "apply", forwarding=dict(ipv4=True),
+                         routes=[dict(dest="10.%d.0.0/24" % other.net, via=via)])
+            assert again["changed"] is False
+        assert ha.ping("ctrhost-" + a, hb.v4(2)) and hb.ping("ctrhost-" + b, ha.v4(2))
+    finally:
+        ha.cleanup()
+        hb.cleanup()

@@ -32,14 +32,22 @@ pytestmark = [
 
 
 def play(workdir, task, check=False):
-    """Run one ``ctrhost.fleet.template`` task; return (rc, result)."""
+    """Run one ``ctrhost.fleet.template`` task; return (rc, registered result)."""
     book = os.path.join(workdir, "tp-play.yml")
+    out = os.path.join(workdir, "tp-result.json")
+    if os.path.exists(out):
+        os.unlink(out)
+    tasks = [
+        {"ctrhost.fleet.template": task, "register": "r", "ignore_errors": True},
+        {"ansible.builtin.copy": dict(content="{{ r | to_json }}", dest=out), "check_mode": False,
+         "diff": False},
+        {"ansible.builtin.fail": dict(msg="task failed"), "when": "r is failed"},
+    ]
     with open(book, "w") as handle:
-        json.dump([dict(hosts="localhost", connection="local", gather_facts=False,
-                        tasks=[{"ctrhost.fleet.template": task}])], handle)
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_STDOUT_CALLBACK="json",
-               ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_CALLBACK_RESULT_FORMAT="json",
-               ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0")
+        json.dump([dict(hosts="localhost", connection="local", gather_facts=False, tasks=tasks)],
+                  handle)
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_NOCOLOR="1",
+               ANSIBLE_RETRY_FILES_ENABLED="0")
     cmd = [PLAYBOOK, "-i", "localhost,", "--diff", "-e",
            json.dumps(dict(ansible_python_interpreter=sys.executable)), book]
     if check:
@@ -47,11 +55,10 @@ def play(workdir, task, check=False):
     # cwd = workdir: the repository's ansible.cfg (lab inventory) does not apply here.
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=1800,
                           stdin=subprocess.DEVNULL)
-    out = proc.stdout
-    data = json.loads(out[out.find("{"):]) if "{" in out else {}
-    tasks = [t for p in data.get("plays", []) for t in p.get("tasks", [])]
-    assert tasks, "no task result\n--- stdout\n%s\n--- stderr\n%s" % (out, proc.stderr)
-    return proc.returncode, tasks[0]["hosts"]["localhost"]
+    assert os.path.exists(out), "no task result\n--- stdout\n%s\n--- stderr\n%s" % (
+        proc.stdout, proc.stderr)
+    with open(out) as handle:
+        return proc.returncode, json.load(handle)
 
 
 def sha256(path):
