@@ -170,11 +170,15 @@ def remove_created(layout, name, spec, overlay):
         shutil.rmtree(bundle, ignore_errors=True)
 
 
-def prepare(layout, name, meta, image_dir):
-    """Rootfs, netns, network, config.json and spec.json for a restore; returns (spec, created)."""
+def prepare(layout, name, meta, image_dir, created=None):
+    """Rootfs, netns, network, config.json and spec.json for a restore; returns (spec, created).
+
+    ``created``: whether the container is new on this host (so a failure removes it);
+    found out from its directory when None."""
     check_template(layout, meta)
     store = ContainerStore(layout)
-    created = not os.path.isdir(layout.container_dir(name))
+    if created is None:
+        created = not os.path.isdir(layout.container_dir(name))
     spec = dict(meta["spec"], cgroups_path=_oci.cgroups_path(name))
     overlay = Overlay(layout, name, spec["template"])
     try:
@@ -208,9 +212,9 @@ def restore_command(rt, criu_path, name, image_dir, work, bundle, options, lazy=
 
 
 def restore_images(layout, name, image_dir, meta, runtime_path=None, criu_path=None,
-                   lazy=False, work=None, timeout=600, recorder=None):
+                   lazy=False, work=None, timeout=600, recorder=None, created=None):
     """Restore ``name`` from ``image_dir`` (checkpoint.json ``meta``); return facts of the run."""
-    spec, created = prepare(layout, name, meta, image_dir)
+    spec, created = prepare(layout, name, meta, image_dir, created)
     rt = _checkpoint.runtime_for(layout, spec, runtime_path, recorder)
     overlay = Overlay(layout, name, spec["template"])
     bundle = layout.container_dir(name)

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -86,17 +87,32 @@ def runc(*args, check=True):
 
 def cgroup_file(pid, controller, v1_name, v2_name):
     """The file holding a limit of process ``pid``, found through /proc/<pid>/cgroup."""
-    for line in open("/proc/%d/cgroup" % pid):
-        hid, controllers, path = line.rstrip("\n").split(":", 2)
+    lines = read("/proc/%d/cgroup" % pid).splitlines()
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
         if controller in controllers.split(","):
             return os.path.join("/sys/fs/cgroup", controller, path.lstrip("/"), v1_name)
-    path = [ln.split(":", 2)[2] for ln in open("/proc/%d/cgroup" % pid) if ln.startswith("0::")][0]
+    path = [ln.split(":", 2)[2] for ln in lines if ln.startswith("0::")][0]
     return os.path.join("/sys/fs/cgroup", path.strip().lstrip("/"), v2_name)
 
 
 def read(path):
     with open(path) as handle:
         return handle.read().strip()
+
+
+def gone(pid, timeout=5.0):
+    """True once ``pid`` has exited (a zombie waiting for its reaper counts as gone)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = [ln for ln in read("/proc/%d/status" % pid).splitlines() if ln.startswith("State:")]
+        except OSError:
+            return True
+        if state and state[0].split()[1] in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def mounted(path):
@@ -136,8 +152,9 @@ def test_lifecycle(root):
     assert any(" create " in c for c in r["commands"]), r["commands"]
     assert leftovers(root, name) == []
 
-    # create + start
-    r = one(root, **base)
+    # create + start, then the same task again (and in check mode): no change
+    r, again, again_check = play(root, [dict(base), dict(base), dict(base, _check=True)])
+    assert [again["changed"], again_check["changed"]] == [False, False], (again, again_check)
     assert r["changed"] and r["container"]["state"] == "running", r
     pid = r["container"]["pid"]
     assert os.path.exists("/proc/%d" % pid)
@@ -146,10 +163,6 @@ def test_lifecycle(root):
     assert os.stat("/proc/%d/ns/net" % pid).st_ino == os.stat("/run/netns/ctrhost-" + name).st_ino
     assert mounted(os.path.join(bundle, "rootfs"))
     assert "/ctrhost/" in read("/proc/%d/cgroup" % pid)
-
-    # idempotence: second run and its check mode report no change
-    again = play(root, [dict(base), dict(base, _check=True)])
-    assert [x["changed"] for x in again] == [False, False], again
 
     # isolation
     probe = runc("exec", name, "sh", "-c",
@@ -175,28 +188,28 @@ def test_lifecycle(root):
     old_mem = read(mem_file)
     r = one(root, _check=True, limits=limits, **base)
     assert r["changed"] and read(mem_file) == old_mem, r
-    r = one(root, limits=dict(memory="131072K", pids=64, cpus=0.5), **base)
+    r, same = play(root, [dict(base, limits=dict(memory="131072K", pids=64, cpus=0.5)),
+                          dict(base, limits=limits)])
     assert r["changed"] and r["container"]["pid"] == pid, r
+    assert same["changed"] is False, same  # 128M == 131072K
     assert read(mem_file) == str(128 * 1024 * 1024)
     assert read(pids_file) == "64"
     quota = cgroup_file(pid, "cpu", "cpu.cfs_quota_us", "cpu.max")
     assert read(quota).split()[0] == "50000"
-    cfg = json.load(open(os.path.join(bundle, "config.json")))
+    cfg = json.loads(read(os.path.join(bundle, "config.json")))
     assert cfg["linux"]["resources"]["memory"]["limit"] == 128 * 1024 * 1024
-    assert one(root, limits=limits, **base)["changed"] is False  # 128M == 131072K
 
     # freeze and thaw (same pid)
     freezer = cgroup_file(pid, "freezer", "freezer.state", "cgroup.freeze")
-    r = one(root, name=name, state="frozen")
-    assert r["changed"] and r["container"]["state"] == "frozen", r
+    r, again = play(root, [dict(name=name, state="frozen"), dict(name=name, state="frozen")])
+    assert r["changed"] and r["container"]["state"] == "frozen" and not again["changed"], (r, again)
     assert read(freezer) in ("FROZEN", "1")
-    assert one(root, name=name, state="frozen")["changed"] is False
-    r = one(root, name=name, state="started")
+    r, info = play(root, [dict(name=name, state="started"),
+                          dict(_module="container_info", name=[name])])
     assert r["changed"] and r["container"]["pid"] == pid
     assert read(freezer) in ("THAWED", "0")
 
     # info
-    info = one(root, _module="container_info", name=[name])
     entry = info["containers"][0]
     assert entry["state"] == "running" and entry["pid"] == pid
     assert entry["limits"]["memory"] == 128 * 1024 * 1024
@@ -204,13 +217,12 @@ def test_lifecycle(root):
     assert entry["usage"]["memory_current"] > 0 and entry["usage"]["pids_current"] >= 1
 
     # stop: process gone, rootfs unmounted, bundle and netns kept
-    r = one(root, name=name, state="stopped")
-    assert r["changed"] and r["container"]["state"] == "stopped", r
-    assert not os.path.exists("/proc/%d" % pid)
+    r, again = play(root, [dict(name=name, state="stopped"), dict(name=name, state="stopped")])
+    assert r["changed"] and r["container"]["state"] == "stopped" and not again["changed"], (r, again)
+    assert gone(pid)
     assert not mounted(os.path.join(bundle, "rootfs"))
     assert not os.path.exists(os.path.join(RUNC_ROOT, name))
     assert os.path.exists(os.path.join(bundle, "upper", "root", "marker"))
-    assert one(root, name=name, state="stopped")["changed"] is False
 
     # start again: the file is still there, limits too
     r = one(root, name=name, state="started")
@@ -232,11 +244,10 @@ def test_lifecycle(root):
     assert runc("state", name).returncode == 0 and json.loads(runc("state", name).stdout)["pid"] == pid3
 
     # absent removes everything; a second absent changes nothing
-    r = one(root, name=name, state="absent")
-    assert r["changed"], r
+    r, again = play(root, [dict(name=name, state="absent"), dict(name=name, state="absent")])
+    assert r["changed"] and not again["changed"], (r, again)
     assert leftovers(root, name) == []
-    assert not os.path.exists("/proc/%d" % pid3)
-    assert one(root, name=name, state="absent")["changed"] is False
+    assert gone(pid3)
 
 
 def test_bad_input_fails_naming_the_field_and_leaves_nothing(root):
@@ -259,7 +270,7 @@ def test_bad_input_fails_naming_the_field_and_leaves_nothing(root):
         (dict(good, name="ctbad9", network=[dict(ifname="eth0", bridge="br0", speed=1)]), "speed"),
     ]
     results = play(root, [case for case, _ in cases])
-    for (case, field), result in zip(cases, results):
+    for (case, field), result in zip(cases, results, strict=True):
         assert result.get("failed"), (case, result)
         assert field in result["msg"], (field, result["msg"])
     for name in ["ctbad%d" % i for i in range(1, 10)] + ["c" * 64]:
@@ -284,4 +295,4 @@ def test_create_present_then_frozen_and_info_all(root):
     # absent straight from frozen
     assert one(root, name=name, state="absent")["changed"]
     assert leftovers(root, name) == []
-    assert not os.path.exists("/proc/%d" % pid)
+    assert gone(pid)
