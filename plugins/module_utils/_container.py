@@ -27,7 +27,13 @@ import os
 import shutil
 import time
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _ctrspec, _limits, _netns, _oci
+from ansible_collections.ctrhost.fleet.plugins.module_utils import (
+    _ctrspec,
+    _limits,
+    _netns,
+    _oci,
+    _sysinfo,
+)
 from ansible_collections.ctrhost.fleet.plugins.module_utils._cli import Recorder
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     ConflictError,
@@ -41,6 +47,8 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._storage import Over
 
 STATES = ("present", "started", "stopped", "frozen", "restarted", "absent")
 LOG_FILE = "console.log"
+# The run state each requested state ends in (check mode reports it).
+EXPECTED = {"started": "running", "restarted": "running", "frozen": "frozen", "stopped": "stopped"}
 
 
 # -- calls into the network and cgroup libraries (one place each) ---------------
@@ -98,6 +106,7 @@ class Ctx:
         self.name = params["name"]
         self.store = ContainerStore(self.layout)
         self.recorder = Recorder()
+        self.warnings = []
         self.check_mode = check_mode
         self.runtime_path = params.get("runtime_path")
         self.stop_timeout = params.get("stop_timeout")
@@ -137,9 +146,13 @@ def _wait_stopped(rt, name, timeout):
 
 def write_config(ctx, spec):
     """(Re)write config.json from the declared spec."""
+    seccomp = ctx.runtime(spec["runtime"]).has_seccomp()
+    if not seccomp:
+        ctx.warnings.append("runtime %s has no seccomp support: the container runs without "
+                            "a seccomp profile" % spec["runtime"])
     cfg = _oci.build_config(ctx.name, spec, _netns.path(ctx.name),
                             resources=_limits.to_oci_resources(spec.get("limits") or {}),
-                            cgroups=spec.get("cgroups_path"))
+                            cgroups=spec.get("cgroups_path"), seccomp=seccomp)
     if not ctx.check_mode:
         _oci.save_config(_oci.config_path(ctx.bundle), cfg)
     return cfg
@@ -157,8 +170,9 @@ def start(ctx, spec, rt, status):
         if fresh:
             network_attach(ctx.name, netns_path, spec.get("network"))
     write_config(ctx, spec)
-    if rt.state(ctx.name) is not None:  # a stopped leftover
-        rt.delete(ctx.name, force=True)
+    leftover = rt.state(ctx.name)
+    if leftover is not None and (not ctx.check_mode or leftover["status"] == "stopped"):
+        rt.delete(ctx.name, force=True)  # a stopped instance the runtime still knows
     rt.create(ctx.name, ctx.bundle, os.path.join(ctx.bundle, LOG_FILE))
     rt.start(ctx.name)
 
@@ -216,11 +230,10 @@ def describe(ctx, spec, fallback_state=None):
     if spec is None:
         return dict(name=ctx.name, state="absent", pid=None)
     rt = ctx.runtime(spec["runtime"])
-    if ctx.check_mode and fallback_state:
-        state, pid = fallback_state, None
-    else:
-        state, st = status_of(rt, ctx.name)
-        pid = st.get("pid") if st and state != "stopped" else None
+    state, st = status_of(rt, ctx.name)
+    pid = st.get("pid") if st and state != "stopped" else None
+    if ctx.check_mode and fallback_state and fallback_state != state:
+        state, pid = fallback_state, None  # what the real run would give; pid not known yet
     return dict(name=ctx.name, state=state, pid=pid or None, template=spec["template"],
                 runtime=spec["runtime"], hostname=spec["hostname"], command=spec["command"],
                 limits=spec["limits"], network=spec["network"], autostart=spec["autostart"],
@@ -250,18 +263,15 @@ def ensure(params, check_mode=False):
             changed, final = True, _create(ctx, spec, state)
         else:
             changed, final = _converge(ctx, stored, spec, state, params)
-        return _result(ctx, changed, before, _ctrspec.declared(final), final,
-                       _expected_state(state, stored, ctx))
-
-
-def _expected_state(state, stored, ctx):
-    return {"started": "running", "restarted": "running", "frozen": "frozen",
-            "stopped": "stopped"}.get(state, "stopped" if stored is None else None)
+        expected = EXPECTED.get(state, "stopped" if stored is None else None)
+        return _result(ctx, changed, before, _ctrspec.declared(final), final, expected)
 
 
 def _result(ctx, changed, before, after, spec, expected=None):
     result = dict(changed=changed, commands=ctx.recorder.commands,
                   container=describe(ctx, spec, expected))
+    if ctx.warnings:
+        result["warnings"] = ctx.warnings
     if changed:
         result["diff"] = dict(before=before, after=after)
     return result
@@ -272,7 +282,7 @@ def _create(ctx, spec, state):
     spec = dict(spec, template_sha256=meta.get("sha256"), cgroups_path=_oci.cgroups_path(ctx.name),
                 created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     rt = ctx.runtime(spec["runtime"])
-    rt.binary  # noqa: B018 - fail early (MissingToolError) before anything is written
+    check_runtime(rt)
     overlay = ctx.overlay(spec["template"])
     try:
         if not ctx.check_mode:
@@ -288,14 +298,20 @@ def _create(ctx, spec, state):
                 rt.pause(ctx.name)
     except Exception:
         if not ctx.check_mode:
-            _rollback(ctx, spec)
+            with contextlib.suppress(Exception):  # keep the original error
+                remove(ctx, spec)
         raise
     return spec
 
 
-def _rollback(ctx, spec):
-    with contextlib.suppress(Exception):  # keep the original error
-        remove(ctx, spec)
+def check_runtime(rt):
+    """Fail before anything is written when the runtime is missing or refuses this host."""
+    rt.binary  # noqa: B018 - raises MissingToolError naming the runtime
+    usable, reason = _sysinfo.runtime_usable(rt.name, _sysinfo.runtime_info(rt.name, rt.binary),
+                                             _sysinfo.cgroup_layout())
+    if not usable:
+        raise MissingToolError("runtime: %s cannot run containers on this host: %s" % (rt.name, reason),
+                               field="runtime", tool=rt.name)
 
 
 def _converge(ctx, stored, spec, state, params):
@@ -311,6 +327,8 @@ def _converge(ctx, stored, spec, state, params):
                 "recreate: changing %s of container %s needs a re-create (the container "
                 "would restart); set recreate: true to allow it. Nothing was changed."
                 % (", ".join(recreate), ctx.name), field="recreate", fields=recreate)
+        if "runtime" in recreate:
+            check_runtime(ctx.runtime(spec["runtime"]))
         was = status
         if status != "stopped":
             stop(ctx, stored, old_rt, status, ctx.stop_timeout)

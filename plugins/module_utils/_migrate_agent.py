@@ -175,13 +175,12 @@ class Agent:
         lazy = bool(req.get("lazy"))
         if lazy:
             criu = self.criu_path or m["criu"].require()["path"]
-            log = open(os.path.join(work, "lazy-pages.out"), "ab")
-            self.lazy_proc = subprocess.Popen(
-                [criu, "lazy-pages", "--page-server", "--address", "127.0.0.1",
-                 "--port", str(req["port"]), "--images-dir", images, "--work-dir", work,
-                 "--log-file", "lazy-pages.log", "-v2"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, close_fds=True)
-            log.close()
+            with open(os.path.join(work, "lazy-pages.out"), "ab") as log:
+                self.lazy_proc = subprocess.Popen(
+                    [criu, "lazy-pages", "--page-server", "--address", "127.0.0.1",
+                     "--port", str(req["port"]), "--images-dir", images, "--work-dir", work,
+                     "--log-file", "lazy-pages.log", "-v2"],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, close_fds=True)
             _wait_for(lambda: os.path.exists(os.path.join(work, "lazy-pages.socket"))
                       or self.lazy_proc.poll() is not None, 10)
             if self.lazy_proc.poll() is not None:

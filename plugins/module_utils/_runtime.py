@@ -52,6 +52,7 @@ class Runtime:
         self.recorder = recorder
         self.dry_run = dry_run
         self._binary = None
+        self._seccomp = None
 
     # -- plumbing ---------------------------------------------------------
     @property
@@ -120,6 +121,15 @@ class Runtime:
             raise self._explain(exc, args)
 
     # -- read -------------------------------------------------------------
+    def has_seccomp(self):
+        """Whether the runtime was built with seccomp (runc prints its libseccomp
+        version, crun a +SECCOMP flag)."""
+        if self._seccomp is None:
+            result = _cli.run([self.binary, "--version"], check=False, timeout=15)
+            text = result.stdout + result.stderr
+            self._seccomp = "libseccomp" in text or "+SECCOMP" in text
+        return self._seccomp
+
     def state(self, cid):
         """The runtime's state dict for ``cid``, or None when it does not know it."""
         if not os.path.isdir(os.path.join(self.state_root, cid)):

@@ -234,24 +234,68 @@ container:
   returned: always
   type: dict
   contains:
-    name: {description: Container name., type: str, returned: always}
+    name:
+      description: Container name.
+      type: str
+      returned: always
     state:
       description: V(running), V(frozen), V(stopped), V(created) or V(absent).
       type: str
       returned: always
-    pid: {description: Host pid of the init process; null when not running., type: int, returned: always}
-    template: {description: Template name., type: str, returned: when present}
-    runtime: {description: OCI runtime., type: str, returned: when present}
-    hostname: {description: Host name inside., type: str, returned: when present}
-    command: {description: Init command., type: list, elements: str, returned: when present}
-    limits: {description: Declared (normalised) limits., type: dict, returned: when present}
-    network: {description: Declared (normalised) interfaces., type: list, elements: dict, returned: when present}
-    autostart: {description: Autostart flag., type: bool, returned: when present}
-    created: {description: Creation time (UTC, ISO 8601)., type: str, returned: when present}
-    cgroups_path: {description: Cgroup path of the container., type: str, returned: when present}
-    bundle: {description: OCI bundle directory., type: str, returned: when present}
-    rootfs: {description: Overlay mount point., type: str, returned: when present}
-    netns: {description: Network namespace path., type: str, returned: when present}
+    pid:
+      description: Host pid of the init process; null when not running.
+      type: int
+      returned: always
+    template:
+      description: Template name.
+      type: str
+      returned: when present
+    runtime:
+      description: OCI runtime.
+      type: str
+      returned: when present
+    hostname:
+      description: Host name inside.
+      type: str
+      returned: when present
+    command:
+      description: Init command.
+      type: list
+      elements: str
+      returned: when present
+    limits:
+      description: Declared (normalised) limits.
+      type: dict
+      returned: when present
+    network:
+      description: Declared (normalised) interfaces.
+      type: list
+      elements: dict
+      returned: when present
+    autostart:
+      description: Autostart flag.
+      type: bool
+      returned: when present
+    created:
+      description: Creation time (UTC, ISO 8601).
+      type: str
+      returned: when present
+    cgroups_path:
+      description: Cgroup path of the container.
+      type: str
+      returned: when present
+    bundle:
+      description: OCI bundle directory.
+      type: str
+      returned: when present
+    rootfs:
+      description: Overlay mount point.
+      type: str
+      returned: when present
+    netns:
+      description: Network namespace path.
+      type: str
+      returned: when present
   sample:
     name: web1
     state: running

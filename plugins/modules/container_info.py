@@ -68,45 +68,139 @@ containers:
   type: list
   elements: dict
   contains:
-    name: {description: Container name., type: str, returned: always}
+    name:
+      description: Container name.
+      type: str
+      returned: always
     state:
       description: V(running), V(frozen), V(stopped) or V(created).
       type: str
       returned: always
-    running: {description: Whether its processes exist (running or frozen)., type: bool, returned: always}
-    pid: {description: Host pid of the init process; null when stopped., type: int, returned: always}
-    template: {description: Template name., type: str, returned: always}
-    template_sha256: {description: Checksum of the template when the container was created., type: str, returned: always}
-    runtime: {description: OCI runtime., type: str, returned: always}
-    command: {description: Init command., type: list, elements: str, returned: always}
-    hostname: {description: Host name inside., type: str, returned: always}
-    env: {description: Declared environment., type: dict, returned: always}
-    mounts: {description: Declared mounts., type: list, elements: dict, returned: always}
-    capabilities: {description: Declared capability changes ({add, drop})., type: dict, returned: always}
-    autostart: {description: Autostart flag., type: bool, returned: always}
-    created: {description: Creation time (UTC)., type: str, returned: always}
-    started: {description: When the runtime created the running instance; null when stopped., type: str, returned: always}
-    bundle: {description: OCI bundle directory., type: str, returned: always}
-    rootfs: {description: Overlay mount point., type: str, returned: always}
-    rootfs_mounted: {description: Whether the overlay is mounted., type: bool, returned: always}
-    cgroups_path: {description: Cgroup path., type: str, returned: always}
-    freezer: {description: Freezer state (thawed, freezing, frozen); null when no cgroup exists., type: str, returned: always}
-    limits: {description: Declared limits (normalised)., type: dict, returned: always}
-    effective_limits: {description: Limits read from the cgroup files (normalised shape; empty when stopped)., type: dict, returned: always}
+    running:
+      description: Whether its processes exist (running or frozen).
+      type: bool
+      returned: always
+    pid:
+      description: Host pid of the init process; null when stopped.
+      type: int
+      returned: always
+    template:
+      description: Template name.
+      type: str
+      returned: always
+    template_sha256:
+      description: Checksum of the template when the container was created.
+      type: str
+      returned: always
+    runtime:
+      description: OCI runtime.
+      type: str
+      returned: always
+    command:
+      description: Init command.
+      type: list
+      elements: str
+      returned: always
+    hostname:
+      description: Host name inside.
+      type: str
+      returned: always
+    env:
+      description: Declared environment.
+      type: dict
+      returned: always
+    mounts:
+      description: Declared mounts.
+      type: list
+      elements: dict
+      returned: always
+    capabilities:
+      description: Declared capability changes ({add, drop}).
+      type: dict
+      returned: always
+    autostart:
+      description: Autostart flag.
+      type: bool
+      returned: always
+    created:
+      description: Creation time (UTC).
+      type: str
+      returned: always
+    started:
+      description: When the runtime created the running instance; null when stopped.
+      type: str
+      returned: always
+    bundle:
+      description: OCI bundle directory.
+      type: str
+      returned: always
+    rootfs:
+      description: Overlay mount point.
+      type: str
+      returned: always
+    rootfs_mounted:
+      description: Whether the overlay is mounted.
+      type: bool
+      returned: always
+    cgroups_path:
+      description: Cgroup path.
+      type: str
+      returned: always
+    freezer:
+      description: Freezer state (thawed, freezing, frozen); null when no cgroup exists.
+      type: str
+      returned: always
+    limits:
+      description: Declared limits (normalised).
+      type: dict
+      returned: always
+    effective_limits:
+      description: Limits read from the cgroup files (normalised shape; empty when stopped).
+      type: dict
+      returned: always
     usage:
       description: Usage read from the cgroup files (empty when stopped).
       type: dict
       returned: always
       contains:
-        memory_current: {description: Bytes in use., type: int, returned: when running}
-        memory_peak: {description: Highest bytes in use., type: int, returned: when running}
-        cpu_ns: {description: CPU time used, nanoseconds., type: int, returned: when running}
-        pids_current: {description: Number of tasks., type: int, returned: when running}
-        oom_kills: {description: OOM kills in the cgroup., type: int, returned: when the kernel reports it}
-    netns: {description: Network namespace path., type: str, returned: always}
-    netns_exists: {description: Whether the network namespace exists., type: bool, returned: always}
-    network_declared: {description: Declared interfaces (normalised)., type: list, elements: dict, returned: always}
-    network: {description: Interfaces read back through netlink., type: list, elements: dict, returned: when the netns exists and O(network=true)}
+        memory_current:
+          description: Bytes in use.
+          type: int
+          returned: when running
+        memory_peak:
+          description: Highest bytes in use.
+          type: int
+          returned: when running
+        cpu_ns:
+          description: CPU time used, nanoseconds.
+          type: int
+          returned: when running
+        pids_current:
+          description: Number of tasks.
+          type: int
+          returned: when running
+        oom_kills:
+          description: OOM kills in the cgroup.
+          type: int
+          returned: when the kernel reports it
+    netns:
+      description: Network namespace path.
+      type: str
+      returned: always
+    netns_exists:
+      description: Whether the network namespace exists.
+      type: bool
+      returned: always
+    network_declared:
+      description: Declared interfaces (normalised).
+      type: list
+      elements: dict
+      returned: always
+    network:
+      description: Interfaces read back through netlink.
+      type: list
+      elements: dict
+      returned: when the netns exists and O(network=true)
   sample:
     - name: web1
       state: running

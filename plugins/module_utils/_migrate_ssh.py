@@ -1,0 +1,202 @@
+# -*- coding: utf-8 -*-
+# Copyright: ctrhost.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The source's SSH link to a migration destination.
+
+One ControlMaster connection (host-to-host key, ``<root>/ssh/config`` when
+present) carries everything: the agent session (``_migrate_agent``), rsync,
+and for lazy migration the page-server port forwarded over SSH (``-R`` on
+the destination's loopback), so every byte between the hosts is
+authenticated and encrypted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import pkgutil
+import select
+import shutil
+import subprocess
+import tempfile
+import time
+import zipfile
+
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli
+from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CommandError, MissingToolError
+
+PKG = "ansible_collections.ctrhost.fleet.plugins.module_utils"
+
+
+def payload():
+    """Zip of this collection's module_utils (works from a checkout and from AnsiballZ)."""
+    from ansible_collections.ctrhost.fleet.plugins import module_utils as pkg
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        base = "ansible_collections/ctrhost/fleet/plugins/module_utils/"
+        for part in ("ansible_collections", "ansible_collections/ctrhost",
+                     "ansible_collections/ctrhost/fleet", "ansible_collections/ctrhost/fleet/plugins"):
+            zf.writestr(part + "/__init__.py", "")
+        zf.writestr(base + "__init__.py", "")
+        for info in pkgutil.iter_modules(pkg.__path__):
+            data = pkgutil.get_data(PKG, info.name + ".py")
+            if data is not None:
+                zf.writestr(base + info.name + ".py", data)
+    return buf.getvalue()
+
+
+class Link:
+    """SSH ControlMaster to ``dest`` plus the agent session on it."""
+
+    def __init__(self, dest, root, ssh_config=None, identity=None, port=None, user=None,
+                 python="python3", connect_timeout=10):
+        self.dest = dest
+        self.python = python
+        self.tmp = tempfile.mkdtemp(prefix="ctrhost-ssh-")
+        self.control = os.path.join(self.tmp, "cm")
+        opts = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=%d" % connect_timeout,
+                "-o", "ServerAliveInterval=2", "-o", "ServerAliveCountMax=3",
+                "-o", "ControlPath=" + self.control]
+        ssh_config = ssh_config or _default(root, "config")
+        identity = identity or _default(root, "id_ed25519")
+        if ssh_config:
+            opts = ["-F", ssh_config] + opts
+        if identity:
+            opts += ["-i", identity, "-o", "IdentitiesOnly=yes"]
+        if port:
+            opts += ["-p", str(port)]
+        if user:
+            opts += ["-l", user]
+        self.opts = opts
+        self.ssh = _cli.which("ssh")
+        if not self.ssh:
+            raise MissingToolError("ssh: not found on this host (needed for migration)", tool="ssh")
+        self.master = None
+        self.agent = None
+
+    # -- connection -------------------------------------------------------------
+    def ssh_cmd(self, *extra):
+        return [self.ssh] + self.opts + list(extra)
+
+    def open(self, timeout=20):
+        self.master = subprocess.Popen(
+            self.ssh_cmd("-o", "ControlMaster=yes", "-N", self.dest),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.master.poll() is not None:
+                raise CommandError("ssh to %s failed: %s" % (self.dest, self.master.stderr.read()
+                                                             .decode("utf-8", "replace").strip()),
+                                   self.ssh_cmd(self.dest), self.master.returncode)
+            if os.path.exists(self.control) and self.check():
+                return self
+            time.sleep(0.02)
+        self.close()
+        raise CommandError("ssh to %s: no connection after %ss" % (self.dest, timeout),
+                           self.ssh_cmd(self.dest), -1)
+
+    def check(self):
+        return subprocess.run(self.ssh_cmd("-O", "check", self.dest), capture_output=True,
+                              check=False).returncode == 0
+
+    def forward_remote(self, remote_port, local_port):
+        """Destination's 127.0.0.1:remote_port -> this host's 127.0.0.1:local_port."""
+        _cli.run(self.ssh_cmd("-O", "forward", "-R", "127.0.0.1:%d:127.0.0.1:%d"
+                              % (remote_port, local_port), self.dest), timeout=20,
+                 msg="ssh port forward for the page server")
+
+    def rsync_cmd(self):
+        return ["rsync", "-aHAX", "--numeric-ids", "--delete", "--inplace", "--stats",
+                "-e", " ".join(_quote(c) for c in self.ssh_cmd())]
+
+    def rsync(self, src, dst_path, timeout=3600):
+        """Copy directory ``src``'s content to ``dest:dst_path``; return bytes sent."""
+        if not _cli.which("rsync"):
+            raise MissingToolError("rsync: not found on this host (needed for migration)",
+                                   tool="rsync")
+        result = _cli.run(self.rsync_cmd() + [src.rstrip("/") + "/",
+                                              "%s:%s/" % (self.dest, dst_path.rstrip("/"))],
+                          timeout=timeout, msg="rsync to %s" % self.dest)
+        return _sent_bytes(result.stdout)
+
+    # -- agent ------------------------------------------------------------------
+    def start_agent(self):
+        from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_agent import BOOTSTRAP
+        data = payload()
+        self.agent = subprocess.Popen(
+            self.ssh_cmd(self.dest, _quote(self.python), "-c", _quote(BOOTSTRAP), str(len(data))),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.agent.stdin.write(data)
+        self.agent.stdin.flush()
+        hello = self._read(30)
+        return hello
+
+    def call(self, op, timeout=600, **req):
+        """One request to the agent; CommandError when the session is gone or times out."""
+        if self.agent is None or self.agent.poll() is not None:
+            raise CommandError("migration agent on %s is gone" % self.dest, [op], -1,
+                               stderr=self._stderr())
+        try:
+            self.agent.stdin.write((json.dumps(dict(req, op=op), default=str) + "\n").encode())
+            self.agent.stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            raise CommandError("migration agent on %s: connection lost (%s)" % (self.dest, exc),
+                               [op], -1, stderr=self._stderr())
+        return self._read(timeout, op)
+
+    def _read(self, timeout, op="hello"):
+        out = self.agent.stdout
+        ready, _w, _x = select.select([out], [], [], timeout)
+        if not ready:
+            raise CommandError("migration agent on %s: no answer to %s within %ss"
+                               % (self.dest, op, timeout), [op], -1, stderr=self._stderr())
+        line = out.readline()
+        if not line:
+            raise CommandError("migration agent on %s: connection lost during %s"
+                               % (self.dest, op), [op], -1, stderr=self._stderr())
+        return json.loads(line)
+
+    def _stderr(self):
+        if self.agent is None or self.agent.poll() is None:
+            return ""
+        with contextlib.suppress(Exception):
+            return self.agent.stderr.read().decode("utf-8", "replace")[-2000:]
+        return ""
+
+    def close(self):
+        if self.agent is not None:
+            with contextlib.suppress(Exception):
+                if self.agent.poll() is None:
+                    self.agent.stdin.write(b'{"op": "bye"}\n')
+                    self.agent.stdin.close()
+                    self.agent.wait(timeout=30)
+            if self.agent.poll() is None:
+                self.agent.kill()
+                self.agent.wait()
+        if self.master is not None:
+            subprocess.run(self.ssh_cmd("-O", "exit", self.dest), capture_output=True, check=False)
+            with contextlib.suppress(Exception):
+                self.master.wait(timeout=5)
+            if self.master.poll() is None:
+                self.master.kill()
+                self.master.wait()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _default(root, leaf):
+    path = os.path.join(root, "ssh", leaf)
+    return path if os.path.exists(path) else None
+
+
+def _quote(text):
+    import shlex
+    return shlex.quote(text)
+
+
+def _sent_bytes(stats):
+    for line in (stats or "").splitlines():
+        if line.startswith("Total bytes sent:"):
+            return int(line.split(":")[1].strip().replace(",", "").split()[0])
+    return 0

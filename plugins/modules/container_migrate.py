@@ -1,0 +1,204 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: ctrhost.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: container_migrate
+short_description: Move a running container to another host with CRIU
+version_added: 0.1.0
+description:
+  - Runs on the source host and moves running container O(name) to O(dest), another host reachable
+    from the source over SSH with the host-to-host key (C(<root>/ssh/config) and C(<root>/ssh/id_ed25519)
+    when present). The destination needs Python, the runtime, a CRIU that passes C(criu check) and
+    pyroute2; the source ships the collection's library to it for the duration of the move.
+  - "Sequence: preflight on the destination (template sha256, runtime and CRIU, free memory, disk and cpus,
+    name and IP addresses free) -> rsync of the rootfs upper layer while the container runs -> freeze and
+    dump -> rsync of the delta and the images -> restore on the destination (same IP and MAC) -> verify it
+    runs there -> only then remove it from the source. The frozen window holds no Ansible round trip."
+  - Modes - V(cold) stop-and-copy; V(live) pre-copy, which needs dirty memory tracking in the kernel and
+    otherwise falls back to V(cold) (the result says so in RV(fallback)); V(lazy) post-copy - the container
+    is restored at once and its memory pages are pulled on demand from the source's CRIU page server
+    through an SSH port forward (falls back to V(cold) when either host cannot do it).
+  - Whatever fails before the destination took over, the container ends up running on the source
+    (resumed, or restored from the local images when the dump had stopped it), and the destination removes
+    what it had restored.
+author:
+  - ctrhost.fleet contributors
+options:
+  name:
+    description: Container name.
+    type: str
+    required: true
+  dest:
+    description: Destination host (name or address as SSH reaches it from the source).
+    type: str
+    required: true
+  mode:
+    description: Migration mode.
+    type: str
+    choices: [cold, live, lazy]
+    default: cold
+  dest_root:
+    description: Layout root on the destination; the same as O(root) when omitted.
+    type: path
+  ssh_config:
+    description: SSH client config; C(<root>/ssh/config) when omitted and present.
+    type: path
+  identity:
+    description: SSH private key; C(<root>/ssh/id_ed25519) when omitted and present.
+    type: path
+  ssh_port:
+    description: SSH port of the destination.
+    type: int
+  ssh_user:
+    description: SSH user on the destination.
+    type: str
+  dest_python:
+    description: Python interpreter on the destination.
+    type: str
+    default: python3
+  tcp_established:
+    description: Move established TCP connections along (CRIU C(--tcp-established)).
+    type: bool
+    default: false
+  file_locks:
+    description: Dump and restore file locks.
+    type: bool
+    default: false
+  ext_unix_sk:
+    description: Allow unix sockets connected outside the container.
+    type: bool
+    default: false
+  timeout:
+    description: Seconds any one step (dump, transfer, restore) may take before the move is abandoned.
+    type: int
+    default: 600
+  criu_path:
+    description: Absolute path of CRIU on the source; found on C(PATH) and in sbin directories when omitted.
+    type: path
+  runtime_path:
+    description: Absolute path of the runtime binary; found on C(PATH) when omitted.
+    type: path
+extends_documentation_fragment:
+  - ctrhost.fleet.common
+  - ctrhost.fleet.attributes
+attributes:
+  check_mode:
+    support: full
+    details: Connects to the destination and runs the preflight only; reports the mode that would be used.
+  diff_mode:
+    support: none
+  idempotent:
+    support: none
+    details: Each run moves the container; a container that is not here fails with C(name) named.
+seealso:
+  - module: ctrhost.fleet.container_checkpoint
+  - module: ctrhost.fleet.container_restore
+"""
+
+EXAMPLES = r"""
+- name: Move web1 to host2 with post-copy memory transfer
+  ctrhost.fleet.container_migrate:
+    name: web1
+    dest: host2
+    mode: lazy
+    tcp_established: true
+
+- name: What would happen (preflight only)
+  ctrhost.fleet.container_migrate:
+    name: web1
+    dest: host2
+  check_mode: true
+"""
+
+RETURN = r"""
+mode:
+  description: Mode used.
+  returned: always
+  type: str
+mode_requested:
+  description: Mode asked for.
+  returned: always
+  type: str
+fallback:
+  description: Why the mode used differs from the one asked for (null when it does not).
+  returned: always
+  type: str
+downtime:
+  description: Seconds from the freeze on the source to the container running on the destination (measured).
+  returned: success
+  type: float
+total_time:
+  description: Seconds the whole move took.
+  returned: always
+  type: float
+bytes_moved:
+  description: Bytes rsync sent (rootfs and images; lazy pages travel through the page server).
+  returned: always
+  type: int
+stats:
+  description: CRIU's statistics - C(dump) (frozen_time, memdump_time, pages_written, pages_lazy, ...),
+    C(restore) and for lazy mode C(lazy_pages).
+  returned: success
+  type: dict
+where:
+  description: Host the container runs on at the end.
+  returned: always
+  type: str
+pid:
+  description: Pid of the container's init on the destination (in the destination's pid namespace).
+  returned: success
+  type: int
+preflight:
+  description: The destination's preflight answer (ok, problems, facts).
+  returned: always
+  type: dict
+steps:
+  description: Steps with their time since the start, in seconds.
+  returned: always
+  type: list
+  elements: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _migrate
+from ansible_collections.ctrhost.fleet.plugins.module_utils._module import COMMON_ARGS, argument_spec, run
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argument_spec(
+            COMMON_ARGS,
+            name=dict(type="str", required=True),
+            dest=dict(type="str", required=True),
+            mode=dict(type="str", default="cold", choices=list(_migrate.MODES)),
+            dest_root=dict(type="path"),
+            ssh_config=dict(type="path"),
+            identity=dict(type="path"),
+            ssh_port=dict(type="int"),
+            ssh_user=dict(type="str"),
+            dest_python=dict(type="str", default="python3"),
+            tcp_established=dict(type="bool", default=False),
+            file_locks=dict(type="bool", default=False),
+            ext_unix_sk=dict(type="bool", default=False),
+            timeout=dict(type="int", default=600),
+            criu_path=dict(type="path"),
+            runtime_path=dict(type="path"),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    run(module, _migrate.migrate, p["root"], p["name"], p["dest"], mode=p["mode"],
+        dest_root=p["dest_root"], ssh_config=p["ssh_config"], identity=p["identity"],
+        ssh_port=p["ssh_port"], ssh_user=p["ssh_user"], dest_python=p["dest_python"],
+        tcp_established=p["tcp_established"], file_locks=p["file_locks"],
+        ext_unix_sk=p["ext_unix_sk"], timeout=p["timeout"], runtime_path=p["runtime_path"],
+        criu_path=p["criu_path"], check_mode=module.check_mode)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""Checkpoint and restore with real runc + CRIU; effects read back through /proc,
+the cgroup files and the container's upper layer."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ansible_collections.ctrhost.fleet.plugins.module_utils import (
+    _checkpoint,
+    _container,
+    _paths,
+    _restore,
+    _state,
+    _storage,
+)
+from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CommandError, ConflictError
+
+CRIU = shutil.which("criu", path="/usr/local/sbin:/usr/sbin:/usr/bin:/sbin")
+COUNTER = ["/bin/sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done"]
+
+pytestmark = [
+    pytest.mark.runtime,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+    pytest.mark.skipif(not CRIU, reason="needs CRIU"),
+    pytest.mark.skipif(not shutil.which("busybox"), reason="needs a static busybox"),
+]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    base = tmp_path_factory.mktemp("crroot")
+    rootfs = base / "templates" / "busybox" / "rootfs"
+    for d in ("bin", "etc", "dev", "proc", "sys", "root", "tmp", "run"):
+        (rootfs / d).mkdir(parents=True)
+    busybox = shutil.which("busybox")
+    shutil.copy2(busybox, rootfs / "bin" / "busybox")
+    for applet in subprocess.run([busybox, "--list"], capture_output=True, text=True).stdout.split():
+        if applet != "busybox":
+            os.symlink("busybox", rootfs / "bin" / applet)
+    meta = dict(name="busybox", sha256="c" * 64, source=dict(type="src", src="test"), size=0,
+                created="2000-01-01T00:00:00Z")
+    (base / "templates" / "busybox" / "template.json").write_text(json.dumps(meta))
+    yield str(base)
+    for name in os.listdir(base / "containers") if (base / "containers").exists() else ():
+        _container.ensure(dict(root=str(base), name=name, state="absent"))
+
+
+def read(path):
+    with open(path) as handle:
+        return handle.read()
+
+
+def start(root, name, limits=None, command=None):
+    """Create with the lifecycle library, start with the runtime's stdio on a pipe
+    (a log *file* as stdio cannot be dumped by CRIU)."""
+    _container.ensure(dict(root=root, name=name, template="busybox", command=command or COUNTER,
+                           state="present", limits=limits or {}))
+    layout = _paths.Layout(root)
+    spec = _state.ContainerStore(layout).load(name)
+    _storage.Overlay(layout, name, "busybox").mount()
+    rt = _checkpoint.runtime_for(layout, spec)
+    _restore.spawn_piped(rt.base_cmd() + ["run", "-d", "--bundle", layout.container_dir(name), name],
+                         layout.container_file(name, "console.log"))
+    return layout, spec, rt
+
+
+def counter(layout, name):
+    for _ in range(50):
+        text = read(layout.container_file(name, "upper/tmp/counter")).strip()
+        if text:
+            return int(text)
+        time.sleep(0.01)
+    raise AssertionError("no counter")
+
+
+def pid_of(rt, name):
+    st = rt.state(name)
+    return st["pid"] if st and st["status"] == "running" else None
+
+
+def test_counter_continues_file_and_limits_survive(root):
+    layout, spec, rt = start(root, "crck1", limits={"memory": "96M", "pids": 40})
+    time.sleep(0.5)
+    with open(layout.container_file("crck1", "rootfs/root/before"), "w") as handle:
+        handle.write("written before the checkpoint")
+    res = _checkpoint.ensure(dict(root=root, name="crck1", id="one"))
+    assert res["changed"] and res["stats"]["pages_written"] > 0 and res["stats"]["frozen_time"] > 0
+    path = res["path"]
+    assert os.stat(path).st_mode & 0o777 == 0o700
+    meta = json.loads(read(os.path.join(path, "checkpoint.json")))
+    assert meta["template_sha256"] == "c" * 64 and meta["spec"]["limits"]["pids"] == 40
+    assert meta["criu_version"] and meta["kernel"] == os.uname().release
+    assert pid_of(rt, "crck1") is None  # dumped and stopped
+    dumped = counter(layout, "crck1")
+    time.sleep(0.3)
+    assert counter(layout, "crck1") == dumped  # nothing runs
+    again = _checkpoint.ensure(dict(root=root, name="crck1", id="one"))
+    assert again["changed"] is False
+    out = _restore.restore(root, "crck1", "one")
+    assert out["changed"] and out["stats"]["pages_restored"] > 0
+    pid = pid_of(rt, "crck1")
+    assert pid and os.path.exists("/proc/%d" % pid)
+    time.sleep(0.4)
+    now = counter(layout, "crck1")
+    assert dumped < now < dumped + 40, (dumped, now)  # continued, not restarted from 1
+    assert read(layout.container_file("crck1", "rootfs/root/before")) == \
+        "written before the checkpoint"
+    cg = "/sys/fs/cgroup/memory" + spec["cgroups_path"]
+    if os.path.isdir(cg):
+        assert int(read(cg + "/memory.limit_in_bytes")) == 96 * 1024 * 1024
+        with open("/proc/%d/cgroup" % pid) as handle:
+            assert spec["cgroups_path"] in handle.read()
+    assert _restore.restore(root, "crck1", "one")["changed"] is False  # already running
+
+
+def test_leave_running_keep_and_delete(root):
+    layout, _spec, rt = start(root, "crck2")
+    pid = pid_of(rt, "crck2")
+    ids = []
+    for i in range(3):
+        res = _checkpoint.ensure(dict(root=root, name="crck2", id="k%d" % i, leave_running=True,
+                                      keep=2, rootfs=False))
+        ids.append(res["id"])
+        assert pid_of(rt, "crck2") == pid
+    assert [m["id"] for m in _checkpoint.list_checkpoints(layout, "crck2")] == ["k1", "k2"]
+    assert _checkpoint.ensure(dict(root=root, name="crck2", id="k1", state="absent"),
+                              check_mode=True)["changed"]
+    assert os.path.isdir(layout.checkpoint_dir("crck2", "k1"))
+    assert _checkpoint.ensure(dict(root=root, name="crck2", id="k1", state="absent"))["changed"]
+    assert not os.path.exists(layout.checkpoint_dir("crck2", "k1"))
+    before = counter(layout, "crck2")
+    time.sleep(0.3)
+    assert counter(layout, "crck2") > before
+
+
+def test_failed_checkpoint_leaves_container_running(root):
+    # The container's init holds an established TCP connection (over its own lo) and
+    # tcp_established is not set: CRIU refuses to dump it.
+    tcp = ["/bin/sh", "-c", "sleep 1000 | nc -l -p 7000 >/dev/null & sleep 0.2; "
+           "sleep 1000 | nc 127.0.0.1 7000 >/dev/null & " + COUNTER[2]]
+    layout, _spec, rt = start(root, "crck3", command=tcp)
+    time.sleep(0.5)
+    pid = pid_of(rt, "crck3")
+    with pytest.raises(CommandError) as err:
+        _checkpoint.ensure(dict(root=root, name="crck3", id="bad", leave_running=True))
+    assert err.value.details["cause"] == "tcp_established", err.value.msg
+    assert err.value.details["criu_log"]
+    assert err.value.details["container_status"] == "running"
+    assert pid_of(rt, "crck3") == pid
+    before = counter(layout, "crck3")
+    time.sleep(0.3)
+    assert counter(layout, "crck3") > before  # not frozen
+    assert not os.path.exists(layout.checkpoint_dir("crck3", "bad"))
+
+
+def test_template_checksum_mismatch_is_refused(root):
+    layout, _spec, _rt = start(root, "crck4")
+    _checkpoint.ensure(dict(root=root, name="crck4", id="t"))
+    meta_path = os.path.join(layout.checkpoint_dir("crck4", "t"), "checkpoint.json")
+    meta = json.loads(read(meta_path))
+    meta["template_sha256"] = "d" * 64
+    with open(meta_path, "w") as handle:
+        json.dump(meta, handle)
+    with pytest.raises(ConflictError, match="template: .*sha256"):
+        _restore.restore(root, "crck4", "t")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-q"]))
