@@ -112,7 +112,7 @@ def bench_create(sides, ours, reps, res):
                 res.add("create_start", side.name, timed(side.create_start, name, "idle"))
                 wait_ready(side, name, "idle")
                 res.add("stop", side.name, timed(side.stop, name))
-            except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+            except Exception as exc:
                 res.fail("create_start", side.name, exc)
             finally:
                 side.remove(name)
@@ -120,7 +120,7 @@ def bench_create(sides, ours, reps, res):
             name = "bno-cp%d" % rep
             try:
                 res.add("create_start_proc", "ours", timed(sh, ours.one_shot_cmd(name, "idle")))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 res.fail("create_start_proc", "ours", exc)
             finally:
                 ours.remove(name)
@@ -139,7 +139,10 @@ def one_checkpoint(side, workload, rep, res):
     name = "bn%s-ck%s%d" % (short(side), workload, rep)
     ck, rs = "checkpoint_%s" % workload, "restore_%s" % workload
     try:
-        side.create_start(name, workload)
+        if side.name == "lxc":
+            side.create_start(name, workload, copy=True)
+        else:
+            side.create_start(name, workload)
         _pid, usage = wait_ready(side, name, workload)
         res.fact(ck, side.name, dict(memory_before=usage))
         try:
@@ -148,7 +151,7 @@ def one_checkpoint(side, workload, rep, res):
             res.add(ck, side.name, time.perf_counter() - t0)
             if isinstance(out, dict):
                 res.fact(ck, side.name, dict(stats=out.get("stats"), size=out.get("size")))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             res.fail(ck, side.name, exc)
             return
         try:
@@ -164,9 +167,9 @@ def one_checkpoint(side, workload, rep, res):
                                    % (side.name, name, usage))
             res.add(rs, side.name, elapsed)
             res.fact(rs, side.name, dict(memory_after=usage))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             res.fail(rs, side.name, exc)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         res.fail(ck, side.name, exc)
     finally:
         side.remove(name)
@@ -204,7 +207,7 @@ def one_density(side, rep, res, count):
         res.add("density_host_mem", side.name, (before - after) / MIB)
         res.add("density_accounted", side.name, (cgroups + monitors) / MIB)
         res.fact("density_accounted", side.name, dict(cgroups=cgroups, monitors=monitors))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         res.fail("density_wall", side.name, exc)
     finally:
         if hasattr(side, "remove_many"):
@@ -293,7 +296,7 @@ def one_migrate_ours(ours, remote, mode, rep, res, root):
             mode_used=result.get("mode_used") or result.get("mode"), wall=wall,
             bytes=result.get("bytes_moved") or result.get("bytes"),
             keys=sorted(result), fallback=result.get("fallback") or result.get("msg")))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         res.fail(key + "_downtime", "ours", exc)
     finally:
         with contextlib.suppress(Exception):
@@ -325,7 +328,7 @@ def one_migrate_podman(podman, remote, rep, res, modes=("cold",)):
             res.add("migrate_%s_total" % mode, "podman", t3 - t0)
         res.fact("migrate_cold_downtime", "podman", dict(
             checkpoint=t1 - t0, copy=t2 - t1, restore=t3 - t2, bytes=os.path.getsize(export)))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         res.fail("migrate_cold_downtime", "podman", exc)
     finally:
         with contextlib.suppress(Exception):

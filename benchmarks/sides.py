@@ -249,11 +249,10 @@ class Lxc:
                     fh.write(text + "\n")
             os.rename(tmp, self.lower)
 
-    def config(self, name, workload):
-        cdir = os.path.join(self.path, name)
+    def config(self, name, workload, rootfs):
         return "\n".join([
             "lxc.uts.name = %s" % name,
-            "lxc.rootfs.path = overlayfs:%s:%s" % (self.lower, os.path.join(cdir, "delta0")),
+            "lxc.rootfs.path = %s" % rootfs,
             "lxc.net.0.type = empty",
             "lxc.init.cmd = /bin/sh /bn-%s.sh" % workload,
             "lxc.mount.auto = proc:mixed sys:ro cgroup:mixed",
@@ -266,11 +265,20 @@ class Lxc:
             "",
         ])
 
-    def create_start(self, name, workload):
+    def create_start(self, name, workload, copy=False):
+        """Overlay rootfs over the template (as ours); ``copy``: a plain copy of the
+        template, which lxc-checkpoint needs (its restore fails on an overlayfs rootfs)."""
         cdir = os.path.join(self.path, name)
-        os.makedirs(os.path.join(cdir, "delta0"), exist_ok=True)
+        if copy:
+            rootfs = os.path.join(cdir, "rootfs")
+            os.makedirs(cdir, exist_ok=True)
+            sh(["cp", "-a", self.lower, rootfs])
+            rootfs = "dir:" + rootfs
+        else:
+            os.makedirs(os.path.join(cdir, "delta0"), exist_ok=True)
+            rootfs = "overlayfs:%s:%s" % (self.lower, os.path.join(cdir, "delta0"))
         with open(os.path.join(cdir, "config"), "w") as fh:
-            fh.write(self.config(name, workload))
+            fh.write(self.config(name, workload, rootfs))
         self.lx("lxc-start", name)
         self.lx("lxc-wait", name, "-s", "RUNNING", "-t", "30")
 

@@ -200,7 +200,9 @@ def wanted_sha256(source):
 def _download(url, path, sha256):
     digest = hashlib.sha256()
     try:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as resp, open(path, "wb") as out:
+        # An opener honours the *_proxy variables and verifies TLS certificates.
+        opener = urllib.request.build_opener()
+        with opener.open(url, timeout=DOWNLOAD_TIMEOUT) as resp, open(path, "wb") as out:
             for chunk in iter(lambda: resp.read(1 << 20), b""):
                 digest.update(chunk)
                 out.write(chunk)
@@ -301,8 +303,8 @@ def _planned_commands(source, layout, name):
 
 def _sibling(path, tag):
     """A fresh, unused name next to ``path`` (same filesystem, hidden)."""
-    return os.path.join(os.path.dirname(path), ".%s.%s-%s" % (os.path.basename(path), tag,
-                                                               uuid.uuid4().hex[:8]))
+    leaf = ".%s.%s-%s" % (os.path.basename(path), tag, uuid.uuid4().hex[:8])
+    return os.path.join(os.path.dirname(path), leaf)
 
 
 def _swap_in(work, target, recorder):

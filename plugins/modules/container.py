@@ -29,7 +29,7 @@ description:
   - Two tasks on the same container do not interleave; each holds the container's lock under
     C(/run/ctrhost/locks).
 author:
-  - ctrhost.fleet contributors
+  - ctrhost.fleet maintainers (@ctrhost)
 options:
   name:
     description:
@@ -123,7 +123,7 @@ options:
     type: dict
   network:
     description:
-      - Interfaces of the container, each a veth pair whose host side joins O(network[].bridge).
+      - Interfaces of the container, each a veth pair whose host side joins the C(bridge) of the interface.
         Changes apply live.
       - Keys - C(ifname) (required), C(bridge), C(ipv4) (CIDR), C(gateway), C(ipv6), C(gateway6), C(mac),
         C(mtu), C(rate) (egress limit, e.g. V(100mbit)). An unknown key fails and names it.

@@ -16,7 +16,7 @@ description:
     namespace through netlink.
   - The result is a list of flat dictionaries so that C(json_query) and C(selectattr) filter it easily.
 author:
-  - ctrhost.fleet contributors
+  - ctrhost.fleet maintainers (@ctrhost)
 options:
   name:
     description:

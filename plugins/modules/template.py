@@ -30,7 +30,7 @@ description:
   - Replacing or removing a template refuses while containers (C(containers/*/spec.json) under
     O(root)) use it, and names them, unless O(force=true).
 author:
-  - ctrhost.fleet contributors
+  - ctrhost.fleet contributors (@ctrhost)
 options:
   name:
     description:

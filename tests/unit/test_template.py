@@ -47,6 +47,11 @@ def tarball(tmp_path):
     return make_tarball(tmp_path / "tp-bb.tar.gz", {"bin/busybox": b"B" * 1000, "etc/hostname": b"tp\n"})
 
 
+def _read(path):
+    with open(path) as handle:
+        return handle.read()
+
+
 def entries(root):
     """Everything in the templates dir, hidden work dirs included."""
     path = Layout(root).templates_dir
@@ -149,12 +154,13 @@ def test_wrong_src_checksum_fails_before_anything(root, tarball):
 
 def test_unsafe_tarball_leaves_no_residue_and_keeps_the_old_template(root, tarball, tmp_path):
     _template.ensure(root, "tpbb", src=tarball)
-    before = open(Layout(root).template_meta("tpbb")).read()
+    meta = Layout(root).template_meta("tpbb")
+    before = _read(meta)
     bad = make_tarball(tmp_path / "tp-bad.tar.gz", {"ok": b"x"}, bad="../../tp-escape")
     with pytest.raises(ValidationError, match="unsafe archive member '../../tp-escape'"):
         _template.ensure(root, "tpbb", src=bad, force=True)
     assert entries(root) == ["tpbb"]
-    assert open(Layout(root).template_meta("tpbb")).read() == before
+    assert _read(meta) == before
     with pytest.raises(ValidationError):
         _template.ensure(root, "tpnew", src=bad)
     assert entries(root) == ["tpbb"]

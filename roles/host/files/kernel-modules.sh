@@ -9,7 +9,7 @@ if [ "${1:-}" = "--no-load" ]; then load=0; shift; fi
 PATH="$PATH:/usr/sbin:/sbin"
 probe_link() {
     # $1: link type; the probe link lives for an instant in this network namespace.
-    dev="ctrhostprb$$"
+    dev="ctrprb$$"
     case "$1" in
         veth) ip link add "$dev" type veth peer name "${dev}p" 2>/dev/null || return 1 ;;
         *) ip link add "$dev" type "$1" 2>/dev/null || return 1 ;;
@@ -18,7 +18,7 @@ probe_link() {
     return 0
 }
 probe_qdisc() {
-    dev="ctrhostprb$$"
+    dev="ctrprb$$"
     ip link add "$dev" type veth peer name "${dev}p" 2>/dev/null || return 1
     rc=0
     tc qdisc add dev "$dev" root handle 1: "$1" 2>/dev/null || rc=1
