@@ -22,7 +22,7 @@ description:
   - When the dump fails the container keeps running (the runtime resumes it; this module thaws it when
     it was left frozen) and the task fails with a classified C(cause) and the relevant CRIU log lines.
 author:
-  - ctrhost.fleet contributors
+  - ctrhost.fleet maintainers (@ctrhost)
 options:
   name:
     description: Container name.

@@ -16,13 +16,13 @@ description:
   - The new limits are stored in the container's C(spec.json) and in its bundle's C(config.json), so a later
     M(ctrhost.fleet.container) task without O(limits) keeps them, and a restore from a checkpoint or a restart
     applies them too. A stopped container only gets the stored limits.
-  - Lowering O(limits.memory) below what the container uses asks the kernel to reclaim first (cgroup v2
+  - Lowering the C(memory) key of O(limits) below what the container uses asks the kernel to reclaim first (cgroup v2
     C(memory.reclaim); cgroup v1 steps the limit down). When the memory cannot be reclaimed (tmpfs without swap,
     locked pages) the task fails with the current usage and the requested limit, leaves the previous limit in
     place and kills nothing.
   - Works on cgroup v1, hybrid and v2 hosts, with the cgroupfs driver (C(cgroupsPath) such as C(/ctrhost/host1/web1)).
 author:
-  - ctrhost.fleet contributors
+  - ctrhost.fleet maintainers (@ctrhost)
 options:
   name:
     description: Name of an existing container.

@@ -26,7 +26,7 @@ description:
     (resumed, or restored from the local images when the dump had stopped it), and the destination removes
     what it had restored.
 author:
-  - ctrhost.fleet contributors
+  - ctrhost.fleet maintainers (@ctrhost)
 options:
   name:
     description: Container name.

@@ -23,7 +23,7 @@ description:
   - When the restore fails, what this task created is removed again and the task fails with a classified
     C(cause) and CRIU's log lines.
 author:
-  - ctrhost.fleet contributors
+  - ctrhost.fleet maintainers (@ctrhost)
 options:
   name:
     description: Container name.

@@ -24,7 +24,7 @@ description:
     addresses, for a fleet (or the lab) whose hosts share a network.
   - Everything applies to the running kernel; re-run at boot (the C(host) role does) to restore it.
 author:
-  - ctrhost.fleet contributors
+  - ctrhost.fleet maintainers (@ctrhost)
 options:
   bridges:
     description: Bridges to manage; bridges not listed are left alone.

@@ -23,7 +23,7 @@ description:
   - O(progress) and O(progress_update) keep free-form data of a running workflow in the same file, so a rerun
     after a crash can resume (the C(evacuate) role records its placement and the containers it moved).
 author:
-  - ctrhost.fleet contributors
+  - ctrhost.fleet maintainers (@ctrhost)
 options:
   state:
     description:
