@@ -18,8 +18,6 @@ import contextlib
 import copy
 import os
 import shutil
-import subprocess
-import time
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _checkpoint,
@@ -42,54 +40,6 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._storage import Over
 from ansible_collections.ctrhost.fleet.plugins.module_utils._validate import validate_name
 
 LOG_FILE = "console.log"
-
-
-def spawn_piped(cmd, log_path, timeout=600, recorder=None):
-    """Run a runtime command that leaves a container behind (``restore -d``) with the
-    container's stdout/stderr on an anonymous pipe drained into ``log_path`` by a
-    detached ``cat``. CRIU can dump a pipe (and runc hands the restoring runtime's
-    stdio to it on restore); it cannot dump an fd of a host file outside the
-    container's mounts, so a container whose stdio is a log file is not
-    checkpointable twice. Returns (rc, duration, tail of the log written by the run).
-    """
-    if recorder is not None:
-        recorder.add(cmd)
-    os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    offset = os.path.getsize(log_path) if os.path.exists(log_path) else 0
-    rfd, wfd = os.pipe()
-    try:
-        with open(log_path, "ab") as log:
-            subprocess.Popen(["cat"], stdin=rfd, stdout=log, stderr=subprocess.DEVNULL,
-                             start_new_session=True, close_fds=True,
-                             env=dict(os.environ, PATH=_cli.search_path()))
-        os.close(rfd)
-        rfd = None
-        start = time.monotonic()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=wfd, stderr=wfd,
-                                close_fds=True, env=dict(os.environ, PATH=_cli.search_path()))
-        os.close(wfd)
-        wfd = None
-        try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            rc = -1
-        duration = time.monotonic() - start
-    finally:
-        for fd in (rfd, wfd):
-            if fd is not None:
-                os.close(fd)
-    time.sleep(0.01)  # let the logger append the runtime's last words
-    with open(log_path, "rb") as handle:
-        handle.seek(offset)
-        tail = handle.read()[-8192:].decode("utf-8", "replace")
-    if rc != 0:
-        raise CommandError("%s failed (rc=%d)%s" % (" ".join(cmd[:4]), rc,
-                                                     ": " + tail.strip().splitlines()[-1]
-                                                     if tail.strip() else ""),
-                           cmd, rc, "", tail)
-    return rc, duration, tail
 
 
 def work_dir(layout, name, kind="restore"):
@@ -226,8 +176,8 @@ def restore_images(layout, name, image_dir, meta, runtime_path=None, criu_path=N
     args = restore_command(rt, criu_path, name, image_dir, work, bundle,
                            meta.get("options") or {}, lazy)
     try:
-        _rc, duration, _tail = spawn_piped(rt.base_cmd() + args, os.path.join(bundle, LOG_FILE),
-                                           timeout, recorder)
+        duration = rt.spawn(args, os.path.join(bundle, LOG_FILE), timeout,
+                            msg="%s restore of %s" % (rt.name, name)).duration
         st = rt.state(name)
         if not st or st.get("status") != "running" or not os.path.exists("/proc/%s" % st["pid"]):
             raise CommandError("restore of %s: the runtime reports %s after restore"

@@ -10,8 +10,12 @@ mode reports what would run. Read-only calls (state, list, ps) always run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import subprocess
+import time
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
@@ -29,10 +33,18 @@ RUNTIMES = ("runc", "crun")
 _CGROUP_REFUSALS = ("cgroupv1", "cgroup v1", "hybrid", "cgroups v1", "unified mode")
 _NOT_FOUND = ("does not exist", "not found", "container not exist", "no such file")
 
-# A detached container keeps the stdio it inherits from the runtime open for its
-# whole life; a pipe would make the caller wait forever. The runtime's stdio is
-# therefore sent to the container's log file, read back when the runtime fails.
-_DETACH_SH = 'log="$1"; shift; exec "$@" </dev/null >>"$log" 2>&1'
+# A detached container keeps the stdio it inherits from the runtime for its whole
+# life. It gets an anonymous pipe (CRIU can dump and restore a pipe; it cannot dump
+# a host file outside the container's mounts) drained into the log file by a
+# detached ``cat`` (the conmon approach). ``sh`` backgrounds it and exits, so the
+# logger is nobody's child, sits in its own session with cwd ``/`` (it pins no
+# mount of the container) and stays in the caller's cgroup (never the
+# container's). It ends by itself when the last writer closes the pipe and is
+# killed by ``delete``. On ``restore`` runc hands its own stdio (the new pipe) to
+# the restored processes, so the log carries on and the container can be
+# checkpointed again.
+_LOGGER_SH = 'cat >>"$1" 2>/dev/null & echo $!'
+LOGGERS_SUFFIX = ".loggers"
 
 
 def default_state_root(name, run_dir=RUN_DIR):
@@ -102,23 +114,84 @@ class Runtime:
 
     def spawn(self, args, log_path, timeout=120, msg=None):
         """Run a runtime command that leaves a container process behind
-        (create, run -d, restore -d) with stdio sent to ``log_path``."""
+        (create, run -d, restore -d) with its stdout/stderr on a pipe drained into
+        ``log_path`` by a detached logger. Returns a ``_cli.Result``."""
         cmd = self.base_cmd() + list(args)
         self.record(cmd)
         if self.dry_run:
             return None
-        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        cid = args[-1]
+        os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
         offset = os.path.getsize(log_path) if os.path.exists(log_path) else 0
+        env = dict(os.environ, PATH=_cli.search_path())
+        rfd, wfd = os.pipe()
         try:
-            return _cli.run(["/bin/sh", "-c", _DETACH_SH, "sh", log_path] + cmd,
-                            timeout=timeout, msg=msg or "%s %s" % (self.name, args[0]))
-        except CommandError as exc:
-            with open(log_path, "rb") as handle:
-                handle.seek(offset)
-                tail = handle.read().decode("utf-8", "replace")
-            exc = CommandError(exc.msg.split(" failed")[0] + " failed: " + _last_line(tail),
-                               cmd, exc.rc, "", tail)
-            raise self._explain(exc, args)
+            logger = _start_logger(rfd, log_path, env)
+            os.close(rfd)
+            rfd = None
+            start = time.monotonic()
+            try:
+                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=wfd, stderr=wfd,
+                                        close_fds=True, env=env, cwd="/")
+            except FileNotFoundError:
+                raise MissingToolError("%s not found on this host" % cmd[0], tool=self.name)
+            os.close(wfd)
+            wfd = None
+            try:
+                rc = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                rc = -1
+            duration = time.monotonic() - start
+        finally:
+            for fd in (rfd, wfd):
+                if fd is not None:
+                    os.close(fd)
+        if rc == 0:
+            self._save_logger(cid, logger)
+            return _cli.Result(cmd, 0, "", "", duration)
+        _wait_gone(logger, 2.0)  # nothing writes any more: the log holds the last words
+        with open(log_path, "rb") as handle:
+            handle.seek(offset)
+            tail = handle.read()[-16384:].decode("utf-8", "replace")
+        _kill_logger(logger)
+        what = msg or "%s %s" % (self.name, args[0])
+        why = "timed out after %ss" % timeout if rc == -1 else "failed (rc=%d)" % rc
+        exc = CommandError("%s %s: %s" % (what, why, _last_line(tail)), cmd, rc, "", tail)
+        raise self._explain(exc, args)
+
+    # -- container loggers --------------------------------------------------
+    def logger_file(self, cid):
+        return os.path.join(self.state_root.rstrip("/") + LOGGERS_SUFFIX, cid)
+
+    def _save_logger(self, cid, logger):
+        path = self.logger_file(cid)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        old = self.logger(cid)
+        if old and old != logger:
+            _kill_logger(old)
+        with open(path + ".tmp", "w") as handle:
+            handle.write("%d %d\n" % logger)
+        os.replace(path + ".tmp", path)
+
+    def logger(self, cid):
+        """(pid, starttime) of the live logger of ``cid``'s console, or None."""
+        try:
+            with open(self.logger_file(cid)) as handle:
+                pid, start = (int(x) for x in handle.read().split())
+        except (OSError, ValueError):
+            return None
+        return (pid, start) if _start_time(pid) == start else None
+
+    def stop_logger(self, cid):
+        """Kill ``cid``'s logger (if alive) and forget it."""
+        found = self.logger(cid)
+        if found:
+            _kill_logger(found)
+        with contextlib.suppress(OSError):
+            os.unlink(self.logger_file(cid))
+        return found is not None
 
     # -- read -------------------------------------------------------------
     def has_seccomp(self):
@@ -171,7 +244,11 @@ class Runtime:
         return self._run(args, timeout=30)
 
     def delete(self, cid, force=False):
-        return self._run(["delete"] + (["--force"] if force else []) + [cid], timeout=60)
+        """Delete the container and kill its console logger."""
+        result = self._run(["delete"] + (["--force"] if force else []) + [cid], timeout=60)
+        if not self.dry_run:
+            self.stop_logger(cid)
+        return result
 
     def pause(self, cid):
         return self._run(["pause", cid], timeout=60)
@@ -205,6 +282,40 @@ class Runtime:
             raise ConflictError("%s: container %s is %s, expected %s"
                                 % (self.name, cid, status, " or ".join(allowed)), status=status)
         return st
+
+
+def _start_logger(rfd, log_path, env):
+    """Start the detached logger reading ``rfd``; return its (pid, starttime)."""
+    proc = subprocess.Popen(["/bin/sh", "-c", _LOGGER_SH, "sh", os.path.abspath(log_path)],
+                            stdin=rfd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            close_fds=True, start_new_session=True, cwd="/", env=env)
+    out, _err = proc.communicate(timeout=30)
+    pid = int(out.strip() or 0)
+    if proc.returncode != 0 or pid <= 0:
+        raise CommandError("console logger for %s did not start" % log_path,
+                           ["sh", "-c", _LOGGER_SH], proc.returncode)
+    return pid, _start_time(pid)
+
+
+def _start_time(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == "Z" else int(fields[19])
+
+
+def _wait_gone(logger, timeout):
+    deadline = time.monotonic() + timeout
+    while _start_time(logger[0]) == logger[1] and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def _kill_logger(logger):
+    if _start_time(logger[0]) == logger[1]:
+        with contextlib.suppress(OSError):
+            os.kill(logger[0], signal.SIGKILL)
 
 
 def _last_line(text):

@@ -178,6 +178,9 @@ def test_up_again_is_a_fast_noop(lt):
 def test_reboot_kills_everything_keeps_disk(lt):
     h1, h2 = lt.hosts
     old = lt.host(h2)
+    ssh = ["ssh", "-F", "/var/lib/ctrhost/ssh/config", "-o", "BatchMode=yes", f"root@{h2}", "true"]
+    lt.host_exec(h1, ssh)  # h1 and the controller now have h2 in their neighbour caches
+    lt.ansible(h2, "ping")
     lt.host_exec(h2, "echo x > /run/marker; echo y > /var/lib/ctrhost/marker; "
                      "ip link add probe0 type dummy; "
                      "mkdir -p /sys/fs/cgroup/pids/ctrhost/$(hostname)/c1; "
@@ -199,7 +202,10 @@ def test_reboot_kills_everything_keeps_disk(lt):
     assert lt.host_exec(h2, "ls /run/marker", check=False).returncode != 0
     assert "probe0" not in lt.host_exec(h2, "ip -o link").stdout
     assert lt.host(h1)["pid"] == lt.state()["hosts"][h1]["pid"]
+    start = time.monotonic()  # reachable again at once, from the controller and from h1
     assert lt.ansible(h2, "ping")[h2]["ping"] == "pong"
+    lt.host_exec(h1, ssh)
+    assert time.monotonic() - start < 20
 
 
 def test_subnet_collision_is_refused(lt):

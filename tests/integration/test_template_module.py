@@ -247,23 +247,39 @@ def test_option_rules_come_from_the_argument_spec(busybox, root, tmp_path):
 
 # ----------------------------------------------------------------------- debootstrap
 
-def _apt_mirror():
-    """The host's own Debian mirror (from its apt sources), unless the environment names one."""
-    if os.environ.get("CTRHOST_TEST_DEBIAN_MIRROR"):
-        return os.environ["CTRHOST_TEST_DEBIAN_MIRROR"]
-    files = glob.glob("/etc/apt/sources.list") + glob.glob("/etc/apt/sources.list.d/*")
+def _apt_mirrors():
+    """Binary archive URIs of the host's apt sources (one-line and deb822 formats)."""
+    found = []
+    files = glob.glob("/etc/apt/sources.list") + sorted(
+        glob.glob("/etc/apt/sources.list.d/*.list") + glob.glob("/etc/apt/sources.list.d/*.sources"))
     for path in files:
         with open(path, errors="replace") as handle:
             text = handle.read()
-        one_line = re.search(r"^deb\s+(?:\[[^]]*\]\s+)?(https?://\S+)", text, re.M)
-        if one_line:
-            return one_line.group(1)
-        for stanza in text.split("\n\n"):
-            if re.search(r"^Types:.*\bdeb\b", stanza, re.M):
-                uri = re.search(r"^URIs:\s*(https?://\S+)", stanza, re.M)
-                if uri:
-                    return uri.group(1)
-    return None
+        found += re.findall(r"^deb\s+(?:\[[^]]*\]\s+)?(https?://\S+)", text, re.M)
+        for stanza in re.split(r"\n\s*\n", text):
+            if re.search(r"^Types:(.*\s)?deb(\s|$)", stanza, re.M) and \
+                    not re.search(r"^Enabled:\s*no", stanza, re.M | re.I):
+                found += re.findall(r"^URIs:\s*(https?://\S+)", stanza, re.M)
+    return found
+
+
+def _debian_mirror(suite):
+    """A reachable Debian archive serving ``suite``: the environment's, else the host's own."""
+    candidates = [os.environ["CTRHOST_TEST_DEBIAN_MIRROR"]] \
+        if os.environ.get("CTRHOST_TEST_DEBIAN_MIRROR") else _apt_mirrors()
+    reasons = []
+    for mirror in candidates:
+        url = "%s/dists/%s/Release" % (mirror.rstrip("/"), suite)
+        try:
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                head = resp.read(4096).decode("utf-8", "replace")
+        except OSError as exc:
+            reasons.append("%s: %s" % (url, exc))
+            continue
+        if re.search(r"^Origin: Debian$", head, re.M):
+            return mirror, None
+        reasons.append("%s: not a Debian archive" % url)
+    return None, "; ".join(reasons) or "no apt sources (set CTRHOST_TEST_DEBIAN_MIRROR)"
 
 
 def _suite():
@@ -278,13 +294,10 @@ def _suite():
 def test_debootstrap_minbase(root, tmp_path):
     if shutil.which("debootstrap") is None:
         pytest.skip("debootstrap is not installed")
-    mirror, suite = _apt_mirror(), _suite()
-    if not mirror:
-        pytest.skip("no Debian mirror in the apt sources (set CTRHOST_TEST_DEBIAN_MIRROR)")
-    try:
-        urllib.request.urlopen("%s/dists/%s/Release" % (mirror.rstrip("/"), suite), timeout=5).close()
-    except OSError as exc:
-        pytest.skip("Debian mirror not reachable: %s" % exc)
+    suite = _suite()
+    mirror, why = _debian_mirror(suite)
+    if mirror is None:
+        pytest.skip("no reachable Debian mirror for %s: %s" % (suite, why))
     task = dict(name="tpdeb", root=root, debootstrap=dict(suite=suite, mirror=mirror))
     rc, res = play(str(tmp_path), task, check=True)
     assert rc == 0 and res["changed"] is True and not os.path.exists(root)
