@@ -24,6 +24,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import (
@@ -110,7 +111,7 @@ def _choose_mode(run, src_criu, dst_facts):
 
 
 def migrate(root, name, dest, mode="cold", dest_root=None, ssh_config=None, identity=None,
-            ssh_port=None, ssh_user=None, dest_python="python3", tcp_established=False,
+            ssh_port=None, ssh_user=None, dest_python=None, tcp_established=False,
             file_locks=False, ext_unix_sk=False, timeout=600, runtime_path=None, criu_path=None,
             check_mode=False, hooks=None):
     """Move container ``name`` to ``dest``; return the module result."""
@@ -140,7 +141,10 @@ def migrate(root, name, dest, mode="cold", dest_root=None, ssh_config=None, iden
         if not st or st.get("status") not in ("running", "paused"):
             raise ConflictError("name: container %s is %s; only a running container is migrated"
                                 % (name, (st or {}).get("status", "stopped")), field="name")
-        run.link = Link(dest, layout.root, ssh_config, identity, ssh_port, ssh_user, dest_python)
+        # The destination runs the agent with the interpreter this code runs under (the
+        # module's ansible_python_interpreter, which has pyroute2) unless told otherwise.
+        run.link = Link(dest, layout.root, ssh_config, identity, ssh_port, ssh_user,
+                        dest_python or sys.executable or "python3")
         try:
             run.link.open()
             run.link.start_agent()

@@ -36,14 +36,15 @@ _NOT_FOUND = ("does not exist", "not found", "container not exist", "no such fil
 # A detached container keeps the stdio it inherits from the runtime for its whole
 # life. It gets an anonymous pipe (CRIU can dump and restore a pipe; it cannot dump
 # a host file outside the container's mounts) drained into the log file by a
-# detached ``cat`` (the conmon approach). ``sh`` backgrounds it and exits, so the
+# detached ``cat`` (the conmon approach). ``sh`` backgrounds it (the pipe on fd 3:
+# a background job's stdin is /dev/null) and exits, so the
 # logger is nobody's child, sits in its own session with cwd ``/`` (it pins no
 # mount of the container) and stays in the caller's cgroup (never the
 # container's). It ends by itself when the last writer closes the pipe and is
 # killed by ``delete``. On ``restore`` runc hands its own stdio (the new pipe) to
 # the restored processes, so the log carries on and the container can be
 # checkpointed again.
-_LOGGER_SH = 'cat >>"$1" 2>/dev/null & echo $!'
+_LOGGER_SH = 'exec 3<&0 </dev/null; cat <&3 3<&- >>"$1" 2>/dev/null & echo $!'
 LOGGERS_SUFFIX = ".loggers"
 
 
@@ -171,6 +172,8 @@ class Runtime:
         old = self.logger(cid)
         if old and old != logger:
             _kill_logger(old)
+        if logger[1] is None:  # already gone: nothing holds the pipe any more
+            return
         with open(path + ".tmp", "w") as handle:
             handle.write("%d %d\n" % logger)
         os.replace(path + ".tmp", path)

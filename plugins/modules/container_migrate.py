@@ -57,9 +57,11 @@ options:
     description: SSH user on the destination.
     type: str
   dest_python:
-    description: Python interpreter on the destination.
+    description:
+      - Python interpreter that runs the migration agent on the destination; it needs pyroute2.
+      - When omitted, the interpreter this module runs under on the source (its
+        C(ansible_python_interpreter)), at the same path on the destination.
     type: str
-    default: python3
   tcp_established:
     description: Move established TCP connections along (CRIU C(--tcp-established)).
     type: bool
@@ -181,7 +183,7 @@ def main():
             identity=dict(type="path"),
             ssh_port=dict(type="int"),
             ssh_user=dict(type="str"),
-            dest_python=dict(type="str", default="python3"),
+            dest_python=dict(type="str"),
             tcp_established=dict(type="bool", default=False),
             file_locks=dict(type="bool", default=False),
             ext_unix_sk=dict(type="bool", default=False),

@@ -53,9 +53,9 @@ def make_lab():
 
     def factory(name, count=2):
         new = Lab(name, count)
+        made.append(new)
         new.down()
         new.up()
-        made.append(new)
         return new
 
     yield factory

@@ -24,6 +24,9 @@ import subprocess
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LAB_SCRIPT = os.path.join(ROOT, "scripts", "lab")
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+# The working tree first (tests/conftest.py links it there), then the installed copy.
+COLLECTIONS_PATH = os.pathsep.join([os.path.join(ROOT, ".cache", "pytest-collections"),
+                                    os.path.join(ROOT, "collections")])
 CALLBACKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "callback_plugins")
 
 
@@ -107,7 +110,11 @@ class Lab:
 
     def state(self):
         """``scripts/lab status --json``: hosts with address, pid, running."""
-        return json.loads(self.script("status", "--json", check=False).stdout)
+        proc = self.script("status", "--json", check=False)
+        try:
+            return json.loads(proc.stdout)
+        except ValueError:
+            raise LabCommandError("scripts/lab status --json", proc) from None
 
     @property
     def hosts(self):
@@ -120,11 +127,14 @@ class Lab:
     # ---- running things
     def exec(self, cmd, check=True, timeout=600, env=None, input=None):
         """Run cmd (list, or str for sh -c) on the controller side of the lab,
-        with ANSIBLE_INVENTORY and ANSIBLE_CONFIG set, from the repo root."""
+        with ANSIBLE_INVENTORY and ANSIBLE_CONFIG set, from the repo root;
+        ctrhost.fleet comes from the working tree."""
         if isinstance(cmd, str):
             cmd = ["sh", "-c", cmd]
         full_env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-                        ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", **(env or {}))
+                        ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
+                        ANSIBLE_COLLECTIONS_PATH=COLLECTIONS_PATH)
+        full_env.update(env or {})
         proc = subprocess.run([LAB_SCRIPT, "--name", self.name, "exec", "--", *cmd],
                               capture_output=True, text=True, timeout=timeout, env=full_env,
                               cwd=ROOT, input=input, stdin=None if input else subprocess.DEVNULL)
@@ -223,7 +233,12 @@ def shared_lab(name="it", count=2):
     with users() as current:
         if not current:
             lab.down()  # leftovers of a session that died: start clean
-        lab.up()
+        try:
+            lab.up()
+        except Exception:
+            if not current:
+                lab.down()
+            raise
         current.append(me)
     try:
         yield lab

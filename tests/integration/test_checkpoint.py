@@ -16,7 +16,6 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _paths,
     _restore,
     _state,
-    _storage,
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CommandError, ConflictError
 
@@ -56,17 +55,13 @@ def read(path):
 
 
 def start(root, name, limits=None, command=None):
-    """Create with the lifecycle library, start with the runtime's stdio on a pipe
-    (a log *file* as stdio cannot be dumped by CRIU)."""
+    """Create and start through the container lifecycle (the runtime gives the
+    container's stdio a pipe drained by a detached logger, which CRIU can dump)."""
     _container.ensure(dict(root=root, name=name, template="busybox", command=command or COUNTER,
-                           state="present", limits=limits or {}))
+                           state="started", limits=limits or {}))
     layout = _paths.Layout(root)
     spec = _state.ContainerStore(layout).load(name)
-    _storage.Overlay(layout, name, "busybox").mount()
-    rt = _checkpoint.runtime_for(layout, spec)
-    _restore.spawn_piped(rt.base_cmd() + ["run", "-d", "--bundle", layout.container_dir(name), name],
-                         layout.container_file(name, "console.log"))
-    return layout, spec, rt
+    return layout, spec, _checkpoint.runtime_for(layout, spec)
 
 
 def counter(layout, name):
@@ -76,6 +71,19 @@ def counter(layout, name):
             return int(text)
         time.sleep(0.01)
     raise AssertionError("no counter")
+
+
+def gone(pid, timeout=2.0):
+    """The process exited (or is a zombie waiting for its reaper) within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if read("/proc/%d/stat" % pid).rsplit(")", 1)[1].split()[0] == "Z":
+                return True
+        except OSError:
+            return True
+        time.sleep(0.01)
+    return False
 
 
 def pid_of(rt, name):
@@ -168,6 +176,42 @@ def test_template_checksum_mismatch_is_refused(root):
         json.dump(meta, handle)
     with pytest.raises(ConflictError, match="template: .*sha256"):
         _restore.restore(root, "crck4", "t")
+
+
+def test_console_logger_survives_checkpoints_and_dies_with_the_container(root):
+    talk = ["/bin/sh", "-c", "i=0; while true; do i=$((i+1)); echo line$i; sleep 0.05; done"]
+    layout, _spec, rt = start(root, "crck5", command=talk)
+    log = layout.container_file("crck5", "console.log")
+    pid = pid_of(rt, "crck5")
+    logger = rt.logger("crck5")
+    assert logger, "no console logger recorded"
+    lpid = logger[0]
+    # the container's stdout is a pipe whose read end is the logger's stdin
+    out = os.readlink("/proc/%d/fd/1" % pid)
+    assert out.startswith("pipe:") and os.readlink("/proc/%d/fd/0" % lpid) == out
+    # the logger lives in the caller's mount namespace and cgroups, pinning nothing
+    for ns in ("mnt", "pid"):
+        assert os.readlink("/proc/%d/ns/%s" % (lpid, ns)) == os.readlink("/proc/self/ns/" + ns)
+    assert read("/proc/%d/cgroup" % lpid) == read("/proc/self/cgroup")
+    assert os.readlink("/proc/%d/cwd" % lpid) == "/"
+    time.sleep(0.3)
+    assert "line3" in read(log)
+    for cid in ("c1", "c2"):  # twice: the restored container is checkpointable again
+        _checkpoint.ensure(dict(root=root, name="crck5", id=cid))
+        assert gone(lpid)  # the pipe's writers are gone: the logger ended by itself
+        size = os.path.getsize(log)
+        _restore.restore(root, "crck5", cid)
+        new = rt.logger("crck5")
+        assert new and new[0] != lpid
+        lpid = new[0]
+        time.sleep(0.3)
+        assert os.path.getsize(log) > size  # the restored process writes on
+    # a writer outside the container keeps the pipe open: only delete's kill ends the logger
+    with open("/proc/%d/fd/1" % pid_of(rt, "crck5"), "wb") as holder:
+        _container.ensure(dict(root=root, name="crck5", state="absent"))
+        assert gone(lpid, 0.5)
+        holder.write(b"")
+    assert rt.logger("crck5") is None
 
 
 if __name__ == "__main__":  # pragma: no cover

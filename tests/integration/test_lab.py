@@ -72,10 +72,12 @@ def lt():
     name = next(n for n in (f"tl{(os.getpid() + i) % 100000}" for i in range(1000))
                 if subnet_of(n) not in used and not os.path.exists(f"/run/netns/ctrhost-{n}-ctl"))
     lab = Lab(name, 2)
-    lab.up()
-    yield lab
-    lab.down()
-    shutil.rmtree(lab.dir, ignore_errors=True)
+    try:
+        lab.up()
+        yield lab
+    finally:
+        lab.down()
+        shutil.rmtree(lab.dir, ignore_errors=True)
 
 
 def test_shared_lab_fixture(lab):
