@@ -31,6 +31,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _checkpoint,
     _cli,
     _criu,
+    _oci,
     _restore,
     _sysinfo,
 )
@@ -72,6 +73,9 @@ class Run:
         self.images = None
         self.dumped = False  # the source process is gone (cold dump finished)
         self.link = None
+        self.incoming = self.dest_upper = None
+        self.upper_snapshot, self.upper_delta = None, None
+        self.dest_timings = None
 
     def step(self, what):
         self.steps.append(dict(step=what, t=round(time.monotonic() - self.t_start, 3)))
@@ -170,13 +174,23 @@ def migrate(root, name, dest, mode="cold", dest_root=None, ssh_config=None, iden
 
 def _move(run, rt, criu, meta, pre, upper, dest_root, options, timeout, runtime_path, criu_path):
     layout, name, link = run.layout, run.name, run.link
+    config = _oci.load_config(os.path.join(layout.container_dir(name), "config.json"))
     prep = link.call("prepare", root=dest_root, name=name, meta=meta, runtime_path=runtime_path,
-                     criu_path=criu_path)
+                     criu_path=criu_path, config=config, timeout=120)
     if not prep.get("ok"):
+        with contextlib.suppress(Exception):
+            link.call("abort", timeout=60)
         raise MigrationError("dest: prepare failed on %s: %s" % (run.dest, prep.get("error")),
                              where="source", changed=False)
-    incoming = prep["incoming"]
-    run.bytes += link.rsync(upper, incoming + "/upper", timeout)
+    run.step("staged")
+    run.incoming, run.dest_upper = prep["incoming"], prep["upper"]
+    try:
+        run.upper_snapshot = _tree_state(upper)
+        run.bytes += link.rsync(upper, run.dest_upper, timeout)
+    except Exception:
+        with contextlib.suppress(Exception):
+            link.call("abort", timeout=60)
+        raise
     run.step("presync")
     run.images = layout.checkpoint_dir(name, "." + meta["id"])
     shutil.rmtree(run.images, ignore_errors=True)
@@ -184,9 +198,9 @@ def _move(run, rt, criu, meta, pre, upper, dest_root, options, timeout, runtime_
         os.makedirs(path, mode=0o700, exist_ok=True)
     try:
         if run.mode == "lazy":
-            answer = _lazy(run, rt, criu, meta, pre, upper, incoming, options, timeout)
+            answer = _lazy(run, rt, criu, meta, pre, upper, options, timeout)
         else:
-            answer = _cold(run, rt, criu, meta, upper, incoming, options, timeout)
+            answer = _cold(run, rt, criu, meta, upper, options, timeout)
         run.step("restored")
         commit = link.call("commit", timeout=60)
         if not commit.get("ok"):
@@ -209,7 +223,36 @@ def _dump_cmd(rt, criu, name, images, options, extra=()):
     return _checkpoint.dump_command(rt, criu["path"], name, images, images, options, extra)
 
 
-def _cold(run, rt, criu, meta, upper, incoming, options, timeout):
+def _transfer(run, upper, timeout):
+    """The one transfer of the frozen window: the images as a tar stream and the rootfs
+    delta by rsync, at the same time over the same SSH master."""
+    link = run.link
+    pair = link.send_tar(run.images, run.incoming + "/images")
+    try:
+        changed = _tree_state(upper) != run.upper_snapshot
+        run.upper_delta = changed
+        sent = link.rsync(upper, run.dest_upper, timeout, whole_file=True) if changed else 0
+    except BaseException:
+        with contextlib.suppress(Exception):
+            link.wait_tar(pair, 30)
+        raise
+    run.bytes += sent + link.wait_tar(pair, timeout)
+
+
+def _tree_state(path):
+    """{relative path: (ctime_ns, size, mode)} of a tree: two equal states mean the
+    rootfs delta after the pre-sync is empty (ctime cannot be set back by the container)."""
+    out = {}
+    for base, dirs, files in os.walk(path):
+        for leaf in dirs + files:
+            full = os.path.join(base, leaf)
+            with contextlib.suppress(OSError):
+                st = os.lstat(full)
+                out[os.path.relpath(full, path)] = (st.st_ctime_ns, st.st_size, st.st_mode)
+    return out
+
+
+def _cold(run, rt, criu, meta, upper, options, timeout):
     name, link = run.name, run.link
     run.t_freeze = time.monotonic()
     run.step("freeze")
@@ -221,8 +264,7 @@ def _cold(run, rt, criu, meta, upper, incoming, options, timeout):
     run.dumped = True
     run.step("dumped")
     run.stats.update(_criu.work_stats(run.images))
-    run.bytes += link.rsync(upper, incoming + "/upper", timeout)
-    run.bytes += link.rsync(run.images, incoming + "/images", timeout)
+    _transfer(run, upper, timeout)
     run.step("transferred")
     answer = link.call("restore", lazy=False, timeout=timeout)
     if not answer.get("ok"):
@@ -230,10 +272,11 @@ def _cold(run, rt, criu, meta, upper, incoming, options, timeout):
                              cause=answer.get("cause"), criu_log=answer.get("criu_log"))
     run.downtime = time.monotonic() - run.t_freeze
     run.stats["restore"] = answer.get("stats")
+    run.dest_timings = answer.get("timings")
     return answer
 
 
-def _lazy(run, rt, criu, meta, pre, upper, incoming, options, timeout):
+def _lazy(run, rt, criu, meta, pre, upper, options, timeout):
     name, link = run.name, run.link
     src_port = _free_port()
     dst_port = pre["facts"]["lazy_port"]
@@ -262,8 +305,7 @@ def _lazy(run, rt, criu, meta, pre, upper, incoming, options, timeout):
         raise _checkpoint.dump_failure(exc, run.images, "lazy dump for migration", rt, name,
                                        run.spec)
     run.step("dumped")
-    run.bytes += link.rsync(upper, incoming + "/upper", timeout)
-    run.bytes += link.rsync(run.images, incoming + "/images", timeout)
+    _transfer(run, upper, timeout)
     run.step("transferred")
     answer = link.call("restore", lazy=True, port=dst_port, timeout=timeout)
     if not answer.get("ok"):
@@ -286,6 +328,7 @@ def _lazy(run, rt, criu, meta, pre, upper, incoming, options, timeout):
     run.dumped = True
     run.stats.update(_criu.work_stats(run.images))
     run.stats["restore"] = answer.get("stats")
+    run.dest_timings = answer.get("timings")
     run.stats["lazy_pages"] = (done.get("stats") or {}).get("restore")
     run.step("pages_done")
     return answer
@@ -334,7 +377,18 @@ def _result(run, changed, preflight, where, pid=None):
                 downtime=round(run.downtime, 3) if run.downtime is not None else None,
                 total_time=round(total, 3), bytes_moved=run.bytes, stats=run.stats,
                 where=where, pid=pid, preflight=preflight, steps=run.steps,
+                timings=timings(run.steps), dest_timings=run.dest_timings,
+                rootfs_delta=run.upper_delta,
                 kernel=_sysinfo.kernel_release())
+
+
+def timings(steps):
+    """Seconds each step took: {step: time since the previous step ended}."""
+    out, last = {}, 0.0
+    for entry in steps:
+        out[entry["step"]] = round(entry["t"] - last, 3)
+        last = entry["t"]
+    return out
 
 
 def _free_port():

@@ -73,6 +73,7 @@ class Agent:
         self.lazy_complete = False
         self.lazy_proc = None
         self.incoming = None
+        self.staged = False
         self.created = True
         self.runtime_path = None
         self.criu_path = None
@@ -145,6 +146,11 @@ class Agent:
         return problems
 
     def prepare(self, req):
+        """Before the source freezes: the incoming dir, and everything of the container
+        but its rootfs mount and processes (netns, veths with IP and MAC, config.json
+        from the source's ``config``, spec.json, an empty upper layer the source
+        pre-syncs into), so that only the mount and ``runtime restore`` remain for the
+        frozen window."""
         m = self.m
         self.layout = m["paths"].Layout(req.get("root"))
         self.name, self.meta = req["name"], req["meta"]
@@ -156,19 +162,27 @@ class Agent:
         self.incoming = os.path.join(base, ".incoming-%s" % self.meta["id"])
         shutil.rmtree(self.incoming, ignore_errors=True)
         os.makedirs(os.path.join(self.incoming, "images"), mode=0o700)
-        os.makedirs(os.path.join(self.incoming, "upper"), mode=0o755)
         os.chmod(self.incoming, 0o700)
-        return dict(ok=True, incoming=self.incoming)
+        if req.get("config"):
+            with open(os.path.join(self.incoming, "config.json"), "w") as handle:
+                json.dump(req["config"], handle)
+        t0 = time.monotonic()
+        self.staged = True  # from here on an abort removes what was staged
+        try:
+            m["restore"].stage(self.layout, self.name, self.meta, self.incoming, self.created)
+        except m["restore"].CtrhostError as exc:
+            self.abort({})
+            out = exc.to_result()
+            return dict(ok=False, error=out.pop("msg"))
+        upper = self.layout.container_file(self.name, "upper")
+        os.makedirs(upper, mode=0o755, exist_ok=True)
+        return dict(ok=True, incoming=self.incoming, upper=upper,
+                    stage_seconds=round(time.monotonic() - t0, 3))
 
     def restore(self, req):
         m = self.m
         layout, name = self.layout, self.name
         images = os.path.join(self.incoming, "images")
-        bundle = layout.container_dir(name)
-        os.makedirs(bundle, mode=0o755, exist_ok=True)
-        upper = os.path.join(bundle, "upper")
-        if not os.path.exists(upper):
-            os.rename(os.path.join(self.incoming, "upper"), upper)
         work = m["restore"].work_dir(layout, name, "migrate")
         m["restore"].cleanup_work(work)
         os.makedirs(work, mode=0o700)
@@ -193,7 +207,7 @@ class Agent:
         try:
             facts = m["restore"].restore_images(layout, name, images, self.meta, self.runtime_path,
                                                 self.criu_path, lazy=lazy, work=work,
-                                                created=self.created)
+                                                created=self.created, staged=True)
         except m["restore"].CtrhostError as exc:
             self.abort({})
             out = exc.to_result()
@@ -238,7 +252,7 @@ class Agent:
             self.lazy_proc.wait()
         from ansible_collections.ctrhost.fleet.plugins.module_utils._oci import cgroups_path
         spec = dict(self.meta["spec"], cgroups_path=cgroups_path(name))
-        if self.restored:
+        if self.restored or self.staged:
             rt = m["checkpoint"].runtime_for(layout, spec, self.runtime_path)
             m["restore"].forget_runtime(rt, name, spec["cgroups_path"])
             if self.created:
@@ -247,7 +261,7 @@ class Agent:
         m["restore"].cleanup_work(m["restore"].work_dir(layout, name, "migrate"))
         if self.incoming:
             shutil.rmtree(self.incoming, ignore_errors=True)
-        self.restored = False
+        self.restored = self.staged = False
         return dict(ok=True, removed=True)
 
     def status(self, req):
@@ -261,7 +275,7 @@ class Agent:
 
     def finish(self):
         """End of session: fence an uncommitted restore."""
-        if self.restored and not self.committed and not self.lazy_complete:
+        if (self.restored or self.staged) and not self.committed and not self.lazy_complete:
             with contextlib.suppress(Exception):
                 self.abort({})
 

@@ -18,6 +18,7 @@ import contextlib
 import copy
 import os
 import shutil
+import time
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _checkpoint,
@@ -120,8 +121,10 @@ def remove_created(layout, name, spec, overlay):
         shutil.rmtree(bundle, ignore_errors=True)
 
 
-def prepare(layout, name, meta, image_dir, created=None):
-    """Rootfs, netns, network, config.json and spec.json for a restore; returns (spec, created).
+def stage(layout, name, meta, image_dir, created=None):
+    """Everything a restore needs but the rootfs mount: the upper layer (from
+    ``rootfs-diff.tar`` when absent), netns, network, config.json and spec.json.
+    Returns (spec, created). A migration stages before the source freezes.
 
     ``created``: whether the container is new on this host (so a failure removes it);
     found out from its directory when None."""
@@ -138,17 +141,34 @@ def prepare(layout, name, meta, image_dir, created=None):
             _cli.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls",
                       "-C", overlay.upper, "-xf", tar], msg="unpack the rootfs changes",
                      timeout=3600)
-        overlay.mount()
+        os.makedirs(layout.container_dir(name), mode=0o755, exist_ok=True)
         netns_path = _netns.ensure(name)
         if spec.get("network"):
             from ansible_collections.ctrhost.fleet.plugins.module_utils import _netlink
             _netlink.attach(name, netns_path, spec["network"])
-        _oci.save_config(layout.container_dir(name), restore_config(layout, name, spec, image_dir))
+        _oci.save_config(_oci.config_path(layout.container_dir(name)), restore_config(layout, name, spec, image_dir))
         store.save(name, spec)
     except BaseException:
         if created:
             remove_created(layout, name, spec, overlay)
         raise
+    return spec, created
+
+
+def mount_rootfs(layout, name, spec, created):
+    overlay = Overlay(layout, name, spec["template"])
+    try:
+        overlay.mount()
+    except BaseException:
+        if created:
+            remove_created(layout, name, spec, overlay)
+        raise
+
+
+def prepare(layout, name, meta, image_dir, created=None):
+    """Rootfs, netns, network, config.json and spec.json for a restore; returns (spec, created)."""
+    spec, created = stage(layout, name, meta, image_dir, created)
+    mount_rootfs(layout, name, spec, created)
     return spec, created
 
 
@@ -162,9 +182,18 @@ def restore_command(rt, criu_path, name, image_dir, work, bundle, options, lazy=
 
 
 def restore_images(layout, name, image_dir, meta, runtime_path=None, criu_path=None,
-                   lazy=False, work=None, timeout=600, recorder=None, created=None):
-    """Restore ``name`` from ``image_dir`` (checkpoint.json ``meta``); return facts of the run."""
-    spec, created = prepare(layout, name, meta, image_dir, created)
+                   lazy=False, work=None, timeout=600, recorder=None, created=None, staged=False):
+    """Restore ``name`` from ``image_dir`` (checkpoint.json ``meta``); return facts of the run.
+
+    ``staged``: ``stage`` already ran (a migration did it before the freeze), so only
+    the rootfs mount and the runtime's restore remain."""
+    t0 = time.monotonic()
+    if staged:
+        spec = dict(meta["spec"], cgroups_path=_oci.cgroups_path(name))
+        mount_rootfs(layout, name, spec, created)
+    else:
+        spec, created = prepare(layout, name, meta, image_dir, created)
+    t_prepared = time.monotonic()
     rt = _checkpoint.runtime_for(layout, spec, runtime_path, recorder)
     overlay = Overlay(layout, name, spec["template"])
     bundle = layout.container_dir(name)
@@ -196,6 +225,8 @@ def restore_images(layout, name, image_dir, meta, runtime_path=None, criu_path=N
     stats = _criu.work_stats(work).get("restore", {})
     return dict(pid=st["pid"], status=st["status"], stats=stats, created=created,
                 duration=round(duration, 3), work=work,
+                timings=dict(prepare=round(t_prepared - t0, 3), runtime_restore=round(duration, 3),
+                             total=round(time.monotonic() - t0, 3)),
                 cgroups_path=spec["cgroups_path"], network=spec.get("network") or [])
 
 
