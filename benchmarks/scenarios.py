@@ -222,6 +222,7 @@ class Remote:
 
     def __init__(self, dest, ssh_config=None):
         self.dest = dest
+        self.ssh_config = ssh_config
         self.ssh = ["ssh"] + (["-F", ssh_config] if ssh_config else []) + [
             "-o", "BatchMode=yes", dest]
         self.scp = ["scp", "-q"] + (["-F", ssh_config] if ssh_config else []) + [
@@ -244,11 +245,10 @@ def migrate_modes(lazy_usable):
     return ["cold", "live"] + (["lazy"] if lazy_usable else [])
 
 
-def call_migrate(root, name, dest, mode):
-    """The library's migration entry (``_migrate.ensure(params)``, as the other modules)."""
+def call_migrate(root, name, dest, mode, ssh_config=None):
+    """The library's entry, as the container_migrate module calls it."""
     from ansible_collections.ctrhost.fleet.plugins.module_utils import _migrate
-    params = dict(name=name, dest=dest, mode=mode, root=root)
-    return _migrate.ensure(params, check_mode=False)
+    return _migrate.migrate(root, name, dest, mode=mode, ssh_config=ssh_config)
 
 
 def pick(result, *keys):
@@ -283,7 +283,7 @@ def one_migrate_ours(ours, remote, mode, rep, res, root):
         ours.create_start(name, "mem")
         wait_ready(ours, name, "mem")
         t0 = time.perf_counter()
-        result = call_migrate(root, name, remote.dest, mode)
+        result = call_migrate(root, name, remote.dest, mode, remote.ssh_config)
         wall = time.perf_counter() - t0
         there = remote.agent("ours_status", name=name, root=root)
         if not there.get("pid") or (there.get("memory") or 0) < 0.9 * MEM_BYTES:
@@ -293,9 +293,9 @@ def one_migrate_ours(ours, remote, mode, rep, res, root):
         res.add(key + "_downtime", "ours", pick(result, "downtime", "downtime_s"))
         res.add(key + "_total", "ours", pick(result, "total_time", "total", "duration") or wall)
         res.fact(key + "_downtime", "ours", dict(
-            mode_used=result.get("mode_used") or result.get("mode"), wall=wall,
-            bytes=result.get("bytes_moved") or result.get("bytes"),
-            keys=sorted(result), fallback=result.get("fallback") or result.get("msg")))
+            mode_used=result.get("mode"), wall=wall, bytes=result.get("bytes_moved"),
+            fallback=result.get("fallback"), timings=result.get("timings"),
+            dest_timings=result.get("dest_timings"), stats=result.get("stats")))
     except Exception as exc:
         res.fail(key + "_downtime", "ours", exc)
     finally:

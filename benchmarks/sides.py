@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLLECTIONS = os.path.join(REPO, ".cache", "pytest-collections")
@@ -34,10 +35,11 @@ MEM_BYTES = 256 * 1024 * 1024
 # Idle: pid 1 is a shell that exits on SIGTERM (busybox sleep as pid 1 would
 # ignore it and every stop would last the whole stop timeout).
 IDLE_SH = "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"
-# 256 MB touched: dd reads one 256 MiB block from /dev/zero (the kernel fills
-# every page of its buffer) and then blocks for ever writing it into a pipe
-# that nobody reads, keeping the whole buffer resident.
-MEM_SH = "dd if=/dev/zero bs=%d count=1 2>/dev/null | sleep 999999999" % MEM_BYTES
+# 256 MB touched: dd reads one 256 MiB block of random bytes (every page of its
+# buffer written, nothing for a compressor to squeeze) and then blocks for ever
+# writing it into a pipe that nobody reads, keeping the whole buffer resident.
+MEM_SH = ("dd if=/dev/urandom bs=%d count=1 iflag=fullblock 2>/dev/null | sleep 999999999"
+          % MEM_BYTES)
 WORKLOADS = {"idle": IDLE_SH, "mem": MEM_SH}
 
 
@@ -54,12 +56,20 @@ def ensure_collections_tree():
 
 def sh(cmd, check=True, timeout=300, input=None):
     """Run ``cmd`` (list); return stdout; raise RuntimeError with stderr on failure."""
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input,
-                          stdin=None if input is not None else subprocess.DEVNULL)
+    # Files, not pipes: a daemon the command leaves behind (lxc-checkpoint -r's monitor)
+    # may keep its stdio open, and reading a pipe to EOF would wait for it.
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.run(cmd, stdout=out, stderr=err, timeout=timeout,
+                              input=input.encode() if input is not None else None,
+                              stdin=None if input is not None else subprocess.DEVNULL)
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode("utf-8", "replace")
+        stderr = err.read().decode("utf-8", "replace")
     if check and proc.returncode != 0:
         raise RuntimeError("%s failed (rc=%d): %s" % (" ".join(cmd[:6]), proc.returncode,
-                                                      (proc.stderr or proc.stdout).strip()[-800:]))
-    return proc.stdout
+                                                      (stderr or stdout).strip()[-800:]))
+    return stdout
 
 
 def version_of(cmd):

@@ -151,7 +151,7 @@ def ensure(root=None, state=None, reason=None, progress=None, progress_update=No
         history=after["history"],
         progress=after["progress"],
         transition=transition,
-        path=layout.host_state_file,
+        file=layout.host_state_file,
         diff=dict(before=before_diff, after=after if (changed or existed) else {}),
     )
 

@@ -52,6 +52,7 @@ options:
 extends_documentation_fragment:
   - ctrhost.fleet.common
   - ctrhost.fleet.attributes
+  - ctrhost.fleet.attributes.ACTIONGROUP
 attributes:
   check_mode:
     support: full
@@ -116,10 +117,13 @@ transition:
   description: The transition made by this task (from, to, reason, at), or null.
   returned: always
   type: dict
-path:
-  description: Path of C(host.json).
+file:
+  description:
+    - Path of C(host.json). (Not C(path) - Ansible would add the file's attributes to the result, C(state) among
+      them, hiding the host state.)
   returned: always
   type: str
+  sample: /var/lib/ctrhost/host.json
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -101,6 +101,7 @@ options:
 extends_documentation_fragment:
   - ctrhost.fleet.common
   - ctrhost.fleet.attributes
+  - ctrhost.fleet.attributes.ACTIONGROUP
 attributes:
   check_mode:
     support: full

@@ -129,6 +129,11 @@ def test_module_check_mode_diff_idempotence(tmp_path):
     assert real["changed"] is True and _file(root)["state"] == "draining"
     again = _module(tmp_path, root=root, state="draining", reason="r")
     assert again["changed"] is False
+    # The result names host.json "file", not "path": Ansible would add the file's attributes to a result
+    # with a "path", its "state" ("file") replacing the host state.
+    read_only = _module(tmp_path, root=root)
+    assert read_only["state"] == again["state"] == "draining"
+    assert read_only["file"] == os.path.join(root, "host.json") and "mode" not in read_only
     bad = _module(tmp_path, root=root, state="upgrading")
     assert bad["failed"] and "cannot go from draining to upgrading" in bad["msg"]
     assert _file(root)["state"] == "draining"
