@@ -1,4 +1,4 @@
-"""container_migrate between two lab hosts (lab ``mg``): real SSH, runc, CRIU, netlink.
+"""container_migrate between two lab hosts (lab ``mh``): real SSH, runc, CRIU, netlink.
 
 The main cold move goes through ``ansible`` with the module (controller netns, the
 lab's inventory); the other modes and the fault cases call the library inside a lab
@@ -15,7 +15,7 @@ import pytest
 from lab import ROOT, Lab
 
 PY = os.path.join(ROOT, ".venv", "bin", "python")
-NAME = "mgm1"
+NAME = "mhm1"
 MAC = "02:00:00:00:77:10"
 IP = "10.77.0.10/24"
 # A counter kept in a shell variable (memory), 32 MiB held by a blocked dd, a file.
@@ -50,7 +50,7 @@ if op == "setup":
                 os.symlink("busybox", base + "/rootfs/bin/" + x)
         json.dump(dict(name="busybox", sha256="e" * 64, source=dict(type="src", src="t"),
                        size=0, created="2000-01-01T00:00:00Z"), open(base + "/template.json", "w"))
-    _hostnet.apply(bridges=[dict(name="mgbr0", ipv4=a["bridge"])])
+    _hostnet.apply(bridges=[dict(name="mhbr0", ipv4=a["bridge"])])
 elif op == "start":
     _container.ensure(dict(root=R, name=a["name"], template="busybox", state="started",
                            command=["/bin/sh", "-c", a["command"]], network=a["network"]))
@@ -123,7 +123,7 @@ print(json.dumps(out, default=str))
 
 @pytest.fixture(scope="module")
 def mg():
-    lab = Lab("mg", 2)
+    lab = Lab("mh", 2)
     lab.down()
     lab.up()
     try:
@@ -149,7 +149,7 @@ def addr(lab, host):
 def start(lab, host):
     helper(lab, host, "remove", name=NAME)
     helper(lab, host, "start", name=NAME, command=COMMAND,
-           network=[dict(ifname="eth0", bridge="mgbr0", ipv4=IP, mac=MAC)])
+           network=[dict(ifname="eth0", bridge="mhbr0", ipv4=IP, mac=MAC)])
     facts = helper(lab, host, "facts", name=NAME)
     assert facts["status"] == "running" and facts["mac"] == MAC and IP in facts["addrs"], facts
     return facts
@@ -239,7 +239,7 @@ def test_fault_leaves_it_running_on_the_source(mg, fault):
         args.update(hook="kill_sshd", dest_sshd=mg.host(b)["pid"])
     elif fault == "disk_full":
         helper(mg, b, "sh", cmd="mkdir -p /var/lib/ctrhost/checkpoints && mount -t tmpfs -o "
-               "size=4M mgfull /var/lib/ctrhost/checkpoints")
+               "size=4M mhfull /var/lib/ctrhost/checkpoints")
     try:
         res = helper(mg, a, "migrate", **args)
     finally:
