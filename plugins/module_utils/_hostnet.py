@@ -164,7 +164,7 @@ def nat_subnets(bridges):
 
 def nft_script(subnets):
     rules = "".join("    %s saddr %s %s daddr != %s masquerade\n" % (s.split()[0], s.split()[1], s.split()[0],
-                                                                      s.split()[1]) for s in subnets)
+                                                                     s.split()[1]) for s in subnets)
     return ("table %s %s {}\ndelete table %s %s\n" % (NFT_FAMILY, NFT_TABLE, NFT_FAMILY, NFT_TABLE)
             + ("table %s %s {\n  chain postrouting {\n    type nat hook postrouting priority 100; policy accept;\n"
                "%s  }\n}\n" % (NFT_FAMILY, NFT_TABLE, rules) if subnets else ""))

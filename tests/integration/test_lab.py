@@ -83,7 +83,7 @@ def lt():
 def test_shared_lab_fixture(lab):
     assert lab.hosts == ["it1", "it2"]
     assert {h: r["ping"] for h, r in lab.ansible("all", "ping").items()} == {"it1": "pong",
-                                                                          "it2": "pong"}
+                                                                             "it2": "pong"}
 
 
 def test_inventory_describes_hosts(lt):

@@ -183,7 +183,7 @@ def test_rate_holds_and_changes_live(host):
     assert res["changed"]
     for dev in (veth, "i" + veth[1:]):  # both directions, read back by tc
         assert "class htb 1:10 root prio 0 rate 20Mbit" in sh("tc", "-n", host.name, "class", "show",
-                                                               "dev", dev).stdout
+                                                              "dev", dev).stdout
     addrs = json.loads(sh("ip", "-j", "-n", "ctrhost-" + a, "addr", "show", "eth0").stdout)[0]["addr_info"]
     assert {x["local"] for x in addrs if x["scope"] == "global"} == {host.v4(5), host.v6(5)}
     assert host.ping("ctrhost-" + a, host.v4(1)) and host.ping(host.name, host.v4(6))
