@@ -5,7 +5,7 @@
 
 Workloads: ``idle`` (busybox sleeping) and ``mem256`` (a process holding 256 MiB of
 touched memory). Checkpoint/restore run on this machine in a scratch layout root;
-migrations run between two hosts of a private lab (``scripts/lab --name mgb``) in
+migrations run between two hosts of a private lab (``scripts/lab --name mhb``) in
 every mode this kernel supports (``live`` falls back to cold where the kernel tracks
 no dirty memory and is reported as such). Prints a table; the functions return dicts
 of timings for other harnesses (``benchmarks/run.py``):
@@ -153,7 +153,7 @@ def main(argv=None):
         shutil.rmtree(root, ignore_errors=True)
     if not opts.no_migrate:
         from lab import Lab
-        lab = Lab("mgb", 2)
+        lab = Lab("mhb", 2)
         lab.down()
         lab.up()
         try:

@@ -72,6 +72,9 @@ OPS = (
     ("density_accounted", "density: cgroups + monitors of 100", "MiB", None),
     ("converge_first", "ansible-playbook, 50 containers: first run", "s", None),
     ("converge_second", "ansible-playbook, 50 containers: idempotent run", "s", a(15)),
+    ("converge_batch_first", "converge (batch module), 50 containers: first run", "s", None),
+    ("converge_batch_second", "converge (batch module), 50 containers: idempotent run", "s",
+     a(15)),
 )
 NOTES = {
     "create_start_proc": "ours: `python -c` importing the library and converging one container "
@@ -83,6 +86,8 @@ NOTES = {
                          "monitors (conmon, lxc monitor; ours has none)",
     "converge_second": "ctrhost.fleet.container in a loop over 50 items, over SSH to one lab "
                        "host; Podman column empty: no Podman Ansible content installed here",
+    "converge_batch_second": "ctrhost.fleet.containers: the same 50 containers in one task "
+                             "(one module run), over SSH to the same lab host",
 }
 
 
@@ -286,7 +291,26 @@ def run_phase(args, phase, host, dest=None):
     return data
 
 
-def converge_playbook(path):
+def converge_playbook(path, batch=False):
+    """The converge playbook: ``container`` looped over the items, or (``batch``) one
+    ``containers`` task given the whole list (``bench_containers``)."""
+    if batch:
+        with open(path, "w") as fh:
+            fh.write("""---
+- name: Converge containers (benchmark, batch module)
+  hosts: "{{ bench_host }}"
+  gather_facts: false
+  tasks:
+    - name: Busybox template
+      ctrhost.fleet.template:
+        name: %s
+        src: "{{ bench_tarball }}"
+      when: bench_state != 'absent'
+    - name: Containers
+      ctrhost.fleet.containers:
+        containers: "{{ bench_containers }}"
+""" % sides_mod.TEMPLATE)
+        return
     with open(path, "w") as fh:
         fh.write("""---
 - name: Converge containers (benchmark)
@@ -308,9 +332,16 @@ def converge_playbook(path):
 """ % (sides_mod.TEMPLATE, sides_mod.TEMPLATE))
 
 
-def playbook(args, path, host, state):
+def batch_items(state):
+    return [dict(name="bno-cb%02d" % i, template=sides_mod.TEMPLATE, state=state,
+                 command=["/bin/sh", "-c", sides_mod.IDLE_SH]) for i in range(CONVERGE_COUNT)]
+
+
+def playbook(args, path, host, state, batch=False):
     extra = dict(bench_host=host, bench_tarball=args.tarball, bench_state=state,
                  bench_count=CONVERGE_COUNT, bench_idle=sides_mod.IDLE_SH)
+    if batch:
+        extra["bench_containers"] = batch_items(state)
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=sides_mod.COLLECTIONS, ANSIBLE_NOCOLOR="1",
                ANSIBLE_STDOUT_CALLBACK="default", ANSIBLE_FORKS="10")
     cmd = [os.path.join(REPO, "scripts", "lab"), "--name", args.lab, "exec", "--",
@@ -330,28 +361,32 @@ def playbook(args, path, host, state):
 def bench_converge(args, host, results):
     sides_mod.ensure_collections_tree()
     with tempfile.TemporaryDirectory(prefix="bn-converge.") as tmp:
-        path = os.path.join(tmp, "converge.yml")
-        converge_playbook(path)
-        for rep in range(args.density_reps):
-            scenarios.log("converge %d containers rep %d/%d" % (CONVERGE_COUNT, rep + 1,
-                                                               args.density_reps))
-            try:
-                first, changed1 = playbook(args, path, host, "started")
-                results.add("converge_first", "ours", first)
-                second, changed2 = playbook(args, path, host, "started")
-                results.add("converge_second", "ours", second)
-                results.fact("converge_second", "ours", dict(changed_first=changed1,
-                                                             changed_second=changed2))
-                if changed2:
-                    results.notes.append("converge: the second run reported changed=%d"
-                                         % changed2)
-            except Exception as exc:
-                results.fail("converge_first", "ours", exc)
-            finally:
-                try:
-                    playbook(args, path, host, "absent")
-                except Exception as exc:
-                    results.notes.append("converge cleanup failed: %s" % exc)
+        for batch, key in ((False, "converge"), (True, "converge_batch")):
+            path = os.path.join(tmp, "%s.yml" % key)
+            converge_playbook(path, batch)
+            for rep in range(args.density_reps):
+                scenarios.log("%s %d containers rep %d/%d" % (key, CONVERGE_COUNT, rep + 1,
+                                                             args.density_reps))
+                one_converge(args, path, host, results, key, batch)
+
+
+def one_converge(args, path, host, results, key, batch):
+    try:
+        first, changed1 = playbook(args, path, host, "started", batch)
+        results.add(key + "_first", "ours", first)
+        second, changed2 = playbook(args, path, host, "started", batch)
+        results.add(key + "_second", "ours", second)
+        results.fact(key + "_second", "ours", dict(changed_first=changed1,
+                                                   changed_second=changed2))
+        if changed2:
+            results.notes.append("%s: the second run reported changed=%d" % (key, changed2))
+    except Exception as exc:
+        results.fail(key + "_first", "ours", exc)
+    finally:
+        try:
+            playbook(args, path, host, "absent", batch)
+        except Exception as exc:
+            results.notes.append("%s cleanup failed: %s" % (key, exc))
 
 
 def controller(args):

@@ -13,16 +13,12 @@ new one.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import (
-    _limits,
-    _netconf,
-    _oci,
-    _template,
-)
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _limits, _oci
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ValidationError
 from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import RUNTIMES
 from ansible_collections.ctrhost.fleet.plugins.module_utils._validate import (
@@ -48,7 +44,22 @@ DEFAULT_COMMAND = ["/bin/sh"]
 
 
 def template_meta(layout, template):
-    """template.json of an installed template; NotFoundError naming ``template`` if absent."""
+    """template.json of an installed template; NotFoundError naming ``template`` if absent.
+
+    Read directly: ``_template.get_template`` also lists the template's users (every
+    container's spec.json) and imports urllib and tarfile, neither needed here; it
+    only runs to explain a missing template."""
+    validate_name(template, "template")
+    if os.path.isdir(layout.template_rootfs(template)):
+        try:
+            with open(layout.template_meta(template), encoding="utf-8") as handle:
+                meta = json.load(handle)
+            if isinstance(meta, dict):
+                return meta
+        except (OSError, ValueError):
+            pass
+    from ansible_collections.ctrhost.fleet.plugins.module_utils import _template
+
     return _template.get_template(layout, template, field="template")
 
 
@@ -170,7 +181,7 @@ def normalize(layout, name, params, stored=None):
         get("capabilities") if get("capabilities") is not None else stored.get("capabilities"))
     spec["limits"] = norm_limits(get("limits")) if get("limits") is not None \
         else stored.get("limits", {})
-    spec["network"] = (_netconf.normalize(get("network"), name) if get("network") is not None
+    spec["network"] = (_norm_network(get("network"), name) if get("network") is not None
                        else stored.get("network", []))
     spec["autostart"] = bool(get("autostart")) if get("autostart") is not None \
         else bool(stored.get("autostart", False))
@@ -179,6 +190,12 @@ def normalize(layout, name, params, stored=None):
         raise ValidationError("runtime", "expected one of %s, got %r" % (", ".join(RUNTIMES), runtime))
     spec["runtime"] = runtime
     return spec
+
+
+def _norm_network(value, name):
+    from ansible_collections.ctrhost.fleet.plugins.module_utils import _netconf  # hashlib, ipaddress
+
+    return _netconf.normalize(value, name)
 
 
 def declared(spec):

@@ -91,6 +91,7 @@ def container_info(layout, name, spec, runtimes=None, runtime_path=None, network
         limits=spec.get("limits") or {}, effective_limits=effective or {},
         usage=usage or {}, netns=_netns.path(name), netns_exists=_netns.exists(name),
         network_declared=spec.get("network") or [],
+        incoming=spec.get("incoming"),  # a migration's uncommitted staging: {from, since, agent}
     )
     if network and out["netns_exists"]:
         with contextlib.suppress(CtrhostError, OSError):

@@ -43,7 +43,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     NotFoundError,
     ValidationError,
 )
-from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_ssh import Link
+from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_ssh import LEASE, Link
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
 from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore
 from ansible_collections.ctrhost.fleet.plugins.module_utils._validate import validate_name
@@ -76,6 +76,10 @@ class Run:
         self.incoming = self.dest_upper = None
         self.upper_snapshot, self.upper_delta = None, None
         self.dest_timings = None
+        self.dest_root = None
+        self.fence = None  # what the destination did with its copy after a failure
+        self.links_down = False  # the source's host veths are down (after the dump)
+        self.links = None  # the source's host veths, looked up before the freeze
 
     def step(self, what):
         self.steps.append(dict(step=what, t=round(time.monotonic() - self.t_start, 3)))
@@ -170,28 +174,38 @@ def migrate(root, name, dest, mode="cold", dest_root=None, ssh_config=None, iden
                          options, timeout, runtime_path, criu_path)
         finally:
             run.link.close()
+            if run.links is not None:
+                run.links.close()
 
 
 def _move(run, rt, criu, meta, pre, upper, dest_root, options, timeout, runtime_path, criu_path):
     layout, name, link = run.layout, run.name, run.link
+    run.dest_root, run.runtime_path = dest_root, runtime_path
     config = _oci.load_config(os.path.join(layout.container_dir(name), "config.json"))
-    prep = link.call("prepare", root=dest_root, name=name, meta=meta, runtime_path=runtime_path,
-                     criu_path=criu_path, config=config, timeout=120)
-    if not prep.get("ok"):
-        with contextlib.suppress(Exception):
-            link.call("abort", timeout=60)
-        raise MigrationError("dest: prepare failed on %s: %s" % (run.dest, prep.get("error")),
-                             where="source", changed=False)
-    run.step("staged")
-    run.incoming, run.dest_upper = prep["incoming"], prep["upper"]
     try:
+        prep = link.call("prepare", root=dest_root, name=name, meta=meta,
+                         runtime_path=runtime_path, criu_path=criu_path, config=config,
+                         lease=LEASE, source=os.uname().nodename, timeout=120)
+        if not prep.get("ok"):
+            raise MigrationError("dest: prepare failed on %s: %s" % (run.dest, prep.get("error")))
+        run.step("staged")
+        run.incoming, run.dest_upper = prep["incoming"], prep["upper"]
         run.upper_snapshot = _tree_state(upper)
         run.bytes += link.rsync(upper, run.dest_upper, timeout)
-    except Exception:
-        with contextlib.suppress(Exception):
-            link.call("abort", timeout=60)
+        run.step("presync")
+        if run.spec.get("network"):
+            run.links = _restore.HostLinks(run.spec["network"])
+        ready = link.call("ready", timeout=30)  # the agent is there: only now freeze
+        if not ready.get("ok"):
+            raise MigrationError("dest: the agent on %s is not ready (fenced=%s)"
+                                 % (run.dest, ready.get("fenced")))
+    except Exception as exc:
+        run.fence = _fence(run)
+        if isinstance(exc, CtrhostError):
+            raise MigrationError("migration of %s to %s failed before the freeze: %s; the "
+                                 "container runs on source" % (name, run.dest, exc.msg),
+                                 where="source", changed=False, fence=run.fence, steps=run.steps)
         raise
-    run.step("presync")
     run.images = layout.checkpoint_dir(name, "." + meta["id"])
     shutil.rmtree(run.images, ignore_errors=True)
     for path in (layout.checkpoints_dir, layout.checkpoint_dir(name), run.images):
@@ -207,12 +221,15 @@ def _move(run, rt, criu, meta, pre, upper, dest_root, options, timeout, runtime_
             raise MigrationError("dest: commit refused: %s" % commit.get("error"))
     except Exception as exc:
         where = _recover(run, rt, meta, exc)
-        if isinstance(exc, CtrhostError):
-            details = dict(exc.details)
-            details.update(where=where, mode=run.mode, fallback=run.fallback, steps=run.steps)
-            raise MigrationError("migration of %s to %s failed: %s; the container runs on %s"
-                                 % (name, run.dest, exc.msg, where), **details)
-        raise
+        if where != run.dest:
+            if isinstance(exc, CtrhostError):
+                details = dict(exc.details)
+                details.update(where=where, mode=run.mode, fallback=run.fallback,
+                               steps=run.steps, fence=run.fence)
+                raise MigrationError("migration of %s to %s failed: %s; the container runs on %s"
+                                     % (name, run.dest, exc.msg, where), **details)
+            raise
+        answer = dict(pid=None)  # the destination committed; only its answer was lost
     run.step("committed")
     _remove_source(run, rt)
     run.step("source_removed")
@@ -262,6 +279,7 @@ def _cold(run, rt, criu, meta, upper, options, timeout):
     except CtrhostError as exc:
         raise _checkpoint.dump_failure(exc, run.images, "dump for migration", rt, name, run.spec)
     run.dumped = True
+    _source_links_down(run)
     run.step("dumped")
     run.stats.update(_criu.work_stats(run.images))
     _transfer(run, upper, timeout)
@@ -304,6 +322,7 @@ def _lazy(run, rt, criu, meta, pre, upper, options, timeout):
                            stderr=err.decode("utf-8", "replace"))
         raise _checkpoint.dump_failure(exc, run.images, "lazy dump for migration", rt, name,
                                        run.spec)
+    _source_links_down(run)
     run.step("dumped")
     _transfer(run, upper, timeout)
     run.step("transferred")
@@ -345,20 +364,61 @@ def _end_page_server(port, dump):
         dump.wait()
 
 
+def _source_links_down(run):
+    """The dumped container's host veths down here: its netns no longer answers for
+    the addresses the destination is about to take over."""
+    with contextlib.suppress(Exception):
+        _restore.links_down(run.spec.get("network"), run.links)
+        run.links_down = True
+
+
+def _fence(run, wait=10):
+    """Drop the agent session and make sure the destination's uncommitted copy is gone.
+
+    The agent fences itself when its session ends; a new session's ``fence`` waits for
+    that (kills the old agent when it hangs) and removes what a killed agent left.
+    Returns the destination's state: absent, fenced, committed (it runs there for
+    good) or unverified (unreachable: we waited out the agent's lease instead)."""
+    link = run.link
+    if link is None or link.agent_id is None:
+        return "absent"
+    old = link.agent_id
+    link.drop_agent()
+    try:
+        if not link.check():
+            link.reopen()
+        link.start_agent()
+        answer = link.call("fence", root=run.dest_root or run.layout.root, name=run.name,
+                           agent=old, wait=wait, runtime_path=getattr(run, "runtime_path", None),
+                           timeout=wait + 60)
+        if answer.get("ok") and answer.get("state") in ("absent", "fenced", "committed"):
+            return answer["state"]
+    except Exception:  # unreachable: the agent's lease runs out, then it fences itself
+        pass
+    time.sleep(LEASE + 2)
+    return "unverified"
+
+
 def _recover(run, rt, meta, exc):
     """Make the container run on exactly one host after ``exc``; return where it runs."""
-    with contextlib.suppress(Exception):
-        if run.link is not None:
-            run.link.call("abort", timeout=60)
     dump = getattr(run, "lazy_dump", None)
+    run.fence = _fence(run)
+    run.step("fenced")
+    if run.fence == "committed":  # the commit went through, its answer did not come back
+        if dump is not None and dump.poll() is None:
+            _end_page_server(getattr(run, "lazy_port", 0), dump)
+        return run.dest
     if dump is not None and dump.poll() is None:
         _end_page_server(getattr(run, "lazy_port", 0), dump)
     status = _checkpoint.recover_running(rt, run.name, run.spec.get("cgroups_path"))
     if status == "running":
+        if run.links_down:
+            _restore.links_up(run.spec.get("network"))
         return "source"
     if run.images and os.path.exists(os.path.join(run.images, "inventory.img")) and run.mode != "lazy":
         meta = dict(meta, options=dict(meta.get("options") or {}))
         _restore.restore_images(run.layout, run.name, run.images, meta, created=False)
+        _restore.links_up(run.spec.get("network"))
         return "source (restored from the local images)"
     return "nowhere: container %s is stopped; its images are in %s" % (run.name, run.images)
 
@@ -378,7 +438,7 @@ def _result(run, changed, preflight, where, pid=None):
                 total_time=round(total, 3), bytes_moved=run.bytes, stats=run.stats,
                 where=where, pid=pid, preflight=preflight, steps=run.steps,
                 timings=timings(run.steps), dest_timings=run.dest_timings,
-                rootfs_delta=run.upper_delta,
+                rootfs_delta=run.upper_delta, fence=run.fence,
                 kernel=_sysinfo.kernel_release())
 
 

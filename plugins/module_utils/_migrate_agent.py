@@ -10,13 +10,21 @@ needs Python and the collection's host requirements (runtime, CRIU,
 pyroute2), not the collection itself, and no Ansible round trip sits inside
 the frozen window.
 
-Requests: ``preflight``, ``prepare``, ``restore`` (also lazy: starts
-``criu lazy-pages`` first), ``lazy_wait``, ``commit``, ``abort``,
-``status``. Until ``commit`` arrives the restored container is provisional:
-when the session ends without it (SSH cut, source gone) the agent removes
-what it restored (self-fencing), so the container never runs on both hosts.
-After a lazy restore whose pages all arrived the source copy is gone, so the
-agent keeps it (``lazy_complete``) even without ``commit``.
+Requests: ``preflight``, ``prepare``, ``ready``, ``restore`` (also lazy:
+starts ``criu lazy-pages`` first), ``lazy_wait``, ``commit``, ``abort``,
+``status``, ``fence``; ``ping`` lines (no answer) keep the lease alive.
+
+Until ``commit`` arrives the staged/restored container is provisional, and
+its spec.json carries an ``incoming`` marker {from, since, agent: [pid,
+starttime], id, created}. The agent fences itself: when its stdin closes (the
+source dropped the session, SSH cut) or no line arrived for ``lease`` seconds,
+a watchdog thread kills what the current request runs (runtime restore, CRIU)
+and the agent removes what it staged or restored, even while a request is in
+flight. ``fence`` (from a new session) waits for an old agent to have done so,
+kills it when it did not, and removes what it left; ``preflight`` removes
+stagings whose agent is gone (a killed agent cannot fence itself). After a
+lazy restore whose pages all arrived the source copy is gone, so the agent
+keeps it (``lazy_complete``) even without ``commit``.
 """
 
 from __future__ import annotations
@@ -26,8 +34,11 @@ import ipaddress
 import json
 import os
 import shutil
+import queue
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 # The bootstrap the source runs with ``python3 -c``; argv[1] is the payload size.
@@ -77,6 +88,13 @@ class Agent:
         self.created = True
         self.runtime_path = None
         self.criu_path = None
+        self.lock = threading.Lock()  # commit against fence
+        self.work = threading.Lock()  # ``busy`` against the watchdog's kills
+        self.fenced = self.gone = self.busy = False
+        self.lease = None
+        self.last_heard = time.monotonic()
+        self.me = _identity(os.getpid())
+        self.links = None  # the staged host veths, looked up ahead
 
     # -- requests ---------------------------------------------------------------
     def preflight(self, req):
@@ -117,7 +135,8 @@ class Agent:
         if cpus and float(cpus) > facts["cpus"]:
             problems.append("the container's cpus limit %s exceeds this host's %d cpus"
                             % (cpus, facts["cpus"]))
-        if os.path.exists(layout.container_dir(name)):
+        facts["cleaned"] = self._clean_stale(layout, name, req.get("runtime_path"), problems)
+        if os.path.exists(layout.container_dir(name)) and facts["cleaned"] is not None:
             problems.append("a container named %s exists here (%s)"
                             % (name, layout.container_dir(name)))
         if os.path.lexists(m["paths"].Layout.netns_path(name)):
@@ -131,12 +150,30 @@ class Agent:
         facts["lazy_port"] = _free_port()
         return dict(ok=not problems, problems=problems, facts=facts)
 
+    def _clean_stale(self, layout, name, runtime_path, problems):
+        """Remove an incoming staging of ``name`` whose agent is gone; a live one is a
+        migration in progress (a problem, None). Returns whether something was removed."""
+        store = self.m["state"].ContainerStore(layout)
+        spec = store.load(name) or {}
+        marker = spec.get("incoming")
+        if not marker:
+            return False
+        if _alive(marker.get("agent")):
+            problems.append("an incoming migration of %s from %s is in progress here since %s "
+                            "(agent pid %s)" % (name, marker.get("from"), marker.get("since"),
+                                                (marker.get("agent") or ["?"])[0]))
+            return None
+        self.m["restore"].remove_incoming(layout, name, spec, runtime_path)
+        return True
+
     def _ip_conflicts(self, layout, name, spec):
         mine = {str(ipaddress.ip_interface(i[k]).ip) for i in spec.get("network") or []
                 for k in ("ipv4", "ipv6") if i.get(k)}
         problems = []
         store = self.m["state"].ContainerStore(layout)
         for other in store.names():
+            if other == name:
+                continue
             theirs = store.load(other) or {}
             for iface in theirs.get("network") or []:
                 for key in ("ipv4", "ipv6"):
@@ -155,6 +192,7 @@ class Agent:
         self.layout = m["paths"].Layout(req.get("root"))
         self.name, self.meta = req["name"], req["meta"]
         self.runtime_path, self.criu_path = req.get("runtime_path"), req.get("criu_path")
+        self.lease = req.get("lease")
         self.created = not os.path.exists(self.layout.container_dir(self.name))
         base = self.layout.checkpoint_dir(self.name)
         for path in (self.layout.checkpoints_dir, base):
@@ -169,11 +207,16 @@ class Agent:
         t0 = time.monotonic()
         self.staged = True  # from here on an abort removes what was staged
         try:
-            m["restore"].stage(self.layout, self.name, self.meta, self.incoming, self.created)
+            marker = dict(since=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                          agent=list(self.me), id=self.meta["id"], **{"from": req.get("source")})
+            m["restore"].stage(self.layout, self.name, self.meta, self.incoming, self.created,
+                               incoming=marker)
         except m["restore"].CtrhostError as exc:
             self.abort({})
             out = exc.to_result()
             return dict(ok=False, error=out.pop("msg"))
+        if self.meta["spec"].get("network"):
+            self.links = m["restore"].HostLinks(self.meta["spec"]["network"])
         upper = self.layout.container_file(self.name, "upper")
         os.makedirs(upper, mode=0o755, exist_ok=True)
         return dict(ok=True, incoming=self.incoming, upper=upper,
@@ -213,8 +256,15 @@ class Agent:
             out = exc.to_result()
             return dict(ok=False, error=out.pop("msg"), **{k: v for k, v in out.items()
                                                           if k in ("cause", "criu_log")})
+        t1 = time.monotonic()
+        m["restore"].links_up(self.meta["spec"].get("network"), self.links)
+        facts["timings"]["links_up"] = round(time.monotonic() - t1, 3)
         facts.update(ok=True, running_at=time.time(), restore_seconds=time.monotonic() - t0)
         return facts
+
+    def ready(self, _req):
+        """A round trip right before the source freezes: the agent is there and not fenced."""
+        return dict(ok=not self.fenced and self.staged, fenced=self.fenced)
 
     def lazy_wait(self, req):
         """Wait for ``criu lazy-pages`` to have served every page (or to fail)."""
@@ -234,7 +284,11 @@ class Agent:
                     cause=cause, criu_log=lines)
 
     def commit(self, _req):
-        self.committed = True
+        with self.lock:
+            if self.fenced or not self.restored:
+                return dict(ok=False, error="nothing to commit (fenced=%s)" % self.fenced)
+            self.m["restore"].clear_incoming(self.layout, self.name)
+            self.committed = True
         if self.incoming:
             shutil.rmtree(self.incoming, ignore_errors=True)
         if self.layout is not None:
@@ -255,6 +309,7 @@ class Agent:
         if self.restored or self.staged:
             rt = m["checkpoint"].runtime_for(layout, spec, self.runtime_path)
             m["restore"].forget_runtime(rt, name, spec["cgroups_path"])
+            m["restore"].kill_cgroup(spec["cgroups_path"])
             if self.created:
                 from ansible_collections.ctrhost.fleet.plugins.module_utils._storage import Overlay
                 m["restore"].remove_created(layout, name, spec, Overlay(layout, name, spec["template"]))
@@ -273,9 +328,70 @@ class Agent:
         return dict(ok=True, exists=spec is not None, status=(st or {}).get("status", "absent"),
                     pid=(st or {}).get("pid"))
 
+    def fence(self, req):
+        """From a new session after the source dropped the old one: make sure the old
+        agent (``agent`` = [pid, starttime]) fenced what it staged or restored of
+        ``name``. Waits ``wait`` seconds for it to exit, kills it when it did not, then
+        removes an uncommitted staging. ``state``: absent, committed (the container
+        runs here for good), fenced (removed, by the old agent itself or now), busy
+        (another migration owns it)."""
+        m = self.m
+        layout = m["paths"].Layout(req.get("root"))
+        old, name = req.get("agent"), req["name"]
+        deadline = time.monotonic() + float(req.get("wait") or 10)
+        while _alive(old) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        killed = _alive(old)
+        if killed:
+            _kill_tree(old[0])
+            _wait_for(lambda: not _alive(old), 10)
+        spec = m["state"].ContainerStore(layout).load(name)
+        if spec is None:  # nothing here (any more: the old agent fenced itself)
+            return dict(ok=True, state="fenced" if old else "absent", killed=killed)
+        marker = spec.get("incoming")
+        if not marker:
+            st = m["checkpoint"].runtime_for(layout, spec, req.get("runtime_path")).state(name)
+            return dict(ok=True, state="committed", killed=killed,
+                        status=(st or {}).get("status", "absent"))
+        if list(marker.get("agent") or []) != list(old or []) and _alive(marker.get("agent")):
+            return dict(ok=True, state="busy", killed=killed, marker=marker)
+        m["restore"].remove_incoming(layout, name, spec, req.get("runtime_path"))
+        return dict(ok=True, state="fenced", killed=killed)
+
+    def watchdog(self, requests):
+        """Self-fencing: once the session is gone (stdin closed) or the lease ran out,
+        kill what the current request runs and let the main loop remove the rest."""
+        while True:
+            time.sleep(0.05)
+            with self.lock:
+                provisional = (self.staged or self.restored) and not self.committed \
+                    and not self.lazy_complete
+                expired = bool(self.lease) and time.monotonic() - self.last_heard > self.lease
+                if self.gone and not provisional:
+                    return
+                if not provisional or not (self.gone or expired):
+                    continue
+                self.fenced = True
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                with self.work:  # only while a request runs, never during the cleanup
+                    if not self.busy:
+                        break
+                    _kill_tree(os.getpid(), include_self=False)
+                time.sleep(0.05)
+            requests.put(None)
+            return
+
     def finish(self):
-        """End of session: fence an uncommitted restore."""
-        if (self.restored or self.staged) and not self.committed and not self.lazy_complete:
+        """End of session: fence an uncommitted restore; a lazy restore whose pages
+        all arrived is this host's for good (the source copy is gone)."""
+        if self.lazy_complete and not self.committed and self.layout is not None:
+            with contextlib.suppress(Exception):
+                self.m["restore"].clear_incoming(self.layout, self.name)
+            return
+        if self.fenced and self.layout is not None:
+            self.staged = True  # a cleanup the watchdog cut short is done again, whole
+        if (self.restored or self.staged) and not self.committed:
             with contextlib.suppress(Exception):
                 self.abort({})
 
@@ -293,6 +409,41 @@ def _free_port():
         return sock.getsockname()[1]
 
 
+def _identity(pid):
+    """(pid, starttime) of a live process, or None."""
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return None
+    return None if fields[0] in ("Z", "X") else (pid, int(fields[19]))
+
+
+def _alive(ident):
+    return bool(ident) and _identity(int(ident[0])) == (int(ident[0]), int(ident[1]))
+
+
+def _kill_tree(pid, include_self=True):
+    """SIGKILL the descendants of ``pid`` (and ``pid``), children first found."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                with open("/proc/%s/stat" % entry) as handle:
+                    ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry))
+    todo, victims = [pid], []
+    while todo:
+        for child in children.get(todo.pop(), []):
+            victims.append(child)
+            todo.append(child)
+    if include_self:
+        victims.append(pid)
+    for victim in victims:
+        with contextlib.suppress(OSError):
+            os.kill(victim, signal.SIGKILL)
+
+
 def _wait_for(predicate, timeout):
     deadline = time.monotonic() + timeout
     while not predicate() and time.monotonic() < deadline:
@@ -302,22 +453,45 @@ def _wait_for(predicate, timeout):
 def serve(stdin, stdout):
     """JSON-lines loop; returns the exit status."""
     agent = Agent()
-    handlers = dict(preflight=agent.preflight, prepare=agent.prepare, restore=agent.restore,
-                    lazy_wait=agent.lazy_wait, commit=agent.commit, abort=agent.abort,
-                    status=agent.status)
-    stdout.write(json.dumps(dict(ok=True, hello=os.uname().nodename, pid=os.getpid())) + "\n")
+    handlers = dict(preflight=agent.preflight, prepare=agent.prepare, ready=agent.ready,
+                    restore=agent.restore, lazy_wait=agent.lazy_wait, commit=agent.commit,
+                    abort=agent.abort, status=agent.status, fence=agent.fence)
+    requests = queue.Queue()
+
+    def reader():
+        for raw in stdin:
+            agent.last_heard = time.monotonic()
+            try:
+                req = json.loads(raw)
+            except ValueError:
+                continue
+            if req.get("op") != "ping":
+                requests.put(req)
+        agent.gone = True
+        requests.put(None)
+
+    threading.Thread(target=reader, daemon=True).start()
+    threading.Thread(target=agent.watchdog, args=(requests,), daemon=True).start()
+    stdout.write(json.dumps(dict(ok=True, hello=os.uname().nodename, pid=os.getpid(),
+                                 agent=list(agent.me))) + "\n")
     stdout.flush()
     try:
-        for raw in stdin:
-            req = json.loads(raw)
-            op = req.get("op")
-            if op == "bye":
+        while True:
+            req = requests.get()
+            if req is None or req.get("op") == "bye" or agent.fenced:
                 break
+            with agent.work:
+                agent.busy = True
             try:
-                answer = handlers[op](req)
+                answer = handlers[req.get("op")](req)
             except Exception as exc:  # report, never die mid-protocol
                 answer = dict(ok=False, error="%s: %s" % (type(exc).__name__, exc),
                               **getattr(exc, "details", {}))
+            finally:
+                with agent.work:
+                    agent.busy = False
+            if agent.fenced:
+                break
             try:
                 stdout.write(json.dumps(answer, default=str) + "\n")
                 stdout.flush()

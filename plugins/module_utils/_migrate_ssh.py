@@ -21,6 +21,7 @@ import select
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import zipfile
 
@@ -29,6 +30,10 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import Comma
 
 PKG = "ansible_collections.ctrhost.fleet.plugins.module_utils"
 CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com"
+# The agent fences itself when it heard nothing for LEASE seconds; the source pings
+# it every HEARTBEAT seconds while the session lives.
+LEASE = 8.0
+HEARTBEAT = 1.0
 
 
 def payload():
@@ -76,6 +81,9 @@ class Link:
             raise MissingToolError("ssh: not found on this host (needed for migration)", tool="ssh")
         self.master = None
         self.agent = None
+        self.agent_id = None  # [pid, starttime] of the agent on the destination
+        self.write_lock = threading.Lock()
+        self.beat = None
 
     # -- connection -------------------------------------------------------------
     def ssh_cmd(self, *extra):
@@ -99,6 +107,15 @@ class Link:
         self.close()
         raise CommandError("ssh to %s: no connection after %ss" % (self.dest, timeout),
                            self.ssh_cmd(self.dest), -1)
+
+    def reopen(self, timeout=20):
+        """A new master connection after the old one died."""
+        if self.master is not None and self.master.poll() is None:
+            self.master.kill()
+            self.master.wait()
+        with contextlib.suppress(OSError):
+            os.unlink(self.control)
+        return self.open(timeout)
 
     def check(self):
         return subprocess.run(self.ssh_cmd("-O", "check", self.dest), capture_output=True,
@@ -175,7 +192,40 @@ class Link:
         self.agent.stdin.write(data)
         self.agent.stdin.flush()
         hello = self._read(30)
+        self.agent_id = hello.get("agent")
+        stop = threading.Event()
+        self.beat = (threading.Thread(target=self._heartbeat, args=(self.agent, stop),
+                                      daemon=True), stop)
+        self.beat[0].start()
         return hello
+
+    def _heartbeat(self, agent, stop):
+        while not stop.wait(HEARTBEAT):
+            try:
+                with self.write_lock:
+                    agent.stdin.write(b'{"op": "ping"}\n')
+                    agent.stdin.flush()
+            except (OSError, ValueError):
+                return
+
+    def _stop_heartbeat(self):
+        if self.beat is not None:
+            self.beat[1].set()
+            self.beat[0].join(timeout=5)
+            self.beat = None
+
+    def drop_agent(self):
+        """End the agent session at once (no ``bye``): the agent sees its stdin close
+        and fences whatever it staged or restored and did not commit."""
+        self._stop_heartbeat()
+        if self.agent is None:
+            return
+        with contextlib.suppress(Exception):
+            self.agent.stdin.close()
+        if self.agent.poll() is None:
+            self.agent.kill()
+        self.agent.wait()
+        self.agent = None
 
     def call(self, op, timeout=600, **req):
         """One request to the agent; CommandError when the session is gone or times out."""
@@ -183,8 +233,10 @@ class Link:
             raise CommandError("migration agent on %s is gone" % self.dest, [op], -1,
                                stderr=self._stderr())
         try:
-            self.agent.stdin.write((json.dumps(dict(req, op=op), default=str) + "\n").encode())
-            self.agent.stdin.flush()
+            with self.write_lock:
+                self.agent.stdin.write((json.dumps(dict(req, op=op), default=str) + "\n")
+                                       .encode())
+                self.agent.stdin.flush()
         except (BrokenPipeError, OSError) as exc:
             raise CommandError("migration agent on %s: connection lost (%s)" % (self.dest, exc),
                                [op], -1, stderr=self._stderr())
@@ -210,6 +262,7 @@ class Link:
         return ""
 
     def close(self):
+        self._stop_heartbeat()
         if self.agent is not None:
             with contextlib.suppress(Exception):
                 if self.agent.poll() is None:

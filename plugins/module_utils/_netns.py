@@ -3,8 +3,8 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Named network namespaces of containers: ``/run/netns/ctrhost-<name>``.
 
-The namespace is made (pyroute2's netns support: unshare + bind mount, the
-same thing ``ip netns add`` does) before the runtime starts the container and
+The namespace is made (unshare + bind mount, the same thing ``ip netns add``
+does, through ``_syscall``: no program to start, no netlink library to load) before the runtime starts the container and
 is handed to the runtime by path, so runc treats it as external: a checkpoint
 does not contain it and a restore joins the pre-made namespace at the same
 path. Links inside survive a runtime stop/start and a restore.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _syscall
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CtrhostError
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
 
@@ -36,23 +37,23 @@ def exists(name):
     return _is_nsfs(path(name))
 
 
-def ensure(name):
-    """Create the named netns if needed, bring ``lo`` up inside; return its path.
+def ensure(name, lo=True):
+    """Create the named netns if needed, with ``lo`` up inside; return its path.
 
-    Idempotent: an existing namespace is kept as is (lo is brought up again),
-    a stale placeholder file left by an interrupted create is replaced.
+    Idempotent: an existing namespace is kept as is (``lo`` is brought up
+    again unless ``lo`` is false), a stale placeholder file left by an
+    interrupted create is replaced.
     """
-    from pyroute2 import netns as pr_netns
-
     p = path(name)
     if not exists(name):
         if os.path.lexists(p):
             _drop(p)
         try:
-            pr_netns.create(p)
+            _syscall.netns_create(p)
         except OSError as exc:
             raise CtrhostError("cannot create network namespace %s: %s" % (p, exc), path=p)
-    _lo_up(p)
+    elif lo:
+        _lo_up(p)
     return p
 
 
@@ -64,20 +65,14 @@ def remove(name):
 
 
 def _drop(p):
-    from pyroute2 import netns as pr_netns
-
     try:
-        pr_netns.remove(p)
-    except FileNotFoundError:
-        pass
+        _syscall.netns_remove(p)
     except OSError as exc:
         raise CtrhostError("cannot remove network namespace %s: %s" % (p, exc), path=p)
 
 
 def _lo_up(p):
-    from pyroute2 import IPRoute
-
-    with IPRoute(netns=p) as ns:
-        idx = ns.link_lookup(ifname="lo")
-        if idx:
-            ns.link("set", index=idx[0], state="up")
+    try:
+        _syscall.netns_lo_up(p)
+    except OSError as exc:
+        raise CtrhostError("cannot bring lo up in network namespace %s: %s" % (p, exc), path=p)

@@ -21,7 +21,6 @@ config. Defaults are the safe ones of a system container:
 from __future__ import annotations
 
 import os
-import platform
 import socket
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ValidationError
@@ -138,7 +137,7 @@ def seccomp_profile(capabilities, machine=None):
             names.extend(calls)
     return {
         "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": SECCOMP_ARCHES.get(machine or platform.machine(), []),
+        "architectures": SECCOMP_ARCHES.get(machine or os.uname().machine, []),
         "syscalls": [{"names": sorted(names), "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
     }
 
@@ -233,7 +232,7 @@ def load_config(path):
 def save_config(path, cfg):
     if os.path.isdir(path):
         path = config_path(path)
-    atomic_write_json(path, cfg, mode=0o600)
+    atomic_write_json(path, cfg, mode=0o600, durable=False)  # rebuilt from spec.json
 
 
 def set_resources(cfg, resources):

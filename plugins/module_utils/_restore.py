@@ -121,13 +121,18 @@ def remove_created(layout, name, spec, overlay):
         shutil.rmtree(bundle, ignore_errors=True)
 
 
-def stage(layout, name, meta, image_dir, created=None):
+def stage(layout, name, meta, image_dir, created=None, incoming=None):
     """Everything a restore needs but the rootfs mount: the upper layer (from
     ``rootfs-diff.tar`` when absent), netns, network, config.json and spec.json.
     Returns (spec, created). A migration stages before the source freezes.
 
     ``created``: whether the container is new on this host (so a failure removes it);
-    found out from its directory when None."""
+    found out from its directory when None.
+
+    ``incoming`` (a migration): a dict saved as spec.json's ``incoming`` marker (who
+    stages it, since when) until ``clear_incoming``; the host-side veths stay down so
+    that the staged copy neither answers for the container's addresses nor shows its
+    MAC on the bridge before it takes over (``links_up``)."""
     check_template(layout, meta)
     store = ContainerStore(layout)
     if created is None:
@@ -146,13 +151,111 @@ def stage(layout, name, meta, image_dir, created=None):
         if spec.get("network"):
             from ansible_collections.ctrhost.fleet.plugins.module_utils import _netlink
             _netlink.attach(name, netns_path, spec["network"])
+            if incoming is not None:
+                links_down(spec["network"])
+                _arp_notify(netns_path, spec["network"])
         _oci.save_config(_oci.config_path(layout.container_dir(name)), restore_config(layout, name, spec, image_dir))
-        store.save(name, spec)
+        store.save(name, dict(spec, incoming=dict(incoming, created=created))
+                   if incoming is not None else spec)
     except BaseException:
         if created:
             remove_created(layout, name, spec, overlay)
         raise
     return spec, created
+
+
+class HostLinks:
+    """The host-side veths of a container, looked up ahead (netlink socket open,
+    indexes known) so that switching them inside the frozen window is one message
+    per link."""
+
+    def __init__(self, interfaces):
+        from ansible_collections.ctrhost.fleet.plugins.module_utils import _netlink
+        self.ipr = _netlink._ipr()
+        self.indexes = [i for i in (_netlink._lookup(self.ipr, iface["host_veth"])
+                                    for iface in interfaces or []) if i]
+
+    def set(self, state):
+        for index in self.indexes:
+            self.ipr.link("set", index=index, state=state)
+
+    def close(self):
+        self.ipr.close()
+
+
+def _host_links(interfaces, state, links=None):
+    if not interfaces:
+        return
+    own = links is None
+    links = links or HostLinks(interfaces)
+    try:
+        links.set(state)
+    finally:
+        if own:
+            links.close()
+
+
+def links_down(interfaces, links=None):
+    """Host-side veths of a staged container down: its netns is cut off the bridge."""
+    _host_links(interfaces, "down", links)
+
+
+def links_up(interfaces, links=None):
+    """Host-side veths up: the container's interfaces get carrier and (arp_notify)
+    announce their addresses, so neighbours and bridges learn where it runs now."""
+    _host_links(interfaces, "up", links)
+
+
+def _arp_notify(netns_path, interfaces):
+    """Gratuitous ARP from the container's interfaces when they get carrier."""
+    names = [i["ifname"] for i in interfaces or [] if i.get("ipv4")]
+    if names:
+        script = "; ".join("echo 1 > /proc/sys/net/ipv4/conf/%s/arp_notify" % n for n in names)
+        _cli.run(["nsenter", "--net=" + netns_path, "--", "sh", "-c", script], check=False,
+                 timeout=30)
+
+
+def clear_incoming(layout, name):
+    """Commit point of a migration on the destination: spec.json without its marker."""
+    store = ContainerStore(layout)
+    spec = store.load(name)
+    if spec and "incoming" in spec:
+        spec.pop("incoming")
+        store.save(name, spec)
+
+
+def kill_cgroup(cgroups_path):
+    """SIGKILL whatever still sits in the container's cgroup (a restore cut short)."""
+    from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import Cgroup
+    _checkpoint.thaw(cgroups_path)
+    for _ in range(50):
+        try:
+            pids = Cgroup(cgroups_path).procs()
+        except (OSError, CtrhostError):
+            return
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, 9)
+        time.sleep(0.02)
+
+
+def remove_incoming(layout, name, spec, runtime_path=None):
+    """Remove an uncommitted incoming migration of ``name`` (its stored ``spec`` carries
+    the ``incoming`` marker): processes, runtime state, and when it was new here its
+    rootfs mount, netns, veths, bundle; then the received images."""
+    spec = dict(spec, cgroups_path=spec.get("cgroups_path") or _oci.cgroups_path(name))
+    marker = spec.get("incoming") or {}
+    rt = _checkpoint.runtime_for(layout, spec, runtime_path)
+    forget_runtime(rt, name, spec["cgroups_path"])
+    kill_cgroup(spec["cgroups_path"])
+    cleanup_work(work_dir(layout, name, "migrate"))
+    if marker.get("created", True):
+        remove_created(layout, name, spec, Overlay(layout, name, spec["template"]))
+    if marker.get("id"):
+        shutil.rmtree(os.path.join(layout.checkpoint_dir(name), ".incoming-%s" % marker["id"]),
+                      ignore_errors=True)
 
 
 def mount_rootfs(layout, name, spec, created):

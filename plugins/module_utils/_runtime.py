@@ -13,11 +13,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import time
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _console
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     CommandError,
     ConflictError,
@@ -33,19 +32,12 @@ RUNTIMES = ("runc", "crun")
 _CGROUP_REFUSALS = ("cgroupv1", "cgroup v1", "hybrid", "cgroups v1", "unified mode")
 _NOT_FOUND = ("does not exist", "not found", "container not exist", "no such file")
 
-# A detached container keeps the stdio it inherits from the runtime for its whole
-# life. It gets an anonymous pipe (CRIU can dump and restore a pipe; it cannot dump
-# a host file outside the container's mounts) drained into the log file by a
-# detached ``cat`` (the conmon approach). ``sh`` backgrounds it (the pipe on fd 3:
-# a background job's stdin is /dev/null) and exits, so the
-# logger is nobody's child, sits in its own session with cwd ``/`` (it pins no
-# mount of the container) and stays in the caller's cgroup (never the
-# container's). It ends by itself when the last writer closes the pipe and is
-# killed by ``delete``. On ``restore`` runc hands its own stdio (the new pipe) to
-# the restored processes, so the log carries on and the container can be
-# checkpointed again.
-_LOGGER_SH = 'exec 3<&0 </dev/null; cat <&3 3<&- >>"$1" 2>/dev/null & echo $!'
+# The console of a detached container: see _console.
 LOGGERS_SUFFIX = ".loggers"
+PIDS_SUFFIX = ".pids"
+# ``--version`` output per runtime binary, keyed by (path, mtime, size, inode): in
+# this process and on disk under <run_dir>/cache (tmpfs: gone at reboot).
+_PROBES = {}
 
 
 def default_state_root(name, run_dir=RUN_DIR):
@@ -55,7 +47,8 @@ def default_state_root(name, run_dir=RUN_DIR):
 class Runtime:
     """One OCI runtime binary with its own state root."""
 
-    def __init__(self, name="runc", path=None, state_root=None, recorder=None, dry_run=False):
+    def __init__(self, name="runc", path=None, state_root=None, recorder=None, dry_run=False,
+                 cache_dir=None):
         if name not in RUNTIMES:
             raise MissingToolError(
                 "runtime: expected one of %s, got %r" % (", ".join(RUNTIMES), name), tool=name)
@@ -65,7 +58,7 @@ class Runtime:
         self.recorder = recorder
         self.dry_run = dry_run
         self._binary = None
-        self._seccomp = None
+        self.cache_dir = cache_dir or os.path.join(RUN_DIR, "cache")
 
     # -- plumbing ---------------------------------------------------------
     @property
@@ -117,6 +110,7 @@ class Runtime:
         """Run a runtime command that leaves a container process behind
         (create, run -d, restore -d) with its stdout/stderr on a pipe drained into
         ``log_path`` by a detached logger. Returns a ``_cli.Result``."""
+        _console.reap_loggers()
         cmd = self.base_cmd() + list(args)
         self.record(cmd)
         if self.dry_run:
@@ -127,7 +121,7 @@ class Runtime:
         env = dict(os.environ, PATH=_cli.search_path())
         rfd, wfd = os.pipe()
         try:
-            logger = _start_logger(rfd, log_path, env)
+            logger = _console.start_logger(rfd, log_path, env)
             os.close(rfd)
             rfd = None
             start = time.monotonic()
@@ -138,12 +132,7 @@ class Runtime:
                 raise MissingToolError("%s not found on this host" % cmd[0], tool=self.name)
             os.close(wfd)
             wfd = None
-            try:
-                rc = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                rc = -1
+            rc = _console.wait_process(proc, timeout)
             duration = time.monotonic() - start
         finally:
             for fd in (rfd, wfd):
@@ -152,11 +141,11 @@ class Runtime:
         if rc == 0:
             self._save_logger(cid, logger)
             return _cli.Result(cmd, 0, "", "", duration)
-        _wait_gone(logger, 2.0)  # nothing writes any more: the log holds the last words
+        _console.wait_gone(logger, 2.0)  # nothing writes any more: the log holds the last words
         with open(log_path, "rb") as handle:
             handle.seek(offset)
             tail = handle.read()[-16384:].decode("utf-8", "replace")
-        _kill_logger(logger)
+        _console.kill_logger(logger)
         what = msg or "%s %s" % (self.name, args[0])
         why = "timed out after %ss" % timeout if rc == -1 else "failed (rc=%d)" % rc
         exc = CommandError("%s %s: %s" % (what, why, _last_line(tail)), cmd, rc, "", tail)
@@ -171,7 +160,7 @@ class Runtime:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         old = self.logger(cid)
         if old and old != logger:
-            _kill_logger(old)
+            _console.kill_logger(old)
         if logger[1] is None:  # already gone: nothing holds the pipe any more
             return
         with open(path + ".tmp", "w") as handle:
@@ -185,26 +174,60 @@ class Runtime:
                 pid, start = (int(x) for x in handle.read().split())
         except (OSError, ValueError):
             return None
-        return (pid, start) if _start_time(pid) == start else None
+        return (pid, start) if _console.start_time(pid) == start else None
 
     def stop_logger(self, cid):
         """Kill ``cid``'s logger (if alive) and forget it."""
         found = self.logger(cid)
         if found:
-            _kill_logger(found)
+            _console.kill_logger(found)
         with contextlib.suppress(OSError):
             os.unlink(self.logger_file(cid))
         return found is not None
 
     # -- read -------------------------------------------------------------
+    def version_text(self):
+        """``<runtime> --version`` output, run once per binary (cached in this process
+        and on disk under the cache dir, keyed by the binary's path, mtime, size, inode)."""
+        return probe_version(self.binary, self.cache_dir)
+
+    def info(self):
+        """{path, version, commit, spec, build_features, error} as ``_sysinfo.runtime_info``."""
+        from ansible_collections.ctrhost.fleet.plugins.module_utils._sysinfo import (
+            parse_runtime_version,
+        )
+        text = self.version_text()
+        info = parse_runtime_version(text)
+        info.update(path=self.binary,
+                    error=None if info["version"] else "no version in %r" % text[:200])
+        return info
+
+    def check_usable(self):
+        """Fail (MissingToolError naming ``runtime``) when the runtime is missing or
+        refuses this host; before anything is written."""
+        from ansible_collections.ctrhost.fleet.plugins.module_utils import _sysinfo
+
+        self.binary  # noqa: B018 - raises MissingToolError naming the runtime
+        usable, reason = _sysinfo.runtime_usable(self.name, self.info(), _sysinfo.cgroup_layout())
+        if not usable:
+            raise MissingToolError("runtime: %s cannot run containers on this host: %s"
+                                   % (self.name, reason), field="runtime", tool=self.name)
+
+    def wait_stopped(self, cid, timeout):
+        """True once ``cid`` is stopped or gone, False after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self.state(cid)
+            if st is None or st["status"] == "stopped":
+                return True
+            time.sleep(0.05)
+        return False
+
     def has_seccomp(self):
         """Whether the runtime was built with seccomp (runc prints its libseccomp
         version, crun a +SECCOMP flag)."""
-        if self._seccomp is None:
-            result = _cli.run([self.binary, "--version"], check=False, timeout=15)
-            text = result.stdout + result.stderr
-            self._seccomp = "libseccomp" in text or "+SECCOMP" in text
-        return self._seccomp
+        text = self.version_text()
+        return "libseccomp" in text or "+SECCOMP" in text
 
     def state(self, cid):
         """The runtime's state dict for ``cid``, or None when it does not know it."""
@@ -233,11 +256,31 @@ class Runtime:
             args += ["--pid-file", pid_file]
         return self.spawn(args + [cid], log_path)
 
-    def run(self, cid, bundle, log_path, detached=True):
-        args = ["run", "--bundle", bundle] + (["--detach"] if detached else []) + [cid]
+    def run(self, cid, bundle, log_path, detached=True, pid_file=None):
+        args = ["run", "--bundle", bundle] + (["--detach"] if detached else [])
+        if pid_file:
+            args += ["--pid-file", pid_file]
+            if not self.dry_run:
+                os.makedirs(os.path.dirname(pid_file), mode=0o700, exist_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(pid_file)
+        args.append(cid)
         if detached:
             return self.spawn(args, log_path)
         return self._run(args, timeout=None)
+
+    def pid_file(self, cid):
+        """Where ``run``/``create`` callers may ask the runtime to write the init pid."""
+        return os.path.join(self.state_root.rstrip("/") + PIDS_SUFFIX, cid)
+
+    def read_pid(self, cid):
+        """The pid the runtime wrote to ``pid_file(cid)`` if that process lives, else None."""
+        try:
+            with open(self.pid_file(cid)) as handle:
+                pid = int(handle.read().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _console.start_time(pid) is not None else None
 
     def start(self, cid):
         return self._run(["start", cid])
@@ -251,6 +294,8 @@ class Runtime:
         result = self._run(["delete"] + (["--force"] if force else []) + [cid], timeout=60)
         if not self.dry_run:
             self.stop_logger(cid)
+            with contextlib.suppress(OSError):
+                os.unlink(self.pid_file(cid))
         return result
 
     def pause(self, cid):
@@ -287,38 +332,36 @@ class Runtime:
         return st
 
 
-def _start_logger(rfd, log_path, env):
-    """Start the detached logger reading ``rfd``; return its (pid, starttime)."""
-    proc = subprocess.Popen(["/bin/sh", "-c", _LOGGER_SH, "sh", os.path.abspath(log_path)],
-                            stdin=rfd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            close_fds=True, start_new_session=True, cwd="/", env=env)
-    out, _err = proc.communicate(timeout=30)
-    pid = int(out.strip() or 0)
-    if proc.returncode != 0 or pid <= 0:
-        raise CommandError("console logger for %s did not start" % log_path,
-                           ["sh", "-c", _LOGGER_SH], proc.returncode)
-    return pid, _start_time(pid)
-
-
-def _start_time(pid):
+def probe_version(binary, cache_dir=None):
+    """``binary --version`` output, cached per process and on disk (see ``_PROBES``)."""
     try:
-        with open("/proc/%d/stat" % pid) as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return None if fields[0] == "Z" else int(fields[19])
-
-
-def _wait_gone(logger, timeout):
-    deadline = time.monotonic() + timeout
-    while _start_time(logger[0]) == logger[1] and time.monotonic() < deadline:
-        time.sleep(0.005)
-
-
-def _kill_logger(logger):
-    if _start_time(logger[0]) == logger[1]:
-        with contextlib.suppress(OSError):
-            os.kill(logger[0], signal.SIGKILL)
+        st = os.stat(binary)
+    except OSError:
+        st = None
+    key = "%s|%s|%s|%s" % (binary, st and st.st_mtime_ns, st and st.st_size, st and st.st_ino)
+    if key in _PROBES:
+        return _PROBES[key]
+    path = os.path.join(cache_dir or os.path.join(RUN_DIR, "cache"),
+                        "version-%s.json" % binary.strip("/").replace("/", "_"))
+    text = None
+    if st is not None:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            with open(path) as handle:
+                saved = json.load(handle)
+            if saved.get("key") == key:
+                text = saved["text"]
+    if text is None:
+        result = _cli.run([binary, "--version"], check=False, timeout=15)
+        text = result.stdout + result.stderr
+        if result.rc == 0 and st is not None:
+            with contextlib.suppress(OSError):
+                os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+                tmp = "%s.%d.tmp" % (path, os.getpid())
+                with open(tmp, "w") as handle:
+                    json.dump(dict(key=key, text=text), handle)
+                os.replace(tmp, path)
+    _PROBES[key] = text
+    return text
 
 
 def _last_line(text):

@@ -7,6 +7,8 @@ lower = ``templates/<template>/rootfs`` (shared, never copied, never written),
 upper/work = ``containers/<name>/upper`` and ``work``, mount point =
 ``containers/<name>/rootfs``. Mounting is idempotent; the upper directory
 survives an unmount (stop, host reboot), so a remount shows the same files.
+Mount and unmount are the system calls (``_syscall``); the ``commands`` result
+shows them as the equivalent ``mount``/``umount`` command lines.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from __future__ import annotations
 import os
 import shutil
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _syscall
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
+    CommandError,
     ConflictError,
     NotFoundError,
 )
@@ -74,9 +77,15 @@ class Overlay:
     def is_mounted(self):
         return is_mounted(self.rootfs)
 
+    def mount_options(self):
+        return "lowerdir=%s,upperdir=%s,workdir=%s" % (self.lower, self.upper, self.work)
+
     def mount_command(self):
-        options = "lowerdir=%s,upperdir=%s,workdir=%s" % (self.lower, self.upper, self.work)
-        return ["mount", "-t", "overlay", "overlay", "-o", options, self.rootfs]
+        return ["mount", "-t", "overlay", "overlay", "-o", self.mount_options(), self.rootfs]
+
+    def _record(self, cmd):
+        if self.recorder is not None:
+            self.recorder.add(cmd)
 
     def mount(self):
         """Mount the overlay unless it already is; return True when it mounted."""
@@ -86,28 +95,31 @@ class Overlay:
             raise NotFoundError("template: rootfs %s of template %s is missing"
                                 % (self.lower, self.template), field="template")
         cmd = self.mount_command()
+        self._record(cmd)
         if self.dry_run:
-            if self.recorder is not None:
-                self.recorder.add(cmd)
             return True
         for path in (self.upper, self.work, self.rootfs):
             os.makedirs(path, mode=0o755, exist_ok=True)
-        _cli.run(cmd, recorder=self.recorder, msg="mount overlay rootfs of %s" % self.name)
+        try:
+            _syscall.mount("overlay", self.rootfs, "overlay", 0, self.mount_options())
+        except OSError as exc:
+            raise CommandError("mount overlay rootfs of %s failed: %s" % (self.name, exc.strerror),
+                               cmd, exc.errno, "", exc.strerror) from None
         return True
 
     def umount(self):
         """Unmount if mounted (lazily when busy); return True when it unmounted."""
         if not self.is_mounted():
             return False
-        cmd = ["umount", self.rootfs]
+        self._record(["umount", self.rootfs])
         if self.dry_run:
-            if self.recorder is not None:
-                self.recorder.add(cmd)
             return True
-        result = _cli.run(cmd, check=False, recorder=self.recorder)
-        if result.rc != 0 and self.is_mounted():
-            raise ConflictError("rootfs: cannot unmount %s: %s"
-                                % (self.rootfs, result.stderr.strip()), field="rootfs")
+        try:
+            _syscall.umount(self.rootfs)
+        except OSError as exc:
+            if self.is_mounted():
+                raise ConflictError("rootfs: cannot unmount %s: %s" % (self.rootfs, exc.strerror),
+                                    field="rootfs") from None
         return True
 
     def remove(self):

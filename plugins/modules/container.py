@@ -30,133 +30,8 @@ description:
     C(/run/ctrhost/locks).
 author:
   - ctrhost.fleet maintainers (@ctrhost)
-options:
-  name:
-    description:
-      - Container name; 1 to 63 letters, digits, C(.), C(_) or C(-), starting with a letter or digit.
-        It is the runtime's container id, the cgroup leaf and part of the netns name.
-    type: str
-    required: true
-  state:
-    description:
-      - V(present) - the container exists (created stopped if it did not); its run state is left as is.
-      - V(started) - it runs (a frozen container is thawed).
-      - V(stopped) - it does not run; its bundle, upper layer and netns are kept, the rootfs is unmounted.
-      - V(frozen) - it runs with every process frozen (cgroup freezer, through the runtime's pause).
-      - V(restarted) - stopped if running, then started (a new init pid); always reports a change.
-      - V(absent) - process, rootfs mount, cgroups, netns, network links and files are removed.
-    type: str
-    choices: [present, started, stopped, frozen, restarted, absent]
-    default: started
-  template:
-    description:
-      - Installed template the rootfs is layered on. Required to create a container.
-      - Changing it needs O(recreate=true) and discards the container's changes to the rootfs.
-    type: str
-  command:
-    description:
-      - Init process of the container, a list of arguments or a string split like a shell would.
-      - Default - the template's init (C(init) in its C(template.json)), else C(/bin/sh).
-    type: raw
-  hostname:
-    description:
-      - Host name inside the container (uts namespace). Default - the container name.
-    type: str
-  env:
-    description:
-      - Environment of the init process, added to C(PATH), C(HOME), C(TERM) and C(container=ctrhost).
-    type: dict
-  mounts:
-    description:
-      - Host directories or files bound into the container, or tmpfs mounts.
-    type: list
-    elements: dict
-    suboptions:
-      source:
-        description:
-          - Absolute host path (must exist). Required for V(bind).
-        type: path
-      destination:
-        description:
-          - Absolute path inside the container.
-        type: str
-        required: true
-      readonly:
-        description:
-          - Mount read-only.
-        type: bool
-        default: false
-      type:
-        description:
-          - V(bind) a host path or an empty V(tmpfs).
-        type: str
-        choices: [bind, tmpfs]
-        default: bind
-  capabilities:
-    description:
-      - Changes to the default capability set (C(AUDIT_WRITE CHOWN DAC_OVERRIDE FOWNER FSETID KILL
-        NET_BIND_SERVICE NET_RAW SETFCAP SETGID SETPCAP SETUID SYS_CHROOT)).
-      - Names with or without the C(CAP_) prefix, any case.
-    type: dict
-    suboptions:
-      add:
-        description:
-          - Capabilities to grant in addition to the default set.
-        type: list
-        elements: str
-      drop:
-        description:
-          - Capabilities to remove; V(ALL) removes the whole default set.
-        type: list
-        elements: str
-  limits:
-    description:
-      - Resource limits, applied live to a running container through the runtime's C(update) and
-        verified against the cgroup files. Human units are accepted (V(512M), V(1G)); values are
-        normalised before comparison (V(1G) equals V(1024M)).
-      - Keys - C(cpus) (e.g. V(1.5)), C(cpu_weight) (1-10000), C(cpuset_cpus), C(cpuset_mems), C(memory),
-        C(memory_swap) (memory plus swap, V(-1) unlimited), C(memory_reservation), C(pids),
-        C(io_weight) (10-1000), C(io_read_bps) and C(io_write_bps) (lists of C({device, rate})).
-      - Lowering C(memory) below the current usage steps down or fails stating usage and the request;
-        it never kills the workload silently.
-      - An unknown key fails and names it.
-    type: dict
-  network:
-    description:
-      - Interfaces of the container, each a veth pair whose host side joins the C(bridge) of the interface.
-        Changes apply live.
-      - Keys - C(ifname) (required), C(bridge), C(ipv4) (CIDR), C(gateway), C(ipv6), C(gateway6), C(mac),
-        C(mtu), C(rate) (egress limit, e.g. V(100mbit)). An unknown key fails and names it.
-    type: list
-    elements: dict
-  autostart:
-    description:
-      - Start the container when its host boots (stored; honoured by the C(host) role). Default V(false).
-    type: bool
-  runtime:
-    description:
-      - OCI runtime for a new container. Default - the stored one, or V(runc) for a new container.
-        Changing it needs O(recreate=true).
-      - crun 1.8 refuses a hybrid cgroup layout; the error says so.
-    type: str
-    choices: [runc, crun]
-  runtime_path:
-    description:
-      - Absolute path of the runtime binary; found on C(PATH) and the sbin directories when omitted.
-    type: path
-  recreate:
-    description:
-      - Allow a change that needs the container re-created. The container is stopped, its config rebuilt
-        and it is brought back to the run state it had (or to O(state)). Its rootfs changes are kept
-        unless O(template) changes.
-    type: bool
-    default: false
-  stop_timeout:
-    description:
-      - Seconds to wait after SIGTERM before the container's processes are killed.
-    type: int
-    default: 10
 extends_documentation_fragment:
+  - ctrhost.fleet.container
   - ctrhost.fleet.common
   - ctrhost.fleet.attributes
   - ctrhost.fleet.attributes.ACTIONGROUP
@@ -173,6 +48,8 @@ attributes:
 notes:
   - The container's console output (stdout and stderr of its init) goes to C(console.log) in its directory.
 seealso:
+  - module: ctrhost.fleet.containers
+    description: Converge every container of a host in one task.
   - module: ctrhost.fleet.container_info
   - module: ctrhost.fleet.container_limits
   - module: ctrhost.fleet.template
@@ -315,39 +192,12 @@ diff:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import _container
-from ansible_collections.ctrhost.fleet.plugins.module_utils._module import COMMON_ARGS, argument_spec, run
-
-MOUNT_OPTIONS = dict(
-    source=dict(type="path"),
-    destination=dict(type="str", required=True),
-    readonly=dict(type="bool", default=False),
-    type=dict(type="str", choices=["bind", "tmpfs"], default="bind"),
-)
+from ansible_collections.ctrhost.fleet.plugins.module_utils._ctrargs import container_spec
+from ansible_collections.ctrhost.fleet.plugins.module_utils._module import run
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=argument_spec(
-            COMMON_ARGS,
-            name=dict(type="str", required=True),
-            state=dict(type="str", default="started", choices=list(_container.STATES)),
-            template=dict(type="str"),
-            command=dict(type="raw"),
-            hostname=dict(type="str"),
-            env=dict(type="dict"),
-            mounts=dict(type="list", elements="dict", options=MOUNT_OPTIONS),
-            capabilities=dict(type="dict", options=dict(add=dict(type="list", elements="str"),
-                                                        drop=dict(type="list", elements="str"))),
-            limits=dict(type="dict"),
-            network=dict(type="list", elements="dict"),
-            autostart=dict(type="bool"),
-            runtime=dict(type="str", choices=["runc", "crun"]),
-            runtime_path=dict(type="path"),
-            recreate=dict(type="bool", default=False),
-            stop_timeout=dict(type="int", default=10),
-        ),
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=container_spec(), supports_check_mode=True)
     run(module, _container.ensure, module.params, module.check_mode)
 
 

@@ -150,7 +150,7 @@ def test_lifecycle(root):
     # check mode: a change is reported, nothing is created
     r = one(root, _check=True, **base)
     assert r["changed"] and not r.get("failed"), r
-    assert any(" create " in c for c in r["commands"]), r["commands"]
+    assert any(" run " in c and " --detach " in c for c in r["commands"]), r["commands"]
     assert leftovers(root, name) == []
 
     # create + start, then the same task again (and in check mode): no change

@@ -9,7 +9,9 @@ runtime's state directory, /proc, the container's rootfs, ``ip`` in its netns.
 import json
 import os
 import shutil
+import subprocess
 import sys
+import time
 
 import pytest
 from lab import ROOT, Lab
@@ -18,8 +20,10 @@ PY = os.path.join(ROOT, ".venv", "bin", "python")
 NAME = "mhm1"
 MAC = "02:00:00:00:77:10"
 IP = "10.77.0.10/24"
-# A counter kept in a shell variable (memory), 32 MiB held by a blocked dd, a file.
+# A counter kept in a shell variable (memory), 32 MiB held by a blocked dd, an echo
+# server on port 7000, a file.
 COMMAND = ("dd if=/dev/zero bs=32M count=1 2>/dev/null | sleep 100000 & "
+           "nc -ll -p 7000 -e cat & "
            "i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done")
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow,
@@ -89,6 +93,11 @@ elif op == "migrate":
                                             "inventory.img; do truncate -s 7 $f; done"
                                             % run.incoming), check=True)
         hooks["transferred"] = corrupt
+    elif a.get("hook") == "kill_agent":  # the destination's agent dies after staging
+        def kill_agent(run):
+            subprocess.run(run.link.ssh_cmd(run.dest, "kill -9 %d" % run.link.agent_id[0]),
+                           check=True)
+        hooks["presync"] = kill_agent
     elif a.get("hook") == "kill_sshd":
         def kill(run):  # the destination's sshd and its sessions die before the images travel
             victims, todo = [], [a["dest_sshd"]]
@@ -112,13 +121,38 @@ elif op == "migrate":
     try:
         out = _migrate.migrate(R, a["name"], a["dest"], mode=a.get("mode", "cold"),
                                timeout=a.get("timeout", 120), hooks=hooks,
+                               runtime_path=a.get("runtime_path"),
+                               tcp_established=a.get("tcp_established", False),
                                check_mode=a.get("check", False))
     except Exception as exc:
         out = dict(failed=True, msg=str(exc), details=getattr(exc, "details", {}))
+elif op == "spec":
+    out = json.load(open(R + "/containers/%s/spec.json" % a["name"]))
 elif op == "sh":
     out = dict(out=sh(a["cmd"]))
 print(json.dumps(out, default=str))
 '''.replace("@ROOT@", repr(ROOT))
+
+
+def ns(lab, host=None):
+    """Network namespace of a lab host (or of the lab's controller side)."""
+    return "ctrhost-%s-%s" % (lab.name, host or "ctl")
+
+
+def ip(*args):
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+
+def setup_host(lab, i, host):
+    """Template and container bridge on a lab host; the bridge joins one L2 segment
+    (bridge ``mhc`` on the controller side, apart from the lab's own network), so a
+    container's IP moves along with it and the controller side reaches it."""
+    helper(lab, host, "setup", bridge="10.77.0.%d/24" % (250 + i))
+    up = "mhu%d" % (i + 1)
+    ip("link", "add", up, "netns", ns(lab), "type", "veth", "peer", "name", "mhup",
+       "netns", ns(lab, host))
+    ip("-n", ns(lab), "link", "set", up, "master", "mhc", "up")
+    ip("-n", ns(lab, host), "link", "set", "mhup", "master", "mhbr0", "up")
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +161,11 @@ def mg():
     lab.down()
     lab.up()
     try:
+        ip("-n", ns(lab), "link", "add", "mhc", "type", "bridge")
+        ip("-n", ns(lab), "addr", "add", "10.77.0.1/24", "dev", "mhc")
+        ip("-n", ns(lab), "link", "set", "mhc", "up")
         for i, host in enumerate(lab.hosts):
-            helper(lab, host, "setup", bridge="10.77.0.%d/24" % (250 + i))
+            setup_host(lab, i, host)
         yield lab
     finally:
         for host in lab.hosts:
@@ -228,13 +265,15 @@ def test_live_falls_back_to_cold_and_says_why(mg):
     helper(mg, b, "remove", name=NAME)
 
 
-@pytest.mark.parametrize("fault", ["corrupt", "kill_sshd", "disk_full"])
+@pytest.mark.parametrize("fault", ["corrupt", "kill_agent", "kill_sshd", "disk_full"])
 def test_fault_leaves_it_running_on_the_source(mg, fault):
     a, b = mg.hosts
     before = start(mg, a)
     args = dict(name=NAME, dest=addr(mg, b), mode="cold")
     if fault == "corrupt":
         args["hook"] = "corrupt"
+    elif fault == "kill_agent":
+        args["hook"] = "kill_agent"
     elif fault == "kill_sshd":
         args.update(hook="kill_sshd", dest_sshd=mg.host(b)["pid"])
     elif fault == "disk_full":
@@ -247,11 +286,109 @@ def test_fault_leaves_it_running_on_the_source(mg, fault):
             helper(mg, b, "sh", cmd="umount /var/lib/ctrhost/checkpoints")
         if fault == "kill_sshd":
             mg.reboot(b)
-            helper(mg, b, "setup", bridge="10.77.0.251/24")
+            setup_host(mg, 1, b)
     assert res.get("failed"), res
     assert "runs on source" in res["msg"], res["msg"]
     assert_stayed(mg, a, b, before, leftovers=fault == "kill_sshd")
+    if fault == "kill_agent":  # a new session found the staging of the dead agent, removed it
+        assert res["details"]["fence"] == "fenced", res["details"]
+    if fault == "kill_sshd":
+        # the killed agent could not fence: its staging is marked incoming (container_info
+        # shows the marker) and the next preflight removes it
+        marker = helper(mg, b, "spec", name=NAME)["incoming"]
+        assert marker["agent"][0] > 0 and marker["from"] == a, marker
+        now = helper(mg, a, "facts", name=NAME)
+        again = helper(mg, a, "migrate", name=NAME, dest=addr(mg, b), mode="cold")
+        assert not again.get("failed") and again["preflight"]["facts"]["cleaned"] is True, again
+        assert_moved(mg, a, b, now)
     helper(mg, a, "remove", name=NAME)
+    helper(mg, b, "remove", name=NAME)
+
+
+SLOW_RUNC = """#!/bin/sh
+# a destination whose runtime restores the container, then hangs before answering
+/usr/sbin/runc "$@"; rc=$?
+case " $* " in *" restore "*) echo $rc > /var/lib/ctrhost/mhrunc.restored; sleep 8;; esac
+exit $rc
+"""
+
+
+def test_timeout_fences_the_destination_before_the_source_resumes(mg):
+    a, b = mg.hosts
+    before = start(mg, a)
+    for host, text in ((a, '#!/bin/sh\nexec /usr/sbin/runc "$@"\n'), (b, SLOW_RUNC)):
+        mg.host_exec(host, "cat > /var/lib/ctrhost/mhrunc && chmod 755 /var/lib/ctrhost/mhrunc",
+                     input=text)
+    res = helper(mg, a, "migrate", name=NAME, dest=addr(mg, b), mode="cold", timeout=4,
+                 runtime_path="/var/lib/ctrhost/mhrunc")
+    assert res.get("failed") and "no answer to restore within 4s" in res["msg"], res
+    # the restore had succeeded there: the container ran on b when the source gave up
+    assert helper(mg, b, "sh", cmd="cat /var/lib/ctrhost/mhrunc.restored")["out"] == "0"
+    assert res["details"]["fence"] == "fenced", res["details"]
+    assert "runs on source (restored from the local images)" in res["msg"], res["msg"]
+    assert_stayed(mg, a, b, before)
+    procs = "cat /sys/fs/cgroup/pids/ctrhost/%s/" + NAME + "/cgroup.procs 2>/dev/null | wc -l"
+    assert int(helper(mg, a, "sh", cmd=procs % a)["out"]) >= 3  # counter, dd, sleep, nc...
+    assert helper(mg, b, "sh", cmd=procs % b)["out"] == "0"  # nothing of it left on b
+    helper(mg, a, "remove", name=NAME)
+
+
+def ping_gaps(text):
+    """Longest run of missing replies in busybox ping's output (seq numbers)."""
+    seqs = sorted({int(x.split("seq=")[1].split()[0]) for x in text.splitlines() if "seq=" in x})
+    return max((b - a - 1 for a, b in zip(seqs, seqs[1:], strict=False)), default=0), seqs
+
+
+CLIENT = r"""
+import json, select, socket, sys, time
+s = socket.create_connection(("10.77.0.10", 7000), timeout=30)
+f = s.makefile("rw")
+n, gap, last, errors = 0, 0.0, time.monotonic(), []
+while not select.select([sys.stdin], [], [], 0)[0]:
+    try:
+        f.write("%d\n" % n); f.flush()
+        if f.readline().strip() != str(n):
+            errors.append("bad echo at %d" % n); break
+    except OSError as exc:
+        errors.append(str(exc)); break
+    now = time.monotonic(); gap = max(gap, now - last); last = now; n += 1
+    time.sleep(0.02)
+print(json.dumps(dict(count=n, max_gap=gap, errors=errors)))
+"""
+
+
+def test_tcp_connection_and_a_third_containers_ping_survive_the_move(mg):
+    """A client on the controller side keeps one TCP connection to the container's echo
+    server across the move (tcp_established, the IP moves along) while a third container
+    on the destination pings it every 0.1 s."""
+    a, b = mg.hosts
+    start(mg, a)
+    helper(mg, b, "remove", name="mhp3")
+    helper(mg, b, "start", name="mhp3", command="ping -i 0.1 10.77.0.10",
+           network=[dict(ifname="eth0", bridge="mhbr0", ipv4="10.77.0.30/24")])
+    client = subprocess.Popen(["ip", "netns", "exec", ns(mg), PY, "-c", CLIENT],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        res = helper(mg, a, "migrate", name=NAME, dest=addr(mg, b), mode="cold",
+                     tcp_established=True)
+        time.sleep(1.5)
+        out, _err = client.communicate("stop\n", timeout=60)
+    finally:
+        if client.poll() is None:
+            client.kill()
+    assert not res.get("failed"), res
+    talk = json.loads(out)
+    assert not talk["errors"] and talk["count"] > 50, talk
+    # the client's retransmissions back off (0.2, 0.4, 0.8 s...): it resumes within
+    # about twice the outage
+    assert talk["max_gap"] < 2 * res["downtime"] + 1.0, (talk, res["downtime"])
+    log = helper(mg, b, "sh", cmd="cat /var/lib/ctrhost/containers/mhp3/console.log")["out"]
+    missing, seqs = ping_gaps(log)
+    print("tcp %s, downtime %s, pings missing %d of %d" % (talk, res["downtime"], missing,
+                                                           len(seqs)))
+    assert len(seqs) > 20 and missing * 0.1 < res["downtime"] + 1.0, (missing, res["downtime"])
+    helper(mg, b, "remove", name="mhp3")
     helper(mg, b, "remove", name=NAME)
 
 

@@ -1,8 +1,10 @@
 """Planning, comparison and validation of the container lifecycle.
 
-The runtime and mount are replaced at the ``_cli.run`` boundary by a fake that
-keeps runc-like state; everything else (spec normalisation, locking, config
-and spec files) is the real code working in a temporary root.
+The runtime is replaced at its command boundaries (``_cli.run`` and
+``Runtime.spawn``) by a fake that keeps runc-like state, mount(2) and the
+network namespace calls at the ``_syscall`` boundary; everything else (spec
+normalisation, locking, config and spec files) is the real code working in a
+temporary root.
 """
 
 import json
@@ -10,25 +12,51 @@ import os
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _container, _ctrspec
+from ansible_collections.ctrhost.fleet.plugins.module_utils import (
+    _cli,
+    _container,
+    _ctrspec,
+    _netns,
+    _syscall,
+)
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     ConflictError,
     NotFoundError,
     ValidationError,
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
+from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import Runtime
 from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore
 
 LOOP = ["/bin/sh", "-c", "sleep 1000"]
 
 
 class FakeRunc:
-    """Stands in for runc (and mount/umount) at the _cli.run boundary."""
+    """Stands in for runc at the _cli.run and Runtime.spawn boundaries, and for
+    mount(2)/umount2(2) and the netns calls at the _syscall boundary."""
 
     def __init__(self, state_root):
         self.state_root = state_root
         self.containers = {}
         self.calls = []
+        self.netns = set()
+
+    def spawn(self, rt, args, log_path, timeout=120, msg=None):
+        cmd = rt.base_cmd() + list(args)
+        rt.record(cmd)
+        if rt.dry_run:
+            return None
+        self(cmd)
+        if "--pid-file" in args:  # the fake init is this process: alive
+            with open(args[args.index("--pid-file") + 1], "w") as handle:
+                handle.write("%d\n" % os.getpid())
+        return _cli.Result(cmd, 0, "", "", 0)
+
+    def mount(self, source, target, fstype, flags=0, data=None):
+        self.calls.append(["mount", "-t", fstype, source, "-o", data, target])
+
+    def umount(self, target, flags=0):
+        self.calls.append(["umount", target])
 
     def set(self, name, status, pid=4242):
         os.makedirs(os.path.join(self.state_root, name), exist_ok=True)
@@ -36,8 +64,6 @@ class FakeRunc:
 
     def __call__(self, cmd, check=True, input=None, **_kw):
         cmd = [str(c) for c in cmd]
-        if cmd[:2] == ["/bin/sh", "-c"]:  # Runtime.spawn's stdio wrapper
-            cmd = cmd[5:]
         self.calls.append(cmd)
         if "--version" in cmd:
             return _cli.Result(cmd, 0, "runc version 1.1.5\nlibseccomp: 2.5.4\n", "", 0)
@@ -52,6 +78,8 @@ class FakeRunc:
             return _cli.Result(cmd, 0, json.dumps(self.containers[name]), "", 0)
         elif sub == "create":
             self.set(name, "created")
+        elif sub == "run":
+            self.set(name, "running", pid=os.getpid())
         elif sub == "start":
             self.containers[name]["status"] = "running"
         elif sub == "delete":
@@ -76,6 +104,13 @@ def env(tmp_path, monkeypatch):
     fake = FakeRunc(os.path.join(layout.runtime_root, "runc"))
     monkeypatch.setattr(_cli, "run", fake)
     monkeypatch.setattr(_cli, "which", lambda name: "/usr/sbin/runc" if "runc" in name else None)
+    monkeypatch.setattr(Runtime, "spawn", lambda rt, *a, **kw: fake.spawn(rt, *a, **kw))
+    monkeypatch.setattr(_syscall, "mount", fake.mount)
+    monkeypatch.setattr(_syscall, "umount", fake.umount)
+    monkeypatch.setattr(_syscall, "netns_create", fake.netns.add)
+    monkeypatch.setattr(_syscall, "netns_remove", fake.netns.discard)
+    monkeypatch.setattr(_syscall, "netns_lo_up", lambda path: None)
+    monkeypatch.setattr(_netns, "exists", lambda name: _netns.path(name) in fake.netns)
     base = dict(root=str(root), run_dir=str(run_dir), name="ctweb1", template="busybox",
                 command=LOOP, state="started")
     return layout, fake, base
@@ -104,7 +139,8 @@ def test_check_mode_create_reports_change_and_writes_nothing(env):
     result = _container.ensure(base, check_mode=True)
     assert result["changed"] is True
     cmds = " | ".join(result["commands"])
-    assert "mount -t overlay" in cmds and " create --bundle " in cmds and " start ctweb1" in cmds
+    assert "mount -t overlay" in cmds and " run --bundle " in cmds and " --detach " in cmds
+    assert " create " not in cmds and " start " not in cmds
     assert fake.mutating() == []
     assert not os.path.exists(layout.containers_dir)
     assert os.listdir(layout.locks_dir) == []  # the lock file of a never-created container goes
@@ -178,7 +214,8 @@ def test_recreate_true_stops_rewrites_and_starts(env):
     existing(layout, fake, base)
     result = _container.ensure(dict(base, hostname="other", recreate=True))
     subs = [c[3] for c in fake.mutating() if c[0].endswith("runc")]
-    assert result["changed"] and subs[:2] == ["kill", "delete"] and "create" in subs and subs[-1] == "start"
+    assert result["changed"] and subs == ["kill", "delete", "run"]
+    assert result["container"]["state"] == "running" and result["container"]["pid"] == os.getpid()
     cfg = json.loads(_read(layout.container_file(base["name"], "config.json")))
     assert cfg["hostname"] == "other"
 
@@ -198,7 +235,7 @@ def test_autostart_changes_without_touching_the_process(env):
     ("paused", "stopped", ["resume", "kill", "delete"]),
     ("running", "frozen", ["pause"]),
     ("paused", "started", ["resume"]),
-    ("running", "restarted", ["kill", "delete", "create", "start"]),
+    ("running", "restarted", ["kill", "delete", "run"]),
     ("created", "started", ["start"]),
 ])
 def test_transitions_same_changed_in_check_mode(env, status, state, expected):

@@ -1,0 +1,163 @@
+# -*- coding: utf-8 -*-
+# Copyright: ctrhost.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Options of one container, documented once.
+
+``ctrhost.fleet.container`` uses them as its options (``DOCUMENTATION``);
+``ctrhost.fleet.containers`` as the suboptions of each item of ``containers``
+(``BATCH``). The argument spec they describe is
+plugins/module_utils/_ctrargs.py (CONTAINER_OPTIONS).
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+
+_CONTAINER_OPTIONS = r"""
+name:
+  description:
+    - Container name; 1 to 63 letters, digits, C(.), C(_) or C(-), starting with a letter or digit.
+      It is the runtime's container id, the cgroup leaf and part of the netns name.
+  type: str
+  required: true
+state:
+  description:
+    - V(present) - the container exists (created stopped if it did not); its run state is left as is.
+    - V(started) - it runs (a frozen container is thawed).
+    - V(stopped) - it does not run; its bundle, upper layer and netns are kept, the rootfs is unmounted.
+    - V(frozen) - it runs with every process frozen (cgroup freezer, through the runtime's pause).
+    - V(restarted) - stopped if running, then started (a new init pid); always reports a change.
+    - V(absent) - process, rootfs mount, cgroups, netns, network links and files are removed.
+  type: str
+  choices: [present, started, stopped, frozen, restarted, absent]
+  default: started
+template:
+  description:
+    - Installed template the rootfs is layered on. Required to create a container.
+    - Changing it needs O(recreate=true) and discards the container's changes to the rootfs.
+  type: str
+command:
+  description:
+    - Init process of the container, a list of arguments or a string split like a shell would.
+    - Default - the template's init (C(init) in its C(template.json)), else C(/bin/sh).
+  type: raw
+hostname:
+  description:
+    - Host name inside the container (uts namespace). Default - the container name.
+  type: str
+env:
+  description:
+    - Environment of the init process, added to C(PATH), C(HOME), C(TERM) and C(container=ctrhost).
+  type: dict
+mounts:
+  description:
+    - Host directories or files bound into the container, or tmpfs mounts.
+  type: list
+  elements: dict
+  suboptions:
+    source:
+      description:
+        - Absolute host path (must exist). Required for V(bind).
+      type: path
+    destination:
+      description:
+        - Absolute path inside the container.
+      type: str
+      required: true
+    readonly:
+      description:
+        - Mount read-only.
+      type: bool
+      default: false
+    type:
+      description:
+        - V(bind) a host path or an empty V(tmpfs).
+      type: str
+      choices: [bind, tmpfs]
+      default: bind
+capabilities:
+  description:
+    - Changes to the default capability set (C(AUDIT_WRITE CHOWN DAC_OVERRIDE FOWNER FSETID KILL
+      NET_BIND_SERVICE NET_RAW SETFCAP SETGID SETPCAP SETUID SYS_CHROOT)).
+    - Names with or without the C(CAP_) prefix, any case.
+  type: dict
+  suboptions:
+    add:
+      description:
+        - Capabilities to grant in addition to the default set.
+      type: list
+      elements: str
+    drop:
+      description:
+        - Capabilities to remove; V(ALL) removes the whole default set.
+      type: list
+      elements: str
+limits:
+  description:
+    - Resource limits, applied live to a running container through the runtime's C(update) and
+      verified against the cgroup files. Human units are accepted (V(512M), V(1G)); values are
+      normalised before comparison (V(1G) equals V(1024M)).
+    - Keys - C(cpus) (e.g. V(1.5)), C(cpu_weight) (1-10000), C(cpuset_cpus), C(cpuset_mems), C(memory),
+      C(memory_swap) (memory plus swap, V(-1) unlimited), C(memory_reservation), C(pids),
+      C(io_weight) (10-1000), C(io_read_bps) and C(io_write_bps) (lists of C({device, rate})).
+    - Lowering C(memory) below the current usage steps down or fails stating usage and the request;
+      it never kills the workload silently.
+    - An unknown key fails and names it.
+  type: dict
+network:
+  description:
+    - Interfaces of the container, each a veth pair whose host side joins the C(bridge) of the interface.
+      Changes apply live.
+    - Keys - C(ifname) (required), C(bridge), C(ipv4) (CIDR), C(gateway), C(ipv6), C(gateway6), C(mac),
+      C(mtu), C(rate) (egress limit, e.g. V(100mbit)). An unknown key fails and names it.
+  type: list
+  elements: dict
+autostart:
+  description:
+    - Start the container when its host boots (stored; honoured by the C(host) role). Default V(false).
+  type: bool
+runtime:
+  description:
+    - OCI runtime for a new container. Default - the stored one, or V(runc) for a new container.
+      Changing it needs O(recreate=true).
+    - crun 1.8 refuses a hybrid cgroup layout; the error says so.
+  type: str
+  choices: [runc, crun]
+runtime_path:
+  description:
+    - Absolute path of the runtime binary; found on C(PATH) and the sbin directories when omitted.
+  type: path
+recreate:
+  description:
+    - Allow a change that needs the container re-created. The container is stopped, its config rebuilt
+      and it is brought back to the run state it had (or to O(state)). Its rootfs changes are kept
+      unless O(template) changes.
+  type: bool
+  default: false
+stop_timeout:
+  description:
+    - Seconds to wait after SIGTERM before the container's processes are killed.
+  type: int
+  default: 10
+"""
+
+# In the batch module an option of a container is O(containers[].x), not O(x).
+_NESTED = re.sub(r"O\((?=[a-z])", "O(containers[].", _CONTAINER_OPTIONS)
+
+
+class ModuleDocFragment(object):
+    DOCUMENTATION = "options:\n" + textwrap.indent(_CONTAINER_OPTIONS.strip("\n"), "  ") + "\n"
+
+    BATCH = r"""
+options:
+  containers:
+    description:
+      - The containers of this host, each with exactly the options of M(ctrhost.fleet.container)
+        (without O(root), which is common to all).
+      - Names must be unique within the list.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+""" + textwrap.indent(_NESTED.strip("\n"), "      ") + "\n"

@@ -1,0 +1,158 @@
+# -*- coding: utf-8 -*-
+# Copyright: ctrhost.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The few Linux system calls the lifecycle makes directly (through ctypes).
+
+``mount(2)``/``umount2(2)`` for the overlay rootfs and named network
+namespaces, and ``unshare(2)``/``setns(2)`` to make a network namespace and
+bring its ``lo`` up. Each is what ``mount``, ``umount`` and ``ip netns add``
+do, without starting a program or importing a netlink library for it.
+
+Namespace work runs in a short-lived thread: ``unshare``/``setns`` of the
+network namespace change only the calling thread, so the caller's own
+namespace is never touched, whatever fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import socket
+import struct
+import threading
+
+CLONE_NEWNET = 0x40000000
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_SHARED = 1 << 20
+MNT_DETACH = 0x2
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+_IFREQ = "16sH22x"  # struct ifreq: name, flags, rest of the union (40 bytes)
+
+_LIBC = []
+
+
+def libc():
+    """The C library of this process (no ``find_library``: it runs ldconfig)."""
+    import ctypes  # only when a call is made (importing ctypes costs a few ms)
+
+    if not _LIBC:
+        lib = ctypes.CDLL(None, use_errno=True)
+        c_str, c_int, c_ulong = ctypes.c_char_p, ctypes.c_int, ctypes.c_ulong
+        for name, args in (("mount", [c_str, c_str, c_str, c_ulong, c_str]),
+                           ("umount2", [c_str, c_int]), ("unshare", [c_int]),
+                           ("setns", [c_int, c_int])):
+            func = getattr(lib, name)
+            func.argtypes, func.restype = args, c_int
+        _LIBC.append(lib)
+    return _LIBC[0]
+
+
+def _b(value):
+    return None if value is None else os.fsencode(value)
+
+
+def _check(rc, what, path=None):
+    if rc != 0:
+        import ctypes
+
+        err = ctypes.get_errno()
+        raise OSError(err, "%s: %s" % (what, os.strerror(err)), path)
+
+
+def mount(source, target, fstype, flags=0, data=None):
+    """``mount(2)``; OSError (errno, reason) on failure."""
+    _check(libc().mount(_b(source), _b(target), _b(fstype), flags, _b(data)), "mount", target)
+
+
+def umount(target, flags=0):
+    """``umount2(2)``; OSError on failure."""
+    _check(libc().umount2(_b(target), flags), "umount", target)
+
+
+def in_thread(func):
+    """Run ``func()`` in a new thread (its own namespaces to change); return its value."""
+    box = {}
+
+    def body():
+        try:
+            box["value"] = func()
+        except BaseException as exc:  # handed to the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=body, name="ctrhost-ns", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def lo_up_here():
+    """Bring ``lo`` up in the calling thread's network namespace (SIOCSIFFLAGS)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        got = fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS, struct.pack(_IFREQ, b"lo", 0))
+        flags = struct.unpack(_IFREQ, got)[1]
+        if not flags & IFF_UP:
+            fcntl.ioctl(sock.fileno(), SIOCSIFFLAGS, struct.pack(_IFREQ, b"lo", flags | IFF_UP))
+
+
+def _share_dir(directory):
+    """Make ``directory`` a shared mount point, as ``ip netns add`` does for /run/netns,
+    so that namespace mounts under it show in every mount namespace that shares it."""
+    try:
+        mount("none", directory, None, MS_SHARED | MS_REC)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # EINVAL: not a mount point yet
+            raise
+        mount(directory, directory, "none", MS_BIND | MS_REC)
+        mount("none", directory, None, MS_SHARED | MS_REC)
+
+
+def netns_create(path):
+    """A new network namespace bind-mounted at ``path`` with ``lo`` up."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    _share_dir(directory)
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+
+    def body():
+        _check(libc().unshare(CLONE_NEWNET), "unshare", path)
+        mount("/proc/thread-self/ns/net", path, "none", MS_BIND)
+        lo_up_here()
+
+    try:
+        in_thread(body)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            umount(path, MNT_DETACH)
+        os.unlink(path)
+        raise
+
+
+def netns_lo_up(path):
+    """Bring ``lo`` up inside the named network namespace at ``path``."""
+    def body():
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _check(libc().setns(fd, CLONE_NEWNET), "setns", path)
+        finally:
+            os.close(fd)
+        lo_up_here()
+
+    in_thread(body)
+
+
+def netns_remove(path):
+    """Detach the namespace mount at ``path`` and remove the file; no error if absent."""
+    try:
+        umount(path, MNT_DETACH)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOENT):  # EINVAL: not mounted
+            raise
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)

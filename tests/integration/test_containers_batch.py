@@ -1,0 +1,206 @@
+"""ctrhost.fleet.containers (batch) through ansible-playbook against real runc.
+
+10 containers in one task; check mode reports what the real run does; the
+second run changes nothing; one bad item fails the task naming the item and
+field with nothing created; purge removes an undeclared container only when
+set. Effects are read through /proc, the runtime's state directory, /run/netns
+and /proc/self/mountinfo.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
+PLAYBOOK = os.path.join(ROOT, ".venv", "bin", "ansible-playbook")
+COLLECTIONS = os.path.join(ROOT, ".cache", "pytest-collections")
+RUNC_ROOT = "/run/ctrhost/runtime/runc"
+LOOP = ["/bin/sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
+COUNT = 10
+
+pytestmark = [
+    pytest.mark.runtime,
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+    pytest.mark.skipif(not shutil.which("runc", path="/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/sbin"),
+                       reason="needs runc"),
+    pytest.mark.skipif(not shutil.which("busybox"), reason="needs a static busybox"),
+]
+
+
+@pytest.fixture
+def root(tmp_path_factory):
+    """A layout root of its own (purge sees every container of it) holding a busybox
+    template written directly; every container left in it is removed at the end."""
+    base = tmp_path_factory.mktemp("ctbatch")
+    rootfs = base / "templates" / "busybox" / "rootfs"
+    for d in ("bin", "sbin", "etc", "dev", "proc", "sys", "root", "tmp", "run"):
+        (rootfs / d).mkdir(parents=True)
+    busybox = shutil.which("busybox")
+    shutil.copy2(busybox, rootfs / "bin" / "busybox")
+    applets = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True).stdout
+    for applet in applets.split():
+        if applet != "busybox":
+            os.symlink("busybox", rootfs / "bin" / applet)
+    meta = dict(name="busybox", sha256="0" * 64, source=dict(type="src", src="test"), size=0,
+                created="2000-01-01T00:00:00Z")
+    (base / "templates" / "busybox" / "template.json").write_text(json.dumps(meta))
+    yield str(base)
+    left = os.listdir(base / "containers") if (base / "containers").exists() else []
+    if left:
+        play(str(base), [dict(containers=[], purge=True)])
+
+
+def play(root, steps):
+    """Run each step as a ctrhost.fleet.containers task (ignore_errors, diff) and return
+    the registered results. A step's ``_check`` runs it in check mode."""
+    tasks = []
+    for i, step in enumerate(steps):
+        step = dict(step)
+        check = step.pop("_check", False)
+        tasks.append({"ctrhost.fleet.containers": dict(root=root, **step), "register": "r%d" % i,
+                      "ignore_errors": True, "check_mode": check, "diff": True})
+    out = os.path.join(root, ".results.json")
+    tasks.append({"ansible.builtin.copy": {
+        "dest": out, "content": "{{ [%s] | to_json }}" % ", ".join("r%d" % i for i in range(len(steps)))}})
+    book = os.path.join(root, ".play.yml")
+    with open(book, "w") as handle:
+        json.dump([dict(hosts="localhost", connection="local", gather_facts=False, tasks=tasks)], handle)
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_NOCOLOR="1",
+               ANSIBLE_RETRY_FILES_ENABLED="False")
+    proc = subprocess.run([PLAYBOOK, "-i", "localhost,", "-e", "ansible_python_interpreter=" + PYTHON, book],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(out) as handle:
+        return json.load(handle)
+
+
+def running_pid(name):
+    """Init pid of ``name`` as the runtime's own state file records it, if that process lives."""
+    try:
+        with open(os.path.join(RUNC_ROOT, name, "state.json")) as handle:
+            pid = json.load(handle)["init_process_pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return pid if os.path.exists("/proc/%d" % pid) else None
+
+
+def gone(pid, timeout=5.0):
+    """True once ``pid`` has exited (a zombie waiting for its reaper counts as gone)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open("/proc/%d/status" % pid) as handle:
+                state = [ln for ln in handle if ln.startswith("State:")]
+        except OSError:
+            return True
+        if state and state[0].split()[1] in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def mounted(path):
+    with open("/proc/self/mountinfo") as handle:
+        return any(line.split()[4] == path for line in handle)
+
+
+def exists_anywhere(root, name):
+    """Anything of container ``name``: bundle, runtime state, netns, rootfs mount."""
+    bundle = os.path.join(root, "containers", name)
+    return [what for what, there in (
+        ("bundle", os.path.exists(bundle)),
+        ("runc state", os.path.exists(os.path.join(RUNC_ROOT, name))),
+        ("netns", os.path.lexists("/run/netns/ctrhost-" + name)),
+        ("rootfs mount", mounted(os.path.join(bundle, "rootfs"))),
+    ) if there]
+
+
+def test_ten_containers_in_one_call(root):
+    prefix = "ctbt%d-" % (os.getpid() % 10000)
+    names = ["%s%d" % (prefix, i) for i in range(COUNT)]
+    declared = [dict(name=n, template="busybox", command=LOOP) for n in names]
+    declared[-1]["state"] = "stopped"  # one created but not running
+    declared[0]["limits"] = dict(pids=32)
+
+    planned, first, second, second_check = play(root, [
+        dict(containers=declared, _check=True), dict(containers=declared),
+        dict(containers=declared), dict(containers=declared, _check=True)])
+
+    # check mode: the same changed as the real run, per container; nothing created
+    assert planned["changed"] is True and not planned.get("failed"), planned
+    assert [r["changed"] for r in planned["results"]] == [True] * COUNT
+    assert sorted(planned["diff"]["after"]) == sorted(names)
+
+    # the real run
+    assert first["changed"] is True and not first.get("failed"), first
+    assert [r["name"] for r in first["results"]] == names
+    assert [r["changed"] for r in first["results"]] == [True] * COUNT
+    for entry in first["results"][:-1]:
+        pid = running_pid(entry["name"])
+        assert entry["state"] == "running" and pid and entry["pid"] == pid, entry
+        assert os.stat("/proc/%d/ns/net" % pid).st_ino == \
+            os.stat("/run/netns/ctrhost-" + entry["name"]).st_ino
+        assert mounted(os.path.join(root, "containers", entry["name"], "rootfs"))
+    last = first["results"][-1]
+    assert last["state"] == "stopped" and last["pid"] is None and running_pid(last["name"]) is None
+    assert os.path.isfile(os.path.join(root, "containers", last["name"], "spec.json"))
+    pid0 = first["results"][0]["pid"]
+    with open("/proc/%d/cgroup" % pid0) as handle:
+        pids_path = [ln.split(":", 2)[2].strip() for ln in handle
+                     if ln.split(":")[1] == "pids"][0]
+    with open("/sys/fs/cgroup/pids%s/pids.max" % pids_path) as handle:
+        assert handle.read().strip() == "32"
+
+    # idempotent: nothing changes, in a real run or in check mode; same pids
+    for again in (second, second_check):
+        assert again["changed"] is False and not again.get("failed"), again
+        assert [r["changed"] for r in again["results"]] == [False] * COUNT
+        assert "diff" not in again
+    assert [r["pid"] for r in second["results"]] == [r["pid"] for r in first["results"]]
+
+
+def test_bad_item_fails_naming_the_field_and_creates_nothing(root):
+    prefix = "ctbb%d-" % (os.getpid() % 10000)
+    declared = [dict(name="%s%d" % (prefix, i), template="busybox", command=LOOP) for i in range(5)]
+    declared[3]["limits"] = dict(memory="plenty")
+    for check in (True, False):
+        r = play(root, [dict(containers=declared, _check=check)])[0]
+        assert r.get("failed") and r["msg"].startswith("containers[3].limits.memory:"), r
+        assert r["field"] == "containers[3].limits.memory" and not r.get("changed"), r
+        for item in declared:
+            assert exists_anywhere(root, item["name"]) == [], item["name"]
+
+
+def test_purge_removes_undeclared_only_when_asked(root):
+    prefix = "ctbp%d-" % (os.getpid() % 10000)
+    keep, extra = prefix + "keep", prefix + "extra"
+    both = [dict(name=n, template="busybox", command=LOOP) for n in (keep, extra)]
+    only_keep = both[:1]
+    made, no_purge, purge_check, purged, again = play(root, [
+        dict(containers=both),
+        dict(containers=only_keep),
+        dict(containers=only_keep, purge=True, _check=True),
+        dict(containers=only_keep, purge=True),
+        dict(containers=only_keep, purge=True),
+    ])
+    assert made["changed"] and not made.get("failed"), made
+    extra_pid = made["results"][1]["pid"]
+    assert made["results"][1]["name"] == extra and made["results"][1]["state"] == "running"
+    # without purge an undeclared container is left alone
+    assert no_purge["changed"] is False and [r["name"] for r in no_purge["results"]] == [keep]
+    # check mode reports the removal and removes nothing
+    assert purge_check["changed"] is True, purge_check
+    assert [(r["name"], r.get("purged", False)) for r in purge_check["results"]] == \
+        [(extra, True), (keep, False)]
+    # purge removes it (and only it)
+    assert purged["changed"] is True and purged["results"][0]["state"] == "absent", purged
+    assert purged["diff"]["after"] == {extra: {}}
+    assert exists_anywhere(root, extra) == [] and gone(extra_pid)
+    assert running_pid(keep) == purged["results"][1]["pid"]
+    assert again["changed"] is False and [r["name"] for r in again["results"]] == [keep]
