@@ -22,7 +22,6 @@ the same ``changed`` and lists the commands that would run.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import os
 import shutil
 import time
@@ -32,9 +31,9 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _limits,
     _netns,
     _oci,
-    _sysinfo,
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils._cli import Recorder
+from ansible_collections.ctrhost.fleet.plugins.module_utils._ctrargs import STATES
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     ConflictError,
     MissingToolError,
@@ -45,7 +44,6 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import Runt
 from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore
 from ansible_collections.ctrhost.fleet.plugins.module_utils._storage import Overlay
 
-STATES = ("present", "started", "stopped", "frozen", "restarted", "absent")
 LOG_FILE = "console.log"
 # The run state each requested state ends in (check mode reports it).
 EXPECTED = {"started": "running", "restarted": "running", "frozen": "frozen", "stopped": "stopped"}
@@ -53,40 +51,29 @@ EXPECTED = {"started": "running", "restarted": "running", "frozen": "frozen", "s
 
 # -- calls into the network and cgroup libraries (one place each) ---------------
 def _netlink():
-    try:
-        from ansible_collections.ctrhost.fleet.plugins.module_utils import _netlink as mod
-    except ImportError:  # pragma: no cover - depends on the installed library
-        return None
+    """Imported only for a container with interfaces: it loads pyroute2 (slow to import)."""
+    from ansible_collections.ctrhost.fleet.plugins.module_utils import _netlink as mod
+
     return mod
 
 
 def network_attach(name, netns_path, interfaces):
     if interfaces:
-        _require_netlink().attach(name, netns_path, interfaces)
+        _netlink().attach(name, netns_path, interfaces)
 
 
 def network_update(name, netns_path, old, new):
-    _require_netlink().update(name, netns_path, old, new)
+    _netlink().update(name, netns_path, old, new)
 
 
 def network_detach(name, interfaces):
-    mod = _netlink()
-    if interfaces and mod is not None:
-        mod.detach(name, interfaces)
-
-
-def _require_netlink():
-    mod = _netlink()
-    if mod is None:
-        raise MissingToolError("network: the netlink library (_netlink) is not available")
-    return mod
+    if interfaces:
+        _netlink().detach(name, interfaces)
 
 
 def cgroup_remove(cgroups_path):
-    try:
-        from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import Cgroup
-    except ImportError:  # pragma: no cover
-        return
+    from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import Cgroup
+
     Cgroup(cgroups_path).remove()
 
 
@@ -115,33 +102,28 @@ class Ctx:
         if not isinstance(self.stop_timeout, int) or self.stop_timeout < 0:
             raise ValidationError("stop_timeout", "expected seconds >= 0, got %r" % (self.stop_timeout,))
         self.bundle = self.layout.container_dir(self.name)
+        # (state, pid) as this call last saw or made it; None: ask the runtime.
+        self.known = None
 
     def runtime(self, name):
         return Runtime(name, path=self.runtime_path if name == "runc" or self.runtime_path else None,
                        state_root=os.path.join(self.layout.runtime_root, name),
-                       recorder=self.recorder, dry_run=self.check_mode)
+                       recorder=self.recorder, dry_run=self.check_mode,
+                       cache_dir=os.path.join(self.layout.run_dir, "cache"))
 
     def overlay(self, template):
         return Overlay(self.layout, self.name, template, recorder=self.recorder,
                        dry_run=self.check_mode)
 
 
-def status_of(rt, name):
-    """absent (runtime does not know it), created, running, frozen or stopped."""
+def status_of(rt, name, ctx=None):
+    """created, running, frozen or stopped (also when the runtime does not know it).
+    With ``ctx``, remember what was seen for the result."""
     st = rt.state(name)
-    if st is None:
-        return "stopped", None
-    return {"paused": "frozen"}.get(st["status"], st["status"]), st
-
-
-def _wait_stopped(rt, name, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        st = rt.state(name)
-        if st is None or st["status"] == "stopped":
-            return True
-        time.sleep(0.05)
-    return False
+    status = "stopped" if st is None else {"paused": "frozen"}.get(st["status"], st["status"])
+    if ctx is not None:
+        ctx.known = (status, st.get("pid") if st and status != "stopped" else None)
+    return status, st
 
 
 def write_config(ctx, spec):
@@ -158,37 +140,45 @@ def write_config(ctx, spec):
     return cfg
 
 
-def start(ctx, spec, rt, status):
-    """Bring a stopped (or created) container to running."""
+def start(ctx, spec, rt, status, configured=False):
+    """Bring a stopped (or created) container to running (``runtime run -d``).
+
+    ``configured``: config.json was just written from ``spec`` and the netns made
+    (a new container), so neither is done again."""
+    ctx.known = None
     if status == "created":
         rt.start(ctx.name)
         return
     ctx.overlay(spec["template"]).mount()
-    if not ctx.check_mode:
-        fresh = not _netns.exists(ctx.name)
-        netns_path = _netns.ensure(ctx.name)
-        if fresh:
-            network_attach(ctx.name, netns_path, spec.get("network"))
-    write_config(ctx, spec)
+    if not ctx.check_mode and not configured and not _netns.exists(ctx.name):
+        network_attach(ctx.name, _netns.ensure(ctx.name), spec.get("network"))
+    if not configured:
+        write_config(ctx, spec)
     leftover = rt.state(ctx.name)
     if leftover is not None and (not ctx.check_mode or leftover["status"] == "stopped"):
         rt.delete(ctx.name, force=True)  # a stopped instance the runtime still knows
-    rt.create(ctx.name, ctx.bundle, os.path.join(ctx.bundle, LOG_FILE))
-    rt.start(ctx.name)
+    pid_file = rt.pid_file(ctx.name)
+    rt.run(ctx.name, ctx.bundle, os.path.join(ctx.bundle, LOG_FILE), pid_file=pid_file)
+    if not ctx.check_mode:
+        pid = rt.read_pid(ctx.name)
+        ctx.known = ("running", pid) if pid else None
 
 
 def stop(ctx, spec, rt, status, timeout):
     """Stop the container's processes and forget its runtime state; keep the bundle."""
+    ctx.known = None
     if status == "frozen":
         rt.resume(ctx.name)
     if status in ("running", "frozen"):
         rt.kill(ctx.name, "TERM")
-        if not ctx.check_mode and not _wait_stopped(rt, ctx.name, timeout):
+        if not ctx.check_mode and not rt.wait_stopped(ctx.name, timeout):
             rt.kill(ctx.name, "KILL", all_processes=True)
-            _wait_stopped(rt, ctx.name, 10)
+            rt.wait_stopped(ctx.name, 10)
     if ctx.check_mode or rt.state(ctx.name) is not None:
         rt.delete(ctx.name, force=True)
     ctx.overlay(spec["template"]).umount()
+    if not ctx.check_mode:
+        ctx.known = ("stopped", None)
 
 
 def remove(ctx, stored):
@@ -229,9 +219,11 @@ def describe(ctx, spec, fallback_state=None):
     """The ``container`` result entry."""
     if spec is None:
         return dict(name=ctx.name, state="absent", pid=None)
-    rt = ctx.runtime(spec["runtime"])
-    state, st = status_of(rt, ctx.name)
-    pid = st.get("pid") if st and state != "stopped" else None
+    if ctx.known is not None:
+        state, pid = ctx.known
+    else:
+        state, st = status_of(ctx.runtime(spec["runtime"]), ctx.name)
+        pid = st.get("pid") if st and state != "stopped" else None
     if ctx.check_mode and fallback_state and fallback_state != state:
         state, pid = fallback_state, None  # what the real run would give; pid not known yet
     return dict(name=ctx.name, state=state, pid=pid or None, template=spec["template"],
@@ -243,15 +235,22 @@ def describe(ctx, spec, fallback_state=None):
 
 
 # -- the entry point ---------------------------------------------------------
-def ensure(params, check_mode=False):
-    """Converge container ``params['name']`` to ``params['state']``; return the result."""
+def validate(params, check_mode=False):
+    """Check ``params`` (container module options) and write nothing; return (ctx, state).
+    Raises ValidationError/NotFoundError naming the field."""
     state = params.get("state") or "started"
     if state not in STATES:
         raise ValidationError("state", "expected one of %s, got %r" % (", ".join(STATES), state))
     _ctrspec.validate_name(params.get("name"), "name")
     ctx = Ctx(params, check_mode)
-    if state != "absent":  # validate before taking the lock: a bad input leaves nothing
+    if state != "absent":
         _ctrspec.normalize(ctx.layout, ctx.name, params, ctx.store.load(ctx.name))
+    return ctx, state
+
+
+def ensure(params, check_mode=False):
+    """Converge container ``params['name']`` to ``params['state']``; return the result."""
+    ctx, state = validate(params, check_mode)  # before the lock: a bad input leaves nothing
     with ctx.store.lock(ctx.name, remove=lambda: not os.path.isdir(ctx.bundle)):
         stored = ctx.store.load(ctx.name)
         before = _ctrspec.declared(stored) if stored else {}
@@ -280,9 +279,9 @@ def _result(ctx, changed, before, after, spec, expected=None):
 def _create(ctx, spec, state):
     meta = _ctrspec.template_meta(ctx.layout, spec["template"])
     spec = dict(spec, template_sha256=meta.get("sha256"), cgroups_path=_oci.cgroups_path(ctx.name),
-                created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+                created=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()))
     rt = ctx.runtime(spec["runtime"])
-    check_runtime(rt)
+    rt.check_usable()
     overlay = ctx.overlay(spec["template"])
     try:
         if not ctx.check_mode:
@@ -292,10 +291,11 @@ def _create(ctx, spec, state):
         write_config(ctx, spec)
         if not ctx.check_mode:
             ctx.store.save(ctx.name, spec)
+        ctx.known = ("stopped", None)
         if state in ("started", "restarted", "frozen"):
-            start(ctx, spec, rt, "stopped")
+            start(ctx, spec, rt, "stopped", configured=True)
             if state == "frozen":
-                rt.pause(ctx.name)
+                _pause(ctx, rt)
     except Exception:
         if not ctx.check_mode:
             with contextlib.suppress(Exception):  # keep the original error
@@ -304,21 +304,11 @@ def _create(ctx, spec, state):
     return spec
 
 
-def check_runtime(rt):
-    """Fail before anything is written when the runtime is missing or refuses this host."""
-    rt.binary  # noqa: B018 - raises MissingToolError naming the runtime
-    usable, reason = _sysinfo.runtime_usable(rt.name, _sysinfo.runtime_info(rt.name, rt.binary),
-                                             _sysinfo.cgroup_layout())
-    if not usable:
-        raise MissingToolError("runtime: %s cannot run containers on this host: %s" % (rt.name, reason),
-                               field="runtime", tool=rt.name)
-
-
 def _converge(ctx, stored, spec, state, params):
     """Existing container: live changes, re-create if allowed, then the run state."""
     spec = dict(stored, **spec)
     old_rt = ctx.runtime(stored.get("runtime") or "runc")
-    status, _ = status_of(old_rt, ctx.name)
+    status, _ = status_of(old_rt, ctx.name, ctx)
     changed = False
     recreate = _ctrspec.needs_recreate(stored, spec)
     if recreate:
@@ -328,7 +318,7 @@ def _converge(ctx, stored, spec, state, params):
                 "would restart); set recreate: true to allow it. Nothing was changed."
                 % (", ".join(recreate), ctx.name), field="recreate", fields=recreate)
         if "runtime" in recreate:
-            check_runtime(ctx.runtime(spec["runtime"]))
+            ctx.runtime(spec["runtime"]).check_usable()
         was = status
         if status != "stopped":
             stop(ctx, stored, old_rt, status, ctx.stop_timeout)
@@ -383,7 +373,7 @@ def _transition(ctx, spec, rt, status, state):
         if status == "running":
             return False
         if status == "frozen":
-            rt.resume(ctx.name)
+            _resume(ctx, rt)
         else:
             start(ctx, spec, rt, status)
         return True
@@ -392,5 +382,15 @@ def _transition(ctx, spec, rt, status, state):
         return False
     if status != "running":
         start(ctx, spec, rt, status)
-    rt.pause(ctx.name)
+    _pause(ctx, rt)
     return True
+
+
+def _pause(ctx, rt):
+    rt.pause(ctx.name)
+    ctx.known = ("frozen", ctx.known[1]) if ctx.known and not ctx.check_mode else None
+
+
+def _resume(ctx, rt):
+    rt.resume(ctx.name)
+    ctx.known = ("running", ctx.known[1]) if ctx.known and not ctx.check_mode else None
