@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/checkpoint.py [--reps N] [--no-migrate]
 
 Workloads: ``idle`` (busybox sleeping) and ``mem256`` (a process holding 256 MiB of
-touched memory). Checkpoint/restore run on this machine in a scratch layout root;
+random, incompressible data). Checkpoint/restore run on this machine in a scratch layout root;
 migrations run between two hosts of a private lab (``scripts/lab --name mhb``) in
 every mode this kernel supports (``live`` falls back to cold where the kernel tracks
 no dirty memory and is reported as such). Prints a table; the functions return dicts
@@ -31,7 +31,7 @@ PY = os.path.join(ROOT, ".venv", "bin", "python")
 
 WORKLOADS = {
     "idle": "exec sleep 100000",
-    "mem256": "dd if=/dev/zero bs=256M count=1 2>/dev/null | sleep 100000",
+    "mem256": "dd if=/dev/urandom bs=256M count=1 iflag=fullblock 2>/dev/null | sleep 100000",
 }
 
 
@@ -61,7 +61,7 @@ def make_template(root):
 
 
 def _settle(workload):
-    time.sleep(1.5 if workload == "mem256" else 0.2)  # dd has filled its buffer
+    time.sleep(3.0 if workload == "mem256" else 0.2)  # dd has filled its buffer (~1.4 s)
 
 
 def checkpoint_restore(root, workload, name="mgbench"):
@@ -142,6 +142,8 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--no-migrate", action="store_true")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--lab", default="mhb", help="name of the scratch lab (default mhb)")
+    ap.add_argument("--modes", default="cold,live,lazy", help="migration modes to run")
     opts = ap.parse_args(argv)
     results = {}
     root = tempfile.mkdtemp(prefix="mgbench-")
@@ -153,12 +155,12 @@ def main(argv=None):
         shutil.rmtree(root, ignore_errors=True)
     if not opts.no_migrate:
         from lab import Lab
-        lab = Lab("mhb", 2)
+        lab = Lab(opts.lab, 2)
         lab.down()
         lab.up()
         try:
             for workload in WORKLOADS:
-                for mode in ("cold", "live", "lazy"):
+                for mode in opts.modes.split(","):
                     rows = [migrate_once(lab, workload, mode) for _ in range(opts.reps)]
                     results["migrate-%s/%s" % (mode, workload)] = rows
         finally:

@@ -45,6 +45,9 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._state import Contai
 from ansible_collections.ctrhost.fleet.plugins.module_utils._storage import Overlay
 
 LOG_FILE = "console.log"
+# CRIU settings for this host's checkpoints and restores (e.g. ``network-lock nftables``),
+# written by the checkpoint library where CRIU supports them; see _oci.build_config.
+CRIU_CONFIG = os.path.join("criu", "runc.conf")
 # The run state each requested state ends in (check mode reports it).
 EXPECTED = {"started": "running", "restarted": "running", "frozen": "frozen", "stopped": "stopped"}
 
@@ -134,7 +137,8 @@ def write_config(ctx, spec):
                             "a seccomp profile" % spec["runtime"])
     cfg = _oci.build_config(ctx.name, spec, _netns.path(ctx.name),
                             resources=_limits.to_oci_resources(spec.get("limits") or {}),
-                            cgroups=spec.get("cgroups_path"), seccomp=seccomp)
+                            cgroups=spec.get("cgroups_path"), seccomp=seccomp,
+                            criu_config=os.path.join(ctx.layout.run_dir, CRIU_CONFIG))
     if not ctx.check_mode:
         _oci.save_config(_oci.config_path(ctx.bundle), cfg)
     return cfg
@@ -196,6 +200,7 @@ def remove(ctx, stored):
             if st["status"] == "paused":
                 rt.resume(ctx.name)
             rt.delete(ctx.name, force=True)
+        rt.forget(ctx.name)
     overlay = ctx.overlay((stored or {}).get("template") or "-")
     if overlay.is_mounted():
         found = True

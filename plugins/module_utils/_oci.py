@@ -181,8 +181,12 @@ def namespaces(netns_path, cgroupns=None):
 
 
 def build_config(name, spec, netns_path, resources=None, cgroups=None, seccomp=True,
-                 cgroupns=None, machine=None):
-    """The OCI config of container ``name`` from its normalised ``spec``."""
+                 cgroupns=None, machine=None, criu_config=None):
+    """The OCI config of container ``name`` from its normalised ``spec``.
+
+    ``criu_config``: the CRIU configuration file runc hands to CRIU on checkpoint and
+    restore (annotation ``org.criu.config``, instead of runc's default
+    /etc/criu/runc.conf); CRIU ignores it while it does not exist."""
     caps = effective_capabilities(spec.get("capabilities"))
     env = {"PATH": DEFAULT_PATH, "HOME": "/root", "TERM": "xterm", "container": "ctrhost"}
     env.update(spec.get("env") or {})
@@ -198,6 +202,9 @@ def build_config(name, spec, netns_path, resources=None, cgroups=None, seccomp=T
     linux["resources"]["devices"] = [{"allow": False, "access": "rwm"}]
     if seccomp:
         linux["seccomp"] = seccomp_profile(caps, machine)
+    annotations = {"org.ctrhost.name": name, "org.ctrhost.template": spec.get("template", "")}
+    if criu_config:
+        annotations["org.criu.config"] = criu_config
     return {
         "ociVersion": OCI_VERSION,
         "process": {
@@ -214,7 +221,7 @@ def build_config(name, spec, netns_path, resources=None, cgroups=None, seccomp=T
         "hostname": spec.get("hostname") or name,
         "mounts": base_mounts() + [user_mount(m) for m in spec.get("mounts") or []],
         "linux": linux,
-        "annotations": {"org.ctrhost.name": name, "org.ctrhost.template": spec.get("template", "")},
+        "annotations": annotations,
     }
 
 

@@ -292,11 +292,16 @@ class Runtime:
     def delete(self, cid, force=False):
         """Delete the container and kill its console logger."""
         result = self._run(["delete"] + (["--force"] if force else []) + [cid], timeout=60)
+        self.forget(cid)
+        return result
+
+    def forget(self, cid):
+        """Kill ``cid``'s console logger and drop its logger and pid files (also when the
+        runtime no longer knows ``cid``, e.g. after a checkpoint without leave_running)."""
         if not self.dry_run:
             self.stop_logger(cid)
             with contextlib.suppress(OSError):
                 os.unlink(self.pid_file(cid))
-        return result
 
     def pause(self, cid):
         return self._run(["pause", cid], timeout=60)

@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: containers
 short_description: Converge a set of containers on one host in one call
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Converges every container of O(containers) on the host, in one module run, as
     M(ctrhost.fleet.container) would one by one (same options, same behaviour, same results per

@@ -140,3 +140,11 @@ def test_save_load_atomic_and_set_resources(tmp_path):
 def test_cgroups_path_uses_short_host_name(monkeypatch):
     monkeypatch.setattr(_oci.socket, "gethostname", lambda: "host1.example.org")
     assert _oci.cgroups_path("web1") == "/ctrhost/host1/web1"
+
+
+def test_criu_config_annotation_only_when_given():
+    assert "org.criu.config" not in build()["annotations"]
+    spec = dict(SPEC)
+    cfg = _oci.build_config("web1", spec, "/run/netns/ctrhost-web1", criu_config="/run/ctrhost/criu/runc.conf")
+    assert cfg["annotations"]["org.criu.config"] == "/run/ctrhost/criu/runc.conf"
+    assert cfg["annotations"]["org.ctrhost.name"] == "web1"

@@ -1,0 +1,114 @@
+# -*- coding: utf-8 -*-
+# Copyright: ctrhost.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The migration agent's ``preflight``: can this host take the container?"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+
+from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_proc import _alive
+
+
+class Preflight:
+    """Mixin of ``_migrate_agent.Agent`` (uses its ``self.m`` module table)."""
+
+    def preflight(self, req):
+        """What stops this host from taking the container (``problems``) and its facts."""
+        m = self.m
+        layout = m["paths"].Layout(req.get("root"))
+        name, meta = req["name"], req["meta"]
+        spec = meta["spec"]
+        problems, facts = [], {}
+        local = m["template"].read_meta(layout, spec["template"])
+        if local is None:
+            problems.append("template %r is not installed" % spec["template"])
+        elif meta.get("template_sha256") and local.get("sha256") != meta["template_sha256"]:
+            problems.append("template %r has sha256 %s, the container runs on %s"
+                            % (spec["template"], local.get("sha256"), meta["template_sha256"]))
+        runtime = m["sysinfo"].runtime_info(spec.get("runtime") or "runc", req.get("runtime_path"))
+        usable, why = m["sysinfo"].runtime_usable(spec.get("runtime") or "runc", runtime,
+                                                  m["sysinfo"].cgroup_layout())
+        facts["runtime"] = runtime.get("version")
+        if not usable:
+            problems.append("runtime: %s" % why)
+        try:
+            criu = m["criu"].discover(req.get("criu_path"))
+            facts.update(criu_version=criu["version"], lazy_pages=criu["lazy_pages"],
+                         lazy_pages_reason=criu["lazy_pages_reason"], pre_dump=criu["pre_dump"])
+            if not criu["check"]:
+                problems.append("criu %s fails 'criu check': %s" % (criu["version"],
+                                                                   criu["check_output"]))
+        except m["criu"].MissingToolError as exc:
+            problems.append(exc.msg)
+        mem = m["sysinfo"].meminfo()
+        facts.update(mem_available=mem["available"], cpus=m["sysinfo"].cpu_count(),
+                     hostname=os.uname().nodename)
+        if req.get("memory_needed") and mem["available"] < req["memory_needed"]:
+            problems.append("%d bytes of memory available, the container needs %d"
+                            % (mem["available"], req["memory_needed"]))
+        cpus = (spec.get("limits") or {}).get("cpus")
+        if cpus and float(cpus) > facts["cpus"]:
+            problems.append("the container's cpus limit %s exceeds this host's %d cpus"
+                            % (cpus, facts["cpus"]))
+        facts["cleaned"] = self._clean_stale(layout, name, req.get("runtime_path"), problems)
+        if os.path.exists(layout.container_dir(name)) and facts["cleaned"] is not None:
+            problems.append("a container named %s exists here (%s)"
+                            % (name, layout.container_dir(name)))
+        if os.path.lexists(m["paths"].Layout.netns_path(name)):
+            problems.append("network namespace %s exists here" % m["paths"].Layout.netns_path(name))
+        problems += self._ip_conflicts(layout, name, spec)
+        disk = shutil.disk_usage(_existing_parent(layout.root))
+        facts["disk_free"] = disk.free
+        if req.get("disk_needed") and disk.free < req["disk_needed"]:
+            problems.append("%d bytes free under %s, the move needs about %d"
+                            % (disk.free, layout.root, req["disk_needed"]))
+        facts["lazy_port"] = _free_port()
+        return dict(ok=not problems, problems=problems, facts=facts)
+
+    def _clean_stale(self, layout, name, runtime_path, problems):
+        """Remove an incoming staging of ``name`` whose agent is gone; a live one is a
+        migration in progress (a problem, None). Returns whether something was removed."""
+        store = self.m["state"].ContainerStore(layout)
+        spec = store.load(name) or {}
+        marker = spec.get("incoming")
+        if not marker:
+            return False
+        if _alive(marker.get("agent")):
+            problems.append("an incoming migration of %s from %s is in progress here since %s "
+                            "(agent pid %s)" % (name, marker.get("from"), marker.get("since"),
+                                                (marker.get("agent") or ["?"])[0]))
+            return None
+        self.m["restore"].remove_incoming(layout, name, spec, runtime_path)
+        return True
+
+    def _ip_conflicts(self, layout, name, spec):
+        mine = {str(ipaddress.ip_interface(i[k]).ip) for i in spec.get("network") or []
+                for k in ("ipv4", "ipv6") if i.get(k)}
+        problems = []
+        store = self.m["state"].ContainerStore(layout)
+        for other in store.names():
+            if other == name:
+                continue
+            theirs = store.load(other) or {}
+            for iface in theirs.get("network") or []:
+                for key in ("ipv4", "ipv6"):
+                    if iface.get(key) and str(ipaddress.ip_interface(iface[key]).ip) in mine:
+                        problems.append("address %s is used by container %s here"
+                                        % (iface[key], other))
+        return problems
+
+
+def _existing_parent(path):
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def _free_port():
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,80 @@
+# -*- coding: utf-8 -*-
+# Copyright: ctrhost.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""After a failed migration: fence the destination, make the container run here."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _checkpoint, _restore
+from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_ssh import LEASE
+from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_window import _end_page_server
+
+
+def _fence(run, wait=10):
+    """Drop the agent session and make sure the destination's uncommitted copy is gone.
+
+    The agent fences itself when its session ends; a new session's ``fence`` waits for
+    that (kills the old agent when it hangs) and removes what a killed agent left.
+    Returns the destination's state: absent, fenced, committed (it runs there for
+    good) or unverified (unreachable: we waited out the agent's lease instead)."""
+    link = run.link
+    if link is None or link.agent_id is None:
+        return "absent"
+    old = link.agent_id
+    link.drop_agent()
+    try:
+        if not link.check():
+            link.reopen()
+        link.start_agent()
+        answer = link.call("fence", root=run.dest_root or run.layout.root, name=run.name,
+                           agent=old, wait=wait, runtime_path=getattr(run, "runtime_path", None),
+                           timeout=wait + 60)
+        if answer.get("ok") and answer.get("state") in ("absent", "fenced", "committed"):
+            return answer["state"]
+    except Exception:  # unreachable: the agent's lease runs out, then it fences itself
+        pass
+    time.sleep(LEASE + 2)
+    return "unverified"
+
+
+def _recover(run, rt, meta, exc):
+    """Make the container run on exactly one host after ``exc``; return where it runs."""
+    dump = getattr(run, "lazy_dump", None)
+    _close_receiver(run)
+    run.fence = _fence(run)
+    run.step("fenced")
+    if run.fence == "committed":  # the commit went through, its answer did not come back
+        if dump is not None and dump.poll() is None:
+            _end_page_server(getattr(run, "lazy_port", 0), dump)
+        return run.dest
+    if dump is not None and dump.poll() is None:
+        _end_page_server(getattr(run, "lazy_port", 0), dump)
+    status = _checkpoint.recover_running(rt, run.name, run.spec.get("cgroups_path"))
+    if status == "running":
+        if run.links_down:
+            _restore.links_up(run.spec.get("network"))
+        return "source"
+    if run.images and os.path.exists(os.path.join(run.images, "inventory.img")) and run.mode != "lazy":
+        meta = dict(meta, options=dict(meta.get("options") or {}))
+        _restore.restore_images(run.layout, run.name, run.images, meta, created=False)
+        _restore.links_up(run.spec.get("network"))
+        return "source (restored from the local images)"
+    return "nowhere: container %s is stopped; its images are in %s" % (run.name, run.images)
+
+
+def _remove_source(run, rt):
+    from ansible_collections.ctrhost.fleet.plugins.module_utils import _container
+    ctx = _container.Ctx(dict(root=run.layout.root, name=run.name), False)
+    _container.remove(ctx, run.spec)
+    shutil.rmtree(run.images, ignore_errors=True)
+
+
+def _close_receiver(run):
+    """Stop a transfer receiver that is still there (before the agent fences)."""
+    if getattr(run, "receiver", None) is not None:
+        run.receiver.close()
+        run.receiver = None

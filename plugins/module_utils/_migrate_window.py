@@ -1,0 +1,179 @@
+# -*- coding: utf-8 -*-
+# Copyright: ctrhost.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The frozen window of a migration, on the source: dump, transfer, restore there.
+
+``_cold`` dumps to local images (the source keeps a full copy until the commit)
+and ships them; ``_lazy`` dumps all but the memory pages, which the
+destination's ``criu lazy-pages`` pulls from the dump's page server through an
+SSH port forward after the restore.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import socket
+import subprocess
+import time
+
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _checkpoint, _cli, _criu, _migrate_stream, _restore
+from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CommandError, CtrhostError
+from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_run import MigrationError
+
+
+def _dump_cmd(rt, criu, name, images, options, extra=()):
+    return _checkpoint.dump_command(rt, criu["path"], name, images, images, options, extra)
+
+
+def _transfer(run, upper, timeout):
+    """The one transfer of the frozen window: the images and the rootfs delta as one tar
+    stream into the receiver started before the freeze. A delta tar cannot carry
+    exactly (deletions, xattrs, hard links) goes by rsync after it."""
+    recv, run.receiver = run.receiver, None
+    t0 = time.monotonic()
+    try:
+        changed = _migrate_stream.delta(upper, run.upper_snapshot, _tree_state(upper))
+        run.upper_delta = changed is None or bool(changed)
+        t1 = time.monotonic()
+        recv.add_dir_files(run.images, posixpath.join(run.incoming, "images"))
+        for rel in changed or ():
+            recv.add(os.path.join(upper, rel), posixpath.join(run.dest_upper, rel))
+        t2 = time.monotonic()
+        sent = recv.finish(timeout)
+    finally:
+        recv.close()
+    run.stats["transfer"] = dict(delta_scan=round(t1 - t0, 3), stream=round(t2 - t1, 3),
+                                 finish=round(time.monotonic() - t2, 3), bytes=sent)
+    if changed is None:
+        sent += run.link.rsync(upper, run.dest_upper, timeout, whole_file=True)
+    run.bytes += sent
+
+
+def _tree_state(path):
+    """{relative path: (ctime_ns, size, mode)} of a tree: two equal states mean the
+    rootfs delta after the pre-sync is empty (ctime cannot be set back by the container)."""
+    out = {}
+    for base, dirs, files in os.walk(path):
+        for leaf in dirs + files:
+            full = os.path.join(base, leaf)
+            with contextlib.suppress(OSError):
+                st = os.lstat(full)
+                out[os.path.relpath(full, path)] = (st.st_ctime_ns, st.st_size, st.st_mode)
+    return out
+
+
+def _cold(run, rt, criu, meta, upper, options, timeout):
+    name, link = run.name, run.link
+    run.t_freeze = time.monotonic()
+    run.step("freeze")
+    try:
+        _cli.run(_dump_cmd(rt, criu, name, run.images, options), timeout=timeout,
+                 msg="checkpoint of %s" % name)
+    except CtrhostError as exc:
+        raise _checkpoint.dump_failure(exc, run.images, "dump for migration", rt, name, run.spec)
+    run.dumped = True
+    _source_links_down(run)
+    run.step("dumped")
+    run.stats.update(_criu.work_stats(run.images))
+    _transfer(run, upper, timeout)
+    run.step("transferred")
+    answer = link.call("restore", lazy=False, timeout=timeout)
+    if not answer.get("ok"):
+        raise MigrationError("dest: restore failed on %s: %s" % (run.dest, answer.get("error")),
+                             cause=answer.get("cause"), criu_log=answer.get("criu_log"))
+    run.downtime = time.monotonic() - run.t_freeze
+    run.stats["restore"] = answer.get("stats")
+    run.dest_timings = answer.get("timings")
+    return answer
+
+
+def _lazy(run, rt, criu, meta, pre, upper, options, timeout):
+    name, link = run.name, run.link
+    src_port = _free_port()
+    dst_port = pre["facts"]["lazy_port"]
+    link.forward_remote(dst_port, src_port)
+    run.lazy_port = src_port
+    rfd, wfd = os.pipe()
+    cmd = _dump_cmd(rt, criu, name, run.images, options,
+                    ["--lazy-pages", "--page-server", "127.0.0.1:%d" % src_port,
+                     "--status-fd", str(wfd)])
+    run.t_freeze = time.monotonic()
+    run.step("freeze")
+    dump = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, pass_fds=(wfd,),
+                            env=dict(os.environ, PATH=_cli.search_path()))
+    os.close(wfd)
+    run.lazy_dump = dump
+    try:
+        ready = _wait_fd(rfd, timeout)
+    finally:
+        os.close(rfd)
+    if not ready:
+        _end_page_server(src_port, dump)
+        _out, err = dump.communicate()
+        exc = CommandError("lazy dump of %s failed" % name, cmd, dump.returncode,
+                           stderr=err.decode("utf-8", "replace"))
+        raise _checkpoint.dump_failure(exc, run.images, "lazy dump for migration", rt, name,
+                                       run.spec)
+    _source_links_down(run)
+    run.step("dumped")
+    _transfer(run, upper, timeout)
+    run.step("transferred")
+    answer = link.call("restore", lazy=True, port=dst_port, timeout=timeout)
+    if not answer.get("ok"):
+        _end_page_server(src_port, dump)
+        raise MigrationError("dest: lazy restore failed on %s: %s" % (run.dest, answer.get("error")),
+                             cause=answer.get("cause"), criu_log=answer.get("criu_log"))
+    run.downtime = time.monotonic() - run.t_freeze
+    run.step("running")
+    try:
+        _out, err = dump.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _end_page_server(src_port, dump)
+        _out, err = dump.communicate()
+    done = link.call("lazy_wait", timeout=timeout)
+    if dump.returncode != 0 or not done.get("ok"):
+        exc = CommandError("lazy page transfer failed: %s" % (done.get("error") or "dump rc=%s"
+                                                             % dump.returncode),
+                           cmd, dump.returncode, stderr=err.decode("utf-8", "replace"))
+        raise _checkpoint.dump_failure(exc, run.images, "lazy page transfer", rt, name, run.spec)
+    run.dumped = True
+    run.stats.update(_criu.work_stats(run.images))
+    run.stats["restore"] = answer.get("stats")
+    run.dest_timings = answer.get("timings")
+    run.stats["lazy_pages"] = (done.get("stats") or {}).get("restore")
+    run.step("pages_done")
+    return answer
+
+
+def _end_page_server(port, dump):
+    """Make a waiting lazy dump fail cleanly (CRIU then unfreezes and the runtime resumes)."""
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
+        pass
+    try:
+        dump.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        dump.kill()
+        dump.wait()
+
+
+def _source_links_down(run):
+    """The dumped container's host veths down here: its netns no longer answers for
+    the addresses the destination is about to take over."""
+    with contextlib.suppress(Exception):
+        _restore.links_down(run.spec.get("network"), run.links)
+        run.links_down = True
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_fd(fd, timeout):
+    import select
+    ready, _w, _x = select.select([fd], [], [], timeout)
+    return bool(ready) and os.read(fd, 1) != b""
