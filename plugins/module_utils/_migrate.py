@@ -4,9 +4,10 @@
 """Move a running container to another host (``container_migrate``), driven from the source.
 
 Sequence: SSH to the destination (one ControlMaster) and start the agent ->
-preflight there -> rsync the rootfs upper layer while the container runs ->
-freeze and dump -> rsync the delta and the images -> restore there -> it runs
--> commit -> remove it here. Modes: ``cold`` (stop-and-copy), ``live``
+preflight there -> stage there -> rsync the rootfs upper layer while the
+container runs -> start the transfer's receiver there -> freeze and dump ->
+stream the images and the rootfs delta into that receiver (``_migrate_stream``)
+-> restore there -> it runs -> commit -> remove it here. Modes: ``cold`` (stop-and-copy), ``live``
 (pre-copy; where the kernel tracks no dirty memory it falls back to cold and
 says why), ``lazy`` (post-copy: restore at once, pages pulled on demand from
 the source's page server through an SSH port forward).
@@ -15,6 +16,11 @@ Failures before the commit leave the container running here: a failed dump
 is resumed/thawed by ``recover_running``; after a dump that stopped it, it is
 restored from the local images. The destination removes an uncommitted
 restore itself when the session ends (see ``_migrate_agent``).
+
+Files: this one (entry, preflight, staging), ``_migrate_run`` (state, result),
+``_migrate_window`` (the frozen window), ``_migrate_stream`` (its transfer),
+``_migrate_recover`` (fencing and resuming), ``_migrate_ssh`` (the SSH link),
+``_migrate_agent`` (+ ``_migrate_preflight``, ``_migrate_proc``: destination).
 """
 
 from __future__ import annotations

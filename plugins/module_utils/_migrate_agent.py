@@ -39,7 +39,11 @@ import sys
 import threading
 import time
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_preflight import Preflight
+from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_preflight import (
+    Preflight,
+    agent_dir,
+    mark_agent_dir,
+)
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_proc import _alive, _identity, _kill_tree, _wait_for
 
 # The bootstrap the source runs with ``python3 -c``; argv[1] is the payload size.
@@ -315,6 +319,10 @@ class Agent(Preflight):
 def serve(stdin, stdout):
     """JSON-lines loop; returns the exit status."""
     agent = Agent()
+    home = agent_dir(__file__)
+    if home and agent.me:
+        with contextlib.suppress(OSError):
+            mark_agent_dir(home, agent.me)
     handlers = dict(preflight=agent.preflight, prepare=agent.prepare, ready=agent.ready,
                     restore=agent.restore, lazy_wait=agent.lazy_wait, commit=agent.commit,
                     abort=agent.abort, status=agent.status, fence=agent.fence)

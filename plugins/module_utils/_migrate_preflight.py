@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import shutil
+import tempfile
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_proc import _alive
 
@@ -54,6 +56,7 @@ class Preflight:
             problems.append("the container's cpus limit %s exceeds this host's %d cpus"
                             % (cpus, facts["cpus"]))
         facts["cleaned"] = self._clean_stale(layout, name, req.get("runtime_path"), problems)
+        facts["agent_dirs_removed"] = clean_agent_dirs()
         if os.path.exists(layout.container_dir(name)) and facts["cleaned"] is not None:
             problems.append("a container named %s exists here (%s)"
                             % (name, layout.container_dir(name)))
@@ -112,3 +115,54 @@ def _free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+AGENT_PREFIX = "ctrhost-agent-"
+OWNER = "owner.json"
+
+
+def agent_dir(module_file):
+    """The temporary directory the bootstrap unpacked this agent into, or None."""
+    path = os.path.abspath(module_file)
+    for _level in range(6):  # .../<dir>/ansible_collections/ctrhost/fleet/plugins/module_utils/x.py
+        path = os.path.dirname(path)
+    if os.path.basename(path).startswith(AGENT_PREFIX) and \
+            os.path.dirname(path) == os.path.abspath(tempfile.gettempdir()):
+        return path
+    return None
+
+
+def mark_agent_dir(path, ident):
+    """Record the agent owning ``path`` ([pid, starttime, pid namespace]) for
+    ``clean_agent_dirs``."""
+    with open(os.path.join(path, OWNER), "w") as handle:
+        json.dump(list(ident) + [_pid_ns()], handle)
+
+
+def _pid_ns():
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+
+
+def clean_agent_dirs():
+    """Remove the unpacked agents of agents that are gone (a killed agent cannot remove
+    its own); a directory without an owner record, or whose owner's pids are of another
+    pid namespace, is left alone. Returns how many."""
+    tmp, removed, here = tempfile.gettempdir(), 0, _pid_ns()
+    for leaf in os.listdir(tmp):
+        if not leaf.startswith(AGENT_PREFIX):
+            continue
+        path = os.path.join(tmp, leaf)
+        try:
+            with open(os.path.join(path, OWNER)) as handle:
+                owner = json.load(handle)
+        except (OSError, ValueError):
+            continue
+        if not isinstance(owner, list) or len(owner) != 3 or owner[2] != here or here is None:
+            continue
+        if not _alive(owner[:2]):
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed

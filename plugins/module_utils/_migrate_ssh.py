@@ -132,46 +132,6 @@ class Link:
             (["--whole-file"] if whole_file else []) + \
             ["-e", " ".join(_quote(c) for c in self.ssh_cmd())]
 
-    def send_tar(self, src, dst_path):
-        """Start streaming directory ``src``'s content to ``dest:dst_path`` as one tar
-        stream over the master connection (no file list exchange, no checksums: the
-        fastest way to ship fresh CRIU images). Finish it with ``wait_tar``."""
-        if not _cli.which("tar"):
-            raise MissingToolError("tar: not found on this host (needed for migration)", tool="tar")
-        env = dict(os.environ, PATH=_cli.search_path(), LC_ALL="C")
-        tar = subprocess.Popen(["tar", "--totals", "-C", src, "-cf", "-", "."],
-                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env=env)
-        remote = "mkdir -p %s && tar -C %s -xf -" % (_quote(dst_path), _quote(dst_path))
-        ssh = subprocess.Popen(self.ssh_cmd(self.dest, remote), stdin=tar.stdout,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-        tar.stdout.close()
-        return tar, ssh
-
-    def wait_tar(self, pair, timeout=3600):
-        """Wait for a ``send_tar`` stream; return the bytes sent or raise CommandError."""
-        tar, ssh = pair
-        try:
-            _out, ssh_err = ssh.communicate(timeout=timeout)
-            _out, tar_err = tar.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            for proc in (tar, ssh):
-                proc.kill()
-                proc.wait()
-            raise CommandError("tar stream to %s timed out after %ss" % (self.dest, timeout),
-                               tar.args, -1)
-        tar_err = tar_err.decode("utf-8", "replace")
-        if tar.returncode != 0 or ssh.returncode != 0:
-            err = ssh_err.decode("utf-8", "replace").strip() or tar_err.strip()
-            raise CommandError("tar stream to %s failed (rc=%s/%s): %s"
-                               % (self.dest, tar.returncode, ssh.returncode,
-                                  (err.splitlines() or ["no output"])[-1]),
-                               ssh.args, ssh.returncode or tar.returncode, stderr=err)
-        for line in tar_err.splitlines():
-            if line.startswith("Total bytes written:"):
-                return int(line.split(":")[1].split()[0])
-        return 0
-
     def rsync(self, src, dst_path, timeout=3600, whole_file=False):
         """Copy directory ``src``'s content to ``dest:dst_path``; return bytes sent."""
         if not _cli.which("rsync"):

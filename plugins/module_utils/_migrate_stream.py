@@ -25,6 +25,10 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CommandError, MissingToolError
 
 BLOCK = 512
+# Overlay's inode-number hints, meaningless on another host's filesystem (a copy-up
+# there records its own); any other xattr (opaque, redirect, security.*) makes the
+# delta go by rsync -X.
+HINT_XATTRS = frozenset(("trusted.overlay.origin", "trusted.overlay.impure"))
 
 
 class Receiver:
@@ -142,7 +146,7 @@ class Receiver:
 def delta(upper, before, after):
     """The rootfs entries changed since the pre-sync (sorted, parents first), or None when
     the tar stream cannot carry the delta exactly (something deleted, xattrs such as
-    overlay's opaque marker, hard links): then rsync does."""
+    overlay's opaque marker, hard links): then rsync does (after the stream)."""
     if any(path not in after for path in before):
         return None
     out = []
@@ -150,7 +154,7 @@ def delta(upper, before, after):
         full = os.path.join(upper, rel)
         try:
             st = os.lstat(full)
-            if os.listxattr(full, follow_symlinks=False):
+            if set(os.listxattr(full, follow_symlinks=False)) - HINT_XATTRS:
                 return None
         except OSError:
             return None

@@ -48,6 +48,7 @@ def _transfer(run, upper, timeout):
                                  finish=round(time.monotonic() - t2, 3), bytes=sent)
     if changed is None:
         sent += run.link.rsync(upper, run.dest_upper, timeout, whole_file=True)
+    run.stats["transfer"].update(rsync=changed is None, rootfs_entries=len(changed or ()))
     run.bytes += sent
 
 

@@ -93,6 +93,12 @@ elif op == "migrate":
                                             "inventory.img; do truncate -s 7 $f; done"
                                             % run.incoming), check=True)
         hooks["transferred"] = corrupt
+    elif a.get("hook") == "late_write":  # rootfs changes after the pre-sync: the frozen
+        def late_write(run):               # window's tar stream must carry them
+            os.makedirs(R + "/containers/%s/rootfs/late/dir" % a["name"], exist_ok=True)
+            with open(R + "/containers/%s/rootfs/late/dir/file" % a["name"], "w") as fh:
+                fh.write("written after the pre-sync")
+        hooks["presync"] = late_write
     elif a.get("hook") == "kill_agent":  # the destination's agent dies after staging
         def kill_agent(run):
             subprocess.run(run.link.ssh_cmd(run.dest, "kill -9 %d" % run.link.agent_id[0]),
@@ -241,7 +247,7 @@ def test_cold_with_ansible_there_and_back_and_check_mode(mg):
 def test_lazy_there_and_back(mg):
     a, b = mg.hosts
     before = start(mg, a)
-    res = helper(mg, a, "migrate", name=NAME, dest=addr(mg, b), mode="lazy")
+    res = helper(mg, a, "migrate", name=NAME, dest=addr(mg, b), mode="lazy", hook="late_write")
     assert not res.get("failed"), res
     if res["mode"] != "lazy":
         pytest.skip("lazy migration unusable here: %s (raise fs.pipe-max-size: scripts/setup)"
@@ -250,6 +256,11 @@ def test_lazy_there_and_back(mg):
     assert res["bytes_moved"] < 8 * 2**20 and res["downtime"] < res["total_time"], res
     assert "pages_done" in res["timings"], res["timings"]
     moved = assert_moved(mg, a, b, before)
+    # the files written after the pre-sync arrived through the stream (no rsync inside the
+    # frozen window), read back in the destination's rootfs
+    assert res["stats"]["transfer"]["rsync"] is False and res["rootfs_delta"], res["stats"]
+    late = helper(mg, b, "sh", cmd="cat /var/lib/ctrhost/containers/%s/rootfs/late/dir/file" % NAME)
+    assert late["out"] == "written after the pre-sync", late
     back = helper(mg, b, "migrate", name=NAME, dest=addr(mg, a), mode="lazy")
     assert back["mode"] == "lazy" and back["where"] == addr(mg, a), back
     assert_moved(mg, b, a, moved)
@@ -300,6 +311,8 @@ def test_fault_leaves_it_running_on_the_source(mg, fault):
         now = helper(mg, a, "facts", name=NAME)
         again = helper(mg, a, "migrate", name=NAME, dest=addr(mg, b), mode="cold")
         assert not again.get("failed") and again["preflight"]["facts"]["cleaned"] is True, again
+        # ... and the killed agent's unpacked code (its owner is gone) in the same go
+        assert again["preflight"]["facts"]["agent_dirs_removed"] >= 1, again["preflight"]
         assert_moved(mg, a, b, now)
     helper(mg, a, "remove", name=NAME)
     helper(mg, b, "remove", name=NAME)
