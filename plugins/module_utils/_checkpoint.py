@@ -271,7 +271,7 @@ def _keep_failed_log(layout, name, tmp):
 
 
 def _result(meta, path, changed, pruned, recorder):
-    return dict(changed=changed, id=meta.get("id"), path=path, size=meta.get("size"),
+    return dict(changed=changed, id=meta.get("id"), checkpoint_dir=path, size=meta.get("size"),
                 stats=meta.get("stats") or {}, options=meta.get("options") or {},
                 checkpoint={k: v for k, v in meta.items() if k != "spec"},
                 pruned=pruned, commands=recorder.commands)

@@ -345,7 +345,7 @@ def restore(root, name, cid=None, runtime_path=None, criu_path=None, check_mode=
     rt = _checkpoint.runtime_for(layout, meta["spec"], runtime_path, recorder, check_mode)
     st = rt.state(name)
     if st and st.get("status") in ("running", "paused"):
-        return dict(changed=False, id=meta["id"], path=meta["path"], pid=st.get("pid"),
+        return dict(changed=False, id=meta["id"], checkpoint_dir=meta["path"], pid=st.get("pid"),
                     msg="container %s is already %s; nothing restored" % (name, st["status"]),
                     commands=[])
     check_template(layout, meta)
@@ -355,14 +355,14 @@ def restore(root, name, cid=None, runtime_path=None, criu_path=None, check_mode=
         recorder.add(rt.base_cmd() + restore_command(rt, criu["path"], name, meta["path"],
                                                      work_dir(layout, name), bundle,
                                                      meta.get("options") or {}))
-        return dict(changed=True, id=meta["id"], path=meta["path"], pid=None,
+        return dict(changed=True, id=meta["id"], checkpoint_dir=meta["path"], pid=None,
                     commands=recorder.commands,
                     diff=dict(before=dict(state="stopped"), after=dict(state="running")))
     with store.lock(name):
         facts = restore_images(layout, name, meta["path"], meta, runtime_path, criu["path"],
                                recorder=recorder)
     cleanup_work(facts["work"])
-    return dict(changed=True, id=meta["id"], path=meta["path"], pid=facts["pid"],
+    return dict(changed=True, id=meta["id"], checkpoint_dir=meta["path"], pid=facts["pid"],
                 stats=facts["stats"], duration=facts["duration"], created=facts["created"],
                 commands=recorder.commands,
                 diff=dict(before=dict(state="stopped"), after=dict(state="running")))

@@ -117,7 +117,7 @@ id:
   returned: always
   type: str
   sample: 20260101T120000Z
-path:
+checkpoint_dir:
   description: Directory of the checkpoint.
   returned: state=present
   type: str

@@ -72,7 +72,7 @@ id:
   description: Checkpoint id restored from.
   returned: always
   type: str
-path:
+checkpoint_dir:
   description: Directory of the checkpoint.
   returned: always
   type: str

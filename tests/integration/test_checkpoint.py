@@ -98,7 +98,7 @@ def test_counter_continues_file_and_limits_survive(root):
         handle.write("written before the checkpoint")
     res = _checkpoint.ensure(dict(root=root, name="crck1", id="one"))
     assert res["changed"] and res["stats"]["pages_written"] > 0 and res["stats"]["frozen_time"] > 0
-    path = res["path"]
+    path = res["checkpoint_dir"]
     assert os.stat(path).st_mode & 0o777 == 0o700
     meta = json.loads(read(os.path.join(path, "checkpoint.json")))
     assert meta["template_sha256"] == "c" * 64 and meta["spec"]["limits"]["pids"] == 40
