@@ -285,6 +285,7 @@ def _build_image(source, work, rootfs, recorder, sha256):
                 image_config=dict(env=process.get("env", []), cwd=process.get("cwd", "/")))
 
 
+TARBALL_SOURCES = ("src", "url")
 BUILDERS = dict(src=_build_tarball, url=_build_tarball, debootstrap=_build_debootstrap, image=_build_image)
 
 
@@ -365,6 +366,10 @@ def present(layout, name, source, force=False, check_mode=False):
     sha256 = wanted_sha256(source)
     same = (before is not None and before.get("source") == source
             and (sha256 is None or before.get("sha256") == sha256))
+    # A tarball is its content: the same sha256 from another path or URL is the same template.
+    same = same or bool(before is not None and sha256 and before.get("sha256") == sha256
+                        and source["type"] in TARBALL_SOURCES
+                        and (before.get("source") or {}).get("type") in TARBALL_SOURCES)
     users = container_users(layout, name)
     if same and not force:
         return _result(layout, name, "present", False, before, before, recorder, started,

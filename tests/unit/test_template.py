@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tarfile
 
 import pytest
@@ -130,6 +131,13 @@ def test_check_mode_then_install_then_idempotent(root, tarball):
         again = _template.ensure(root, "tpbb", src=tarball, check_mode=check_mode)
         assert again["changed"] is False and again["sha256"] == meta["sha256"]
         assert again["diff"]["before"] == again["diff"]["after"]
+    assert (os.stat(meta_path).st_ino, os.stat(meta_path).st_mtime_ns) == (stamp.st_ino, stamp.st_mtime_ns)
+
+    # The same tarball under another path is the same template (content, not path).
+    moved = tarball + ".copy.tar"
+    shutil.copyfile(tarball, moved)
+    again = _template.ensure(root, "tpbb", src=moved)
+    assert again["changed"] is False
     assert (os.stat(meta_path).st_ino, os.stat(meta_path).st_mtime_ns) == (stamp.st_ino, stamp.st_mtime_ns)
 
 
