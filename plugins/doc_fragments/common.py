@@ -28,3 +28,32 @@ options:
       - Absolute path of the runtime binary; found on C(PATH) when omitted.
     type: path
 """
+
+    # CRIU options shared by container_checkpoint and container_migrate.
+    CRIU = r"""
+options:
+  tcp_established:
+    description:
+      - Dump established TCP connections (CRIU C(--tcp-established)) so that they survive; the restore repeats it.
+    type: bool
+    default: false
+  file_locks:
+    description: Dump and restore file locks (CRIU C(--file-locks)).
+    type: bool
+    default: false
+  ext_unix_sk:
+    description: Allow unix sockets connected outside the container (CRIU C(--ext-unix-sk)).
+    type: bool
+    default: false
+"""
+
+    # Tool paths of the modules that run CRIU through the runtime.
+    CRIU_TOOLS = r"""
+options:
+  criu_path:
+    description: Absolute path of the CRIU binary; found on C(PATH) and in the sbin directories when omitted.
+    type: path
+  runtime_path:
+    description: Absolute path of the container's runtime binary; found on C(PATH) when omitted.
+    type: path
+"""

@@ -20,6 +20,19 @@ RUNTIME_ARGS = dict(
     runtime_path=dict(type="path"),
 )
 
+# CRIU dump options (doc fragment ctrhost.fleet.common.CRIU).
+CRIU_ARGS = dict(
+    tcp_established=dict(type="bool", default=False),
+    file_locks=dict(type="bool", default=False),
+    ext_unix_sk=dict(type="bool", default=False),
+)
+
+# Tool paths (doc fragment ctrhost.fleet.common.CRIU_TOOLS).
+CRIU_TOOL_ARGS = dict(
+    criu_path=dict(type="path"),
+    runtime_path=dict(type="path"),
+)
+
 
 def argument_spec(*parts, **extra):
     spec = {}

@@ -44,18 +44,6 @@ options:
     description: Keep the container running after the dump (otherwise it stops, as CRIU leaves it).
     type: bool
     default: false
-  tcp_established:
-    description: Dump established TCP connections (CRIU C(--tcp-established)); the restore repeats it.
-    type: bool
-    default: false
-  file_locks:
-    description: Dump file locks (CRIU C(--file-locks)).
-    type: bool
-    default: false
-  ext_unix_sk:
-    description: Allow unix sockets connected outside the container (CRIU C(--ext-unix-sk)).
-    type: bool
-    default: false
   keep:
     description: After a successful dump, delete all but the newest O(keep) checkpoints of the container.
     type: int
@@ -63,15 +51,12 @@ options:
     description: Keep the container's rootfs changes (the overlay upper layer) in the checkpoint.
     type: bool
     default: true
-  criu_path:
-    description: Absolute path of the CRIU binary; found on C(PATH) and in sbin directories when omitted.
-    type: path
-  runtime_path:
-    description: Absolute path of the container's runtime binary; found on C(PATH) when omitted.
-    type: path
 extends_documentation_fragment:
   - ctrhost.fleet.common
+  - ctrhost.fleet.common.CRIU
+  - ctrhost.fleet.common.CRIU_TOOLS
   - ctrhost.fleet.attributes
+  - ctrhost.fleet.attributes.ACTIONGROUP
 attributes:
   check_mode:
     support: full
@@ -173,24 +158,25 @@ commands:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import _checkpoint
-from ansible_collections.ctrhost.fleet.plugins.module_utils._module import COMMON_ARGS, argument_spec, run
+from ansible_collections.ctrhost.fleet.plugins.module_utils._module import (
+    COMMON_ARGS,
+    CRIU_ARGS,
+    CRIU_TOOL_ARGS,
+    argument_spec,
+    run,
+)
 
 
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(
-            COMMON_ARGS,
+            COMMON_ARGS, CRIU_ARGS, CRIU_TOOL_ARGS,
             name=dict(type="str", required=True),
             id=dict(type="str"),
             state=dict(type="str", default="present", choices=["present", "absent"]),
             leave_running=dict(type="bool", default=False),
-            tcp_established=dict(type="bool", default=False),
-            file_locks=dict(type="bool", default=False),
-            ext_unix_sk=dict(type="bool", default=False),
             keep=dict(type="int"),
             rootfs=dict(type="bool", default=True),
-            runtime_path=dict(type="path"),
-            criu_path=dict(type="path"),
         ),
         supports_check_mode=True,
     )

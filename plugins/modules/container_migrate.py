@@ -62,31 +62,16 @@ options:
       - When omitted, the interpreter this module runs under on the source (its
         C(ansible_python_interpreter)), at the same path on the destination.
     type: str
-  tcp_established:
-    description: Move established TCP connections along (CRIU C(--tcp-established)).
-    type: bool
-    default: false
-  file_locks:
-    description: Dump and restore file locks.
-    type: bool
-    default: false
-  ext_unix_sk:
-    description: Allow unix sockets connected outside the container.
-    type: bool
-    default: false
   timeout:
     description: Seconds any one step (dump, transfer, restore) may take before the move is abandoned.
     type: int
     default: 600
-  criu_path:
-    description: Absolute path of CRIU on the source; found on C(PATH) and in sbin directories when omitted.
-    type: path
-  runtime_path:
-    description: Absolute path of the runtime binary; found on C(PATH) when omitted.
-    type: path
 extends_documentation_fragment:
   - ctrhost.fleet.common
+  - ctrhost.fleet.common.CRIU
+  - ctrhost.fleet.common.CRIU_TOOLS
   - ctrhost.fleet.attributes
+  - ctrhost.fleet.attributes.ACTIONGROUP
 attributes:
   check_mode:
     support: full
@@ -168,13 +153,19 @@ steps:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import _migrate
-from ansible_collections.ctrhost.fleet.plugins.module_utils._module import COMMON_ARGS, argument_spec, run
+from ansible_collections.ctrhost.fleet.plugins.module_utils._module import (
+    COMMON_ARGS,
+    CRIU_ARGS,
+    CRIU_TOOL_ARGS,
+    argument_spec,
+    run,
+)
 
 
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(
-            COMMON_ARGS,
+            COMMON_ARGS, CRIU_ARGS, CRIU_TOOL_ARGS,
             name=dict(type="str", required=True),
             dest=dict(type="str", required=True),
             mode=dict(type="str", default="cold", choices=list(_migrate.MODES)),
@@ -184,12 +175,7 @@ def main():
             ssh_port=dict(type="int"),
             ssh_user=dict(type="str"),
             dest_python=dict(type="str"),
-            tcp_established=dict(type="bool", default=False),
-            file_locks=dict(type="bool", default=False),
-            ext_unix_sk=dict(type="bool", default=False),
             timeout=dict(type="int", default=600),
-            criu_path=dict(type="path"),
-            runtime_path=dict(type="path"),
         ),
         supports_check_mode=True,
     )

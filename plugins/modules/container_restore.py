@@ -32,15 +32,11 @@ options:
   id:
     description: Checkpoint id; the newest checkpoint of the container when omitted.
     type: str
-  criu_path:
-    description: Absolute path of the CRIU binary; found on C(PATH) and in sbin directories when omitted.
-    type: path
-  runtime_path:
-    description: Absolute path of the container's runtime binary; found on C(PATH) when omitted.
-    type: path
 extends_documentation_fragment:
   - ctrhost.fleet.common
+  - ctrhost.fleet.common.CRIU_TOOLS
   - ctrhost.fleet.attributes
+  - ctrhost.fleet.attributes.ACTIONGROUP
 attributes:
   check_mode:
     support: full
@@ -112,17 +108,20 @@ commands:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import _restore
-from ansible_collections.ctrhost.fleet.plugins.module_utils._module import COMMON_ARGS, argument_spec, run
+from ansible_collections.ctrhost.fleet.plugins.module_utils._module import (
+    COMMON_ARGS,
+    CRIU_TOOL_ARGS,
+    argument_spec,
+    run,
+)
 
 
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(
-            COMMON_ARGS,
+            COMMON_ARGS, CRIU_TOOL_ARGS,
             name=dict(type="str", required=True),
             id=dict(type="str"),
-            runtime_path=dict(type="path"),
-            criu_path=dict(type="path"),
         ),
         supports_check_mode=True,
     )
