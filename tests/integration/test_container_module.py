@@ -12,10 +12,9 @@ import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
-PLAYBOOK = os.path.join(ROOT, ".venv", "bin", "ansible-playbook")
-COLLECTIONS = os.path.join(ROOT, ".cache", "pytest-collections")
+import _local
+from _local import busybox_root, leftover_containers
+
 RUN_DIR = "/run/ctrhost"
 RUNC_ROOT = os.path.join(RUN_DIR, "runtime", "runc")
 LOOP = ["/bin/sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
@@ -35,46 +34,13 @@ pytestmark = [
 def root(tmp_path_factory):
     """A layout root holding a busybox template written directly."""
     base = tmp_path_factory.mktemp("ctroot")
-    rootfs = base / "templates" / "busybox" / "rootfs"
-    for d in ("bin", "sbin", "etc", "dev", "proc", "sys", "root", "tmp", "run"):
-        (rootfs / d).mkdir(parents=True)
-    busybox = shutil.which("busybox")
-    shutil.copy2(busybox, rootfs / "bin" / "busybox")
-    applets = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True).stdout
-    for applet in applets.split():
-        if applet != "busybox":
-            os.symlink("busybox", rootfs / "bin" / applet)
-    meta = dict(name="busybox", sha256="0" * 64, source=dict(type="src", src="test"), size=0,
-                created="2000-01-01T00:00:00Z")
-    (base / "templates" / "busybox" / "template.json").write_text(json.dumps(meta))
-    yield str(base)
-    for name in os.listdir(base / "containers") if (base / "containers").exists() else ():
+    yield busybox_root(base)
+    for name in leftover_containers(base):
         play(str(base), [dict(name=name, state="absent")])
 
 
 def play(root, steps, module="container"):
-    """Run each step as a task (ignore_errors) and return the registered results."""
-    tasks = []
-    for i, step in enumerate(steps):
-        step = dict(step)
-        check = step.pop("_check", False)
-        mod = step.pop("_module", module)
-        args = dict(root=root, **step)
-        tasks.append({"ctrhost.fleet.%s" % mod: args, "register": "r%d" % i,
-                      "ignore_errors": True, "check_mode": check, "diff": True})
-    out = os.path.join(root, ".results.json")
-    tasks.append({"ansible.builtin.copy": {
-        "dest": out, "content": "{{ [%s] | to_json }}" % ", ".join("r%d" % i for i in range(len(steps)))}})
-    book = os.path.join(root, ".play.yml")
-    with open(book, "w") as handle:
-        json.dump([dict(hosts="localhost", connection="local", gather_facts=False, tasks=tasks)], handle)
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_NOCOLOR="1",
-               ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_RETRY_FILES_ENABLED="False")
-    proc = subprocess.run([PLAYBOOK, "-i", "localhost,", "-e", "ansible_python_interpreter=" + PYTHON, book],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    with open(out) as handle:
-        return json.load(handle)
+    return _local.play(root, steps, module, timeout=300)
 
 
 def one(root, **step):

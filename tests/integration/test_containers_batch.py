@@ -10,16 +10,13 @@ and /proc/self/mountinfo.
 import json
 import os
 import shutil
-import subprocess
 import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
-PLAYBOOK = os.path.join(ROOT, ".venv", "bin", "ansible-playbook")
-COLLECTIONS = os.path.join(ROOT, ".cache", "pytest-collections")
-RUNC_ROOT = "/run/ctrhost/runtime/runc"
+import _local
+from _local import RUNC_ROOT, busybox_root, leftover_containers
+
 LOOP = ["/bin/sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
 COUNT = 10
 
@@ -38,46 +35,13 @@ def root(tmp_path_factory):
     """A layout root of its own (purge sees every container of it) holding a busybox
     template written directly; every container left in it is removed at the end."""
     base = tmp_path_factory.mktemp("ctbatch")
-    rootfs = base / "templates" / "busybox" / "rootfs"
-    for d in ("bin", "sbin", "etc", "dev", "proc", "sys", "root", "tmp", "run"):
-        (rootfs / d).mkdir(parents=True)
-    busybox = shutil.which("busybox")
-    shutil.copy2(busybox, rootfs / "bin" / "busybox")
-    applets = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True).stdout
-    for applet in applets.split():
-        if applet != "busybox":
-            os.symlink("busybox", rootfs / "bin" / applet)
-    meta = dict(name="busybox", sha256="0" * 64, source=dict(type="src", src="test"), size=0,
-                created="2000-01-01T00:00:00Z")
-    (base / "templates" / "busybox" / "template.json").write_text(json.dumps(meta))
-    yield str(base)
-    left = os.listdir(base / "containers") if (base / "containers").exists() else []
-    if left:
+    yield busybox_root(base)
+    if leftover_containers(base):
         play(str(base), [dict(containers=[], purge=True)])
 
 
 def play(root, steps):
-    """Run each step as a ctrhost.fleet.containers task (ignore_errors, diff) and return
-    the registered results. A step's ``_check`` runs it in check mode."""
-    tasks = []
-    for i, step in enumerate(steps):
-        step = dict(step)
-        check = step.pop("_check", False)
-        tasks.append({"ctrhost.fleet.containers": dict(root=root, **step), "register": "r%d" % i,
-                      "ignore_errors": True, "check_mode": check, "diff": True})
-    out = os.path.join(root, ".results.json")
-    tasks.append({"ansible.builtin.copy": {
-        "dest": out, "content": "{{ [%s] | to_json }}" % ", ".join("r%d" % i for i in range(len(steps)))}})
-    book = os.path.join(root, ".play.yml")
-    with open(book, "w") as handle:
-        json.dump([dict(hosts="localhost", connection="local", gather_facts=False, tasks=tasks)], handle)
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_NOCOLOR="1",
-               ANSIBLE_RETRY_FILES_ENABLED="False")
-    proc = subprocess.run([PLAYBOOK, "-i", "localhost,", "-e", "ansible_python_interpreter=" + PYTHON, book],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    with open(out) as handle:
-        return json.load(handle)
+    return _local.play(root, steps, "containers")
 
 
 def running_pid(name):

@@ -1,0 +1,60 @@
+"""Shared helpers of the integration tests that run on this machine (no lab):
+a layout root with a busybox template, and playbooks run on localhost."""
+
+import json
+import os
+import shutil
+import subprocess
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
+PLAYBOOK = os.path.join(ROOT, ".venv", "bin", "ansible-playbook")
+COLLECTIONS = os.path.join(ROOT, ".cache", "pytest-collections")
+RUNC_ROOT = "/run/ctrhost/runtime/runc"
+
+
+def busybox_root(base, sha256="0" * 64):
+    """Write a busybox template directly into the layout root ``base`` (a pathlib.Path)."""
+    rootfs = base / "templates" / "busybox" / "rootfs"
+    for d in ("bin", "sbin", "etc", "dev", "proc", "sys", "root", "tmp", "run"):
+        (rootfs / d).mkdir(parents=True)
+    busybox = shutil.which("busybox")
+    shutil.copy2(busybox, rootfs / "bin" / "busybox")
+    applets = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True).stdout
+    for applet in applets.split():
+        if applet != "busybox":
+            os.symlink("busybox", rootfs / "bin" / applet)
+    meta = dict(name="busybox", sha256=sha256, source=dict(type="src", src="test"), size=0,
+                created="2000-01-01T00:00:00Z")
+    (base / "templates" / "busybox" / "template.json").write_text(json.dumps(meta))
+    return str(base)
+
+
+def leftover_containers(base):
+    return sorted(os.listdir(base / "containers")) if (base / "containers").exists() else []
+
+
+def play(root, steps, module, timeout=600):
+    """Run each step as a ``ctrhost.fleet.<module>`` task on localhost (ignore_errors, diff)
+    and return the registered results. A step's ``_check`` runs it in check mode and its
+    ``_module`` names another module."""
+    tasks = []
+    for i, step in enumerate(steps):
+        step = dict(step)
+        check = step.pop("_check", False)
+        mod = step.pop("_module", module)
+        tasks.append({"ctrhost.fleet.%s" % mod: dict(root=root, **step), "register": "r%d" % i,
+                      "ignore_errors": True, "check_mode": check, "diff": True})
+    out = os.path.join(root, ".results.json")
+    tasks.append({"ansible.builtin.copy": {
+        "dest": out, "content": "{{ [%s] | to_json }}" % ", ".join("r%d" % i for i in range(len(steps)))}})
+    book = os.path.join(root, ".play.yml")
+    with open(book, "w") as handle:
+        json.dump([dict(hosts="localhost", connection="local", gather_facts=False, tasks=tasks)], handle)
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_NOCOLOR="1",
+               ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_RETRY_FILES_ENABLED="False")
+    proc = subprocess.run([PLAYBOOK, "-i", "localhost,", "-e", "ansible_python_interpreter=" + PYTHON, book],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(out) as handle:
+        return json.load(handle)
