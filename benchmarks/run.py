@@ -354,7 +354,7 @@ def playbook(args, path, host, state, batch=False):
                       % re.escape(host), proc.stdout)
     if proc.returncode != 0 or not recap:
         raise RuntimeError("ansible-playbook (%s) rc=%d: %s" % (state, proc.returncode,
-                                                               proc.stdout[-1500:]))
+                                                                proc.stdout[-1500:]))
     return elapsed, int(recap.group(2))
 
 
@@ -366,7 +366,7 @@ def bench_converge(args, host, results):
             converge_playbook(path, batch)
             for rep in range(args.density_reps):
                 scenarios.log("%s %d containers rep %d/%d" % (key, CONVERGE_COUNT, rep + 1,
-                                                             args.density_reps))
+                                                              args.density_reps))
                 one_converge(args, path, host, results, key, batch)
 
 

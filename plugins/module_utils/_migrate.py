@@ -111,7 +111,7 @@ def migrate(root, name, dest, mode="cold", dest_root=None, ssh_config=None, iden
     src_criu = _criu.discover(criu_path)
     if not src_criu["check"]:
         raise CommandError("criu: %s fails 'criu check': %s" % (src_criu["path"],
-                                                               src_criu["check_output"]), [], 1)
+                                                                src_criu["check_output"]), [], 1)
     rt = _checkpoint.runtime_for(layout, spec, runtime_path)
     options = dict(leave_running=False, tcp_established=bool(tcp_established),
                    file_locks=bool(file_locks), ext_unix_sk=bool(ext_unix_sk))

@@ -175,7 +175,7 @@ class Agent(Preflight):
             self.abort({})
             out = exc.to_result()
             return dict(ok=False, error=out.pop("msg"), **{k: v for k, v in out.items()
-                                                          if k in ("cause", "criu_log")})
+                                                           if k in ("cause", "criu_log")})
         t1 = time.monotonic()
         m["restore"].links_up(self.meta["spec"].get("network"), self.links)
         facts["timings"]["links_up"] = round(time.monotonic() - t1, 3)
@@ -213,7 +213,7 @@ class Agent(Preflight):
             shutil.rmtree(self.incoming, ignore_errors=True)
         if self.layout is not None:
             self.m["restore"].cleanup_work(self.m["restore"].work_dir(self.layout, self.name,
-                                                                     "migrate"))
+                                                                      "migrate"))
         return dict(ok=True)
 
     def abort(self, _req):

@@ -42,7 +42,7 @@ class Preflight:
                          lazy_pages_reason=criu["lazy_pages_reason"], pre_dump=criu["pre_dump"])
             if not criu["check"]:
                 problems.append("criu %s fails 'criu check': %s" % (criu["version"],
-                                                                   criu["check_output"]))
+                                                                    criu["check_output"]))
         except m["criu"].MissingToolError as exc:
             problems.append(exc.msg)
         mem = m["sysinfo"].meminfo()

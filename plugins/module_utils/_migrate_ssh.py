@@ -138,7 +138,7 @@ class Link:
             raise MissingToolError("rsync: not found on this host (needed for migration)",
                                    tool="rsync")
         result = _cli.run(self.rsync_cmd(whole_file) + [src.rstrip("/") + "/",
-                                              "%s:%s/" % (self.dest, dst_path.rstrip("/"))],
+                                                        "%s:%s/" % (self.dest, dst_path.rstrip("/"))],
                           timeout=timeout, msg="rsync to %s" % self.dest)
         return _sent_bytes(result.stdout)
 

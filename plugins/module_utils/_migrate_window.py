@@ -137,7 +137,7 @@ def _lazy(run, rt, criu, meta, pre, upper, options, timeout):
     done = link.call("lazy_wait", timeout=timeout)
     if dump.returncode != 0 or not done.get("ok"):
         exc = CommandError("lazy page transfer failed: %s" % (done.get("error") or "dump rc=%s"
-                                                             % dump.returncode),
+                                                              % dump.returncode),
                            cmd, dump.returncode, stderr=err.decode("utf-8", "replace"))
         raise _checkpoint.dump_failure(exc, run.images, "lazy page transfer", rt, name, run.spec)
     run.dumped = True

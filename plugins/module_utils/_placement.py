@@ -180,7 +180,7 @@ def _free(host):
 
 def _describe(ctr):
     return "%s (memory %s, cpus %.2f%s)" % (ctr["name"], _human(ctr["memory"]), ctr["cpus"] / CPU_UNITS,
-                                           ", pinned to %s" % ctr["dest"] if ctr["dest"] else "")
+                                            ", pinned to %s" % ctr["dest"] if ctr["dest"] else "")
 
 
 def plan(containers, hosts, source=None, memory_headroom=DEFAULT_MEMORY_HEADROOM,

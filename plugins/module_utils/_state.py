@@ -29,7 +29,7 @@ def atomic_write_json(path, data, mode=0o644, durable=True):
     tmp, fd = None, None
     while fd is None:
         tmp = os.path.join(directory, ".%s.%d.%d" % (os.path.basename(path), os.getpid(),
-                                                      next(_TMP_SEQ)))
+                                                     next(_TMP_SEQ)))
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except FileExistsError:  # left by a dead process that had our pid
