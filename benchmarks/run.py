@@ -52,7 +52,7 @@ def a(limit, unit="s"):
     return dict(kind="abs", side="ours", max=limit, unit=unit)
 
 
-# key, label, unit, target (issue 7)
+# key, label, unit, target
 OPS = (
     ("create_start", "create+start (library call)", "s", r("podman", 0.5)),
     ("create_start_proc", "create+start (fresh Python process)", "s", r("podman", 0.5)),

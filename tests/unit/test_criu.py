@@ -143,7 +143,7 @@ def test_classify_real_lines(lines, cause):
     found, hint, reported = _criu.classify(_log(*lines))
     assert found == cause
     assert hint
-    assert RLIMIT not in reported  # the harmless line of every sandboxed run is never reported
+    assert RLIMIT not in reported  # the harmless line of every run without CAP_SYS_RESOURCE is never reported
     assert reported and all("Error" in line or "FAILED" in line for line in reported)
 
 
