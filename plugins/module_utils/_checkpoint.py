@@ -24,7 +24,7 @@ import os
 import re
 import shutil
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _criu, _sysinfo
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _criu, _criuconf, _sysinfo
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     CommandError,
     ConflictError,
@@ -204,7 +204,7 @@ def checkpoint(root, name, cid=None, leave_running=False, tcp_established=False,
     if existing:  # idempotent: the same id is not dumped twice
         pruned = prune(layout, name, keep, exclude=(cid,), check_mode=check_mode)
         return _result(existing, final, bool(pruned), pruned, recorder)
-    criu = _criu.require(criu_path)
+    criu = _criu.require(criu_path, _criuconf.cache_dir_of(layout.run_dir))
     rt = runtime_for(layout, spec, runtime_path, recorder, check_mode)
     with store.lock(name):
         st = rt.state(name)
@@ -230,6 +230,7 @@ def _dump(layout, rt, criu, name, cid, spec, options, rootfs, recorder):
         shutil.rmtree(tmp)
     _private_dir(tmp)
     cmd = dump_command(rt, criu["path"], name, tmp, tmp, options)
+    _criuconf.write_config(layout.run_dir, criu["path"])
     try:
         result = _cli.run(cmd, recorder=recorder, timeout=3600, msg="checkpoint of %s" % name)
     except CommandError as exc:
@@ -250,7 +251,7 @@ def _dump(layout, rt, criu, name, cid, spec, options, rootfs, recorder):
 
 
 def build_meta(layout, name, cid, spec, criu, rt, options, stats, image_dir, duration=None):
-    info = _sysinfo.runtime_info(rt.name, rt.path)
+    info = rt.info()  # disk-cached `runtime --version`
     return dict(
         id=cid, name=name,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

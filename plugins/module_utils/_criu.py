@@ -20,7 +20,7 @@ import os
 import re
 import struct
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _sysinfo
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _criuconf, _sysinfo
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import MissingToolError
 
 IMG_SERVICE_MAGIC = 0x55105940
@@ -100,12 +100,12 @@ def discover(path=None, probe=True):
         raise MissingToolError("criu: not found on this host (%s); install a CRIU that passes "
                                "'criu check' (scripts/install-criu)" % (path or "searched PATH"),
                                tool="criu")
-    passed, output = _sysinfo.criu_check(found)
+    passed, output = _criuconf.check(found)
     feat = _sysinfo.criu_features(found, probe=probe)
     features = feat["features"]
     pre_dump = bool(features.get("mem_dirty_track"))
     return dict(
-        path=found, version=_sysinfo.criu_version(found), check=passed, check_output=output,
+        path=found, version=_criuconf.version(found), check=passed, check_output=output,
         features=features, pre_dump=pre_dump,
         pre_dump_reason=None if pre_dump else
         "the kernel does not track dirty memory (criu check --feature mem_dirty_track failed: "
@@ -117,15 +117,18 @@ def discover(path=None, probe=True):
     )
 
 
-def require(path=None):
-    """{path, version} of a CRIU that passes ``criu check`` (no feature probes: cheap)."""
+def require(path=None, cache_dir=None):
+    """{path, version} of a CRIU that passes ``criu check`` (no feature probes: cheap).
+
+    Both probes are cached on disk under ``cache_dir`` (default <run_dir>/cache),
+    keyed by the binary's path and stat and the kernel release (see _criuconf)."""
     found = _sysinfo.criu_path(path)
     if not found:
         raise MissingToolError("criu: not found on this host (%s); install a CRIU that passes "
                                "'criu check' (scripts/install-criu)" % (path or "searched PATH"),
                                tool="criu")
-    passed, output = _sysinfo.criu_check(found)
-    version = _sysinfo.criu_version(found)
+    passed, output = _criuconf.check(found, cache_dir)
+    version = _criuconf.version(found, cache_dir)
     if not passed:
         raise MissingToolError("criu: %s (%s) fails 'criu check': %s" % (found, version, output),
                                tool="criu", criu=found)

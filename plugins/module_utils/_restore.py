@@ -24,9 +24,11 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _checkpoint,
     _cli,
     _criu,
+    _criuconf,
     _limits,
     _netns,
     _oci,
+    _sysinfo,
     _template,
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
@@ -66,10 +68,12 @@ def restore_config(layout, name, spec, image_dir):
     """The bundle's config.json: the dumped one with this host's cgroups path and netns."""
     cfg = _oci.load_config(os.path.join(image_dir, _checkpoint.CONFIG_COPY))
     resources = _limits.to_oci_resources(spec.get("limits") or {})
+    conf = _criuconf.config_path(layout.run_dir)
     if cfg is None:
         return _oci.build_config(name, spec, _netns.path(name), resources=resources,
-                                 cgroups=spec["cgroups_path"])
+                                 cgroups=spec["cgroups_path"], criu_config=conf)
     cfg = copy.deepcopy(cfg)
+    cfg["annotations"] = dict(cfg.get("annotations") or {}, **{"org.criu.config": conf})
     cfg["root"] = dict(cfg.get("root") or {}, path="rootfs")
     linux = cfg.setdefault("linux", {})
     linux["cgroupsPath"] = spec["cgroups_path"]
@@ -305,6 +309,9 @@ def restore_images(layout, name, image_dir, meta, runtime_path=None, criu_path=N
         cleanup_work(work)
     os.makedirs(work, mode=0o700, exist_ok=True)
     forget_runtime(rt, name, spec["cgroups_path"])
+    found = _sysinfo.criu_path(criu_path)
+    if found:
+        _criuconf.write_config(layout.run_dir, found)
     args = restore_command(rt, criu_path, name, image_dir, work, bundle,
                            meta.get("options") or {}, lazy)
     try:
@@ -349,7 +356,7 @@ def restore(root, name, cid=None, runtime_path=None, criu_path=None, check_mode=
                     msg="container %s is already %s; nothing restored" % (name, st["status"]),
                     commands=[])
     check_template(layout, meta)
-    criu = _criu.require(criu_path)
+    criu = _criu.require(criu_path, _criuconf.cache_dir_of(layout.run_dir))
     bundle = layout.container_dir(name)
     if check_mode:
         recorder.add(rt.base_cmd() + restore_command(rt, criu["path"], name, meta["path"],

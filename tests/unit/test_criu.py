@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _criu
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _criu, _criuconf
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "criu")
 
@@ -177,6 +177,13 @@ def test_error_lines_limit():
 
 
 # -- discovery (boundary: the _sysinfo probes) ---------------------------------------------------
+@pytest.fixture(autouse=True)
+def private_probe_cache(tmp_path, monkeypatch):
+    """The probes below are faked: keep their answers out of the shared on-disk cache."""
+    monkeypatch.setattr(_criuconf, "_MEMO", {})
+    monkeypatch.setattr(_criuconf, "cache_dir_of", lambda run_dir=None: str(tmp_path / "cache"))
+
+
 def test_discover_reports_why_pre_dump_and_lazy_are_unusable(monkeypatch):
     monkeypatch.setattr(_criu._sysinfo, "criu_path", lambda path=None: "/sbin/criu")
     monkeypatch.setattr(_criu._sysinfo, "criu_check", lambda path: (True, "Looks good."))

@@ -1,0 +1,133 @@
+"""CRIU probe cache on disk and the runc.conf CRIU reads (_criuconf), with a fake CRIU
+binary (a shell script counting its runs) so that every real probe is visible."""
+
+import json
+import os
+import shutil
+import stat
+
+import pytest
+
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _criu, _criuconf, _sysinfo
+
+pytestmark = pytest.mark.skipif(not shutil.which("sh"), reason="needs sh")
+
+FAKE = """#!/bin/sh
+echo "$*" >> "%(log)s"
+case "$1 $2 $3" in
+  "--version  ") echo "Version: 9.9.9";;
+  "check  ") %(check)s;;
+  "check --feature network_lock_nftables") %(nft)s;;
+  *) exit 1;;
+esac
+"""
+
+
+@pytest.fixture(autouse=True)
+def fresh(monkeypatch):
+    monkeypatch.setattr(_criuconf, "_MEMO", {})
+    _sysinfo.clear_cache()
+    yield
+    _sysinfo.clear_cache()
+
+
+def fake_criu(tmp_path, nft=True, check="echo 'Looks good.'"):
+    path = tmp_path / "bin" / "criu"
+    path.parent.mkdir(exist_ok=True)
+    log = tmp_path / "runs.log"
+    path.write_text(FAKE % dict(log=log, check=check, nft="echo ok" if nft else "echo no; exit 1"))
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path), log
+
+
+def runs(log):
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def load(path):
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def forget():
+    """A new process: nothing memoised, only the disk cache left."""
+    _criuconf._MEMO.clear()
+    _sysinfo.clear_cache()
+
+
+def test_require_probes_once_then_reads_the_disk_cache(tmp_path):
+    criu, log = fake_criu(tmp_path)
+    cache = str(tmp_path / "cache")
+    assert _criu.require(criu, cache) == dict(path=criu, version="9.9.9")
+    assert sorted(runs(log)) == ["--version", "check"]
+    forget()
+    assert _criu.require(criu, cache) == dict(path=criu, version="9.9.9")
+    assert len(runs(log)) == 2  # cache hit: no new run
+    saved = [load(os.path.join(cache, leaf)) for leaf in sorted(os.listdir(cache))]
+    assert all(s["key"] == _criuconf.probe_key(criu) for s in saved)
+    assert _sysinfo.kernel_release() in saved[0]["key"]
+
+
+def test_a_changed_binary_invalidates_the_cache(tmp_path):
+    criu, log = fake_criu(tmp_path)
+    cache = str(tmp_path / "cache")
+    _criu.require(criu, cache)
+    forget()
+    st = os.stat(criu)
+    os.utime(criu, ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))
+    _criu.require(criu, cache)
+    assert len(runs(log)) == 4
+
+
+def test_a_changed_kernel_invalidates_the_cache(tmp_path, monkeypatch):
+    criu, log = fake_criu(tmp_path)
+    cache = str(tmp_path / "cache")
+    _criuconf.feature(criu, "network_lock_nftables", cache)
+    forget()
+    _criuconf.feature(criu, "network_lock_nftables", cache)
+    assert len(runs(log)) == 1
+    forget()
+    monkeypatch.setattr(_sysinfo, "kernel_release", lambda base="/": "0.0.0-other")
+    assert _criuconf.feature(criu, "network_lock_nftables", cache)[0] is True
+    assert len(runs(log)) == 2
+
+
+def test_a_failed_check_is_not_kept(tmp_path):
+    criu, log = fake_criu(tmp_path, check="echo 'Error: no'; exit 1")
+    cache = str(tmp_path / "cache")
+    for _ in range(2):
+        forget()
+        with pytest.raises(_criu.MissingToolError, match="fails 'criu check'"):
+            _criu.require(criu, cache)
+    assert runs(log).count("check") == 2  # probed again: a failure may be transient
+    assert not [leaf for leaf in os.listdir(cache) if leaf.startswith("criu-check")]
+
+
+def test_write_config_selects_nftables_when_criu_has_it(tmp_path):
+    criu, _ = fake_criu(tmp_path, nft=True)
+    run_dir = str(tmp_path / "run")
+    assert _criuconf.write_config(run_dir, criu) == "network-lock nftables\n"
+    with open(os.path.join(run_dir, "criu", "runc.conf")) as handle:
+        assert handle.read() == "network-lock nftables\n"
+
+
+def test_write_config_removes_the_file_without_nftables(tmp_path):
+    criu, _ = fake_criu(tmp_path, nft=False)
+    run_dir = str(tmp_path / "run")
+    os.makedirs(os.path.join(run_dir, "criu"))
+    with open(os.path.join(run_dir, "criu", "runc.conf"), "w") as handle:
+        handle.write("network-lock nftables\n")
+    assert _criuconf.write_config(run_dir, criu) is None
+    assert not os.path.exists(os.path.join(run_dir, "criu", "runc.conf"))
+    assert os.listdir(os.path.join(run_dir, "criu")) == []
+
+
+def test_a_missing_binary_is_never_cached(tmp_path, monkeypatch):
+    cache = str(tmp_path / "cache")
+    missing = str(tmp_path / "nope" / "criu")
+    assert _criuconf.probe_key(missing) is None
+    answers = iter([(True, "first"), (False, "second")])
+    monkeypatch.setattr(_sysinfo, "criu_check", lambda path: next(answers))
+    assert _criuconf.check(missing, cache) == (True, "first")
+    assert _criuconf.check(missing, cache) == (False, "second")
+    assert not os.path.exists(cache)
