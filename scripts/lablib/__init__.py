@@ -1,0 +1,49 @@
+# Copyright: ctrhost.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The lab's shared pieces: paths, limits, errors and small helpers.
+
+scripts/lab is the entry point; lablib.cli holds its command line.
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+PKG_DIR = os.path.dirname(os.path.realpath(__file__))
+REPO = os.path.dirname(os.path.dirname(PKG_DIR))
+LAB_SCRIPT = os.path.join(os.path.dirname(PKG_DIR), "lab")  # re-run for _host-init
+NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")
+HOST_LIB = "/var/lib/ctrhost"
+SSHD = "/usr/sbin/sshd"
+MAX_HOSTS = 99
+TOOLS = ("ip", "nsenter", "unshare", "ssh-keygen", "ssh", SSHD)
+# Mounts a lab host must not inherit from the machine (other labs' netns
+# files, containers' overlays, test scratch mounts): dropped in its namespace.
+REPLACED_MOUNTS = ("/run", HOST_LIB)  # these and everything below them
+FOREIGN_UNDER = ("/tmp", "/var/tmp", "/var/lib/containers", "/var/lib/docker")
+FOREIGN_FSTYPES = ("overlay", "nsfs", "fuse")
+
+
+class LabError(Exception):
+    pass
+
+
+def log(msg):
+    print(f"lab: {msg}", file=sys.stderr)
+
+
+def run(cmd, check=True):
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise LabError(f"{' '.join(cmd)} failed (rc={proc.returncode}): "
+                       f"{proc.stderr.strip() or proc.stdout.strip()}")
+    return proc
+
+
+def write(path, text, mode=0o644):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)

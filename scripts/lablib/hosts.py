@@ -1,0 +1,260 @@
+# Copyright: ctrhost.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The lab's hosts: keys, sshd and host files, inventory, spawning, stopping
+and the mount namespace setup (host_init) that ends in exec sshd."""
+
+import ctypes
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+from lablib import (FOREIGN_FSTYPES, FOREIGN_UNDER, HOST_LIB, LAB_SCRIPT, REPLACED_MOUNTS,
+                    REPO, SSHD, LabError, run, write)
+from lablib.procs import (all_pids, cgroup_pids, kill_until_gone, ns_inode, proc_stat,
+                          remove_cgroups, thaw_cgroups)
+
+
+class HostsMixin:
+    """Host parts of lablib.lab.Lab."""
+
+    # ---- files
+    def keygen(self, path, comment):
+        if not os.path.exists(path):
+            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", path])
+
+    def write_files(self, n):
+        os.makedirs(os.path.join(self.dir, "hostkeys"), exist_ok=True)
+        self.keygen(self.key, f"ctrhost-lab-{self.name}-controller")
+        self.keygen(self.migrate_key, f"ctrhost-lab-{self.name}-migrate")
+        pubs = []
+        for key in (self.key, self.migrate_key):
+            with open(f"{key}.pub") as fh:
+                pubs.append(fh.read().strip())
+        write(self.authorized, "\n".join(pubs) + "\n")
+        hosts = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
+                 f"{self.ctl4}\t{self.name}-ctl", f"{self.ctl6}\t{self.name}-ctl"]
+        for i in range(1, n + 1):
+            rec = self.host_record(i)
+            hosts += [f"{rec['address']}\t{self.host_name(i)}",
+                      f"{rec['address6']}\t{self.host_name(i)}"]
+        hosts_text = "\n".join(hosts) + "\n"
+        for i in range(1, n + 1):
+            self.write_host_files(self.host_name(i), self.host_record(i), hosts_text)
+
+    def write_host_files(self, host, rec, hosts_text):
+        ssh_dir = self.hdir(host, "lib", "ssh")
+        os.makedirs(ssh_dir, exist_ok=True)
+        hostkey = os.path.join(self.dir, "hostkeys", f"{host}_ed25519_key")
+        self.keygen(hostkey, f"ctrhost-lab-{host}")
+        write(self.hdir(host, "hosts"), hosts_text)
+        write(self.hdir(host, "hostname"), host + "\n")
+        write(self.hdir(host, "sshd_config"), "\n".join([
+            "# sshd of lab host " + host + " (written by scripts/lab)",
+            f"ListenAddress {rec['address']}",
+            f"ListenAddress {rec['address6']}",
+            f"HostKey {hostkey}",
+            "PidFile none",
+            f"AuthorizedKeysFile {self.authorized} {HOST_LIB}/ssh/authorized_keys",
+            "PermitRootLogin prohibit-password",
+            "PubkeyAuthentication yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "UsePAM no",
+            "StrictModes no",
+            "UseDNS no",
+            "PrintMotd no",
+            "X11Forwarding no",
+            "AcceptEnv LANG LC_*",
+            "MaxStartups 100:30:200",
+            "MaxSessions 100",
+            "Subsystem sftp internal-sftp",
+            "",
+        ]))
+        for src, dst, mode in ((self.migrate_key, "id_ed25519", 0o600),
+                               (f"{self.migrate_key}.pub", "id_ed25519.pub", 0o644)):
+            shutil.copyfile(src, os.path.join(ssh_dir, dst))
+            os.chmod(os.path.join(ssh_dir, dst), mode)
+        write(os.path.join(ssh_dir, "config"), "\n".join([
+            "# host-to-host trust inside the lab (written by scripts/lab)",
+            "Host *",
+            "    User root",
+            f"    IdentityFile {HOST_LIB}/ssh/id_ed25519",
+            "    IdentitiesOnly yes",
+            "    StrictHostKeyChecking no",
+            "    UserKnownHostsFile /dev/null",
+            "    LogLevel ERROR",
+            "    ConnectTimeout 10",
+            "",
+        ]))
+
+    def write_inventory(self, state):
+        venv_python = os.path.join(REPO, ".venv", "bin", "python")
+        lines = ["# written by scripts/lab: the lab's hosts, reached over SSH", "[ctrhost_hosts]"]
+        for host, rec in sorted(state["hosts"].items(), key=lambda kv: kv[1]["index"]):
+            lines.append(f"{host} ansible_host={rec['address']} "
+                         f"ctrhost_address={rec['address']} ctrhost_address6={rec['address6']}")
+        lines += ["", "[ctrhost_hosts:vars]", "ansible_user=root",
+                  f"ansible_ssh_private_key_file={self.key}",
+                  f"ansible_python_interpreter={venv_python}",
+                  "ansible_ssh_common_args='-o StrictHostKeyChecking=no "
+                  "-o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes -o LogLevel=ERROR'",
+                  "ctrhost_lab=True", f"ctrhost_lab_name={self.name}", ""]
+        write(self.inventory, "\n".join(lines))
+
+    # ---- hosts
+    def spawn_host(self, host, rec):
+        """Start the host's sshd in fresh mount + UTS namespaces."""
+        os.makedirs(HOST_LIB, exist_ok=True)  # mount point only, stays empty
+        log_path = self.hdir(host, "sshd.log")
+        with open(log_path, "ab") as out:
+            proc = subprocess.Popen(
+                ["nsenter", f"--net=/run/netns/{rec['netns']}", "--",
+                 "unshare", "--mount", "--uts", "--propagation", "private", "--",
+                 sys.executable, LAB_SCRIPT, "--name", self.name,
+                 "_host-init", host],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                start_new_session=True, close_fds=True)
+        rec["pid"] = proc.pid
+        rec["starttime"] = None
+        return proc
+
+    def wait_ready(self, procs, timeout=15):
+        """Wait until every spawned sshd listens on its address."""
+        deadline = time.monotonic() + timeout
+        pending = dict(procs)
+        while pending:
+            for host, (proc, rec) in list(pending.items()):
+                if proc.poll() is not None:
+                    raise LabError(f"lab host {host}: sshd exited with {proc.returncode}; "
+                                   f"see {self.hdir(host, 'sshd.log')}:\n{self.log_tail(host)}")
+                if self.listening(proc.pid, rec):
+                    st = proc_stat(proc.pid)
+                    rec["starttime"] = st[1]
+                    for kind in ("mnt", "net", "uts"):
+                        rec[f"{kind}_ns"] = ns_inode(proc.pid, kind)
+                    del pending[host]
+            if pending and time.monotonic() > deadline:
+                raise LabError(f"lab hosts {sorted(pending)}: sshd not listening after "
+                               f"{timeout}s; see {self.dir}/hosts/*/sshd.log")
+            if pending:
+                time.sleep(0.01)
+
+    @staticmethod
+    def listening(pid, rec):
+        want4 = socket.inet_aton(rec["address"])[::-1].hex().upper() + ":0016"
+        want6 = "".join(socket.inet_pton(socket.AF_INET6, rec["address6"])[i:i + 4][::-1].hex()
+                        for i in range(0, 16, 4)).upper() + ":0016"
+        found = set()
+        for table in ("tcp", "tcp6"):
+            try:
+                with open(f"/proc/{pid}/net/{table}") as fh:
+                    for line in fh.readlines()[1:]:
+                        cols = line.split()
+                        if cols[3] == "0A":
+                            found.add(cols[1])
+            except OSError:
+                return False
+        return want4 in found and want6 in found
+
+    def log_tail(self, host):
+        try:
+            with open(self.hdir(host, "sshd.log")) as fh:
+                return "".join(fh.readlines()[-10:])
+        except OSError:
+            return ""
+
+    def host_pids(self, host, rec):
+        """Every process of a lab host: its sshd and descendants, whatever shares
+        its network namespace or a mount namespace made from its own (found by
+        the host's /etc/hostname bind mount), and whatever sits in its cgroups."""
+        try:
+            marker = os.stat(self.hdir(host, "hostname"))
+            marker = (marker.st_dev, marker.st_ino)
+        except OSError:
+            marker = None
+
+        def find():
+            found = set(cgroup_pids(host))
+            net_ino = None
+            if self.netns_exists(rec["netns"]):
+                net_ino = os.stat(f"/run/netns/{rec['netns']}").st_ino
+            own_mnt, verdict, children = ns_inode(os.getpid(), "mnt"), {}, {}
+            for pid in all_pids():
+                st = proc_stat(pid)
+                if not st:
+                    continue
+                children.setdefault(st[0], []).append(pid)
+                if net_ino and ns_inode(pid, "net") == net_ino:
+                    found.add(pid)
+                    continue
+                mnt = ns_inode(pid, "mnt")
+                if marker is None or mnt is None or mnt == own_mnt:
+                    continue
+                if mnt not in verdict:
+                    try:  # /etc/hostname as that process sees it: the host's file?
+                        seen = os.stat(f"/proc/{pid}/root/etc/hostname")
+                    except OSError:
+                        continue
+                    verdict[mnt] = (seen.st_dev, seen.st_ino) == marker
+                if verdict[mnt]:
+                    found.add(pid)
+            if self.host_alive(rec):
+                found.add(rec["pid"])
+            todo = list(found)
+            while todo:
+                for child in children.get(todo.pop(), []):
+                    if child not in found:
+                        found.add(child)
+                        todo.append(child)
+            return found
+        return find
+
+    def stop_host(self, host, rec):
+        thaw_cgroups(host)
+        kill_until_gone(self.host_pids(host, rec), f"lab host {host}")
+        remove_cgroups(host)
+        # Deleting one end of the veth is synchronous; a netns goes away later.
+        if self.netns_exists(self.ctl_ns):
+            self.ip_quiet(self.ctl_ns, "link", "del", rec["veth"])
+        if self.netns_exists(rec["netns"]):
+            run(["ip", "netns", "del", rec["netns"]])
+        rec["pid"] = rec["starttime"] = None
+
+    def host_init(self, host):
+        """Inside the host's new mount + UTS namespaces: private /run and
+        /var/lib/ctrhost, own /etc/hosts and /etc/hostname, then exec sshd."""
+        libc = ctypes.CDLL(None, use_errno=True)
+
+        def mount(src, target, fstype, flags, data):
+            if libc.mount(src.encode(), target.encode(), fstype.encode() if fstype else None,
+                          flags, data.encode() if data else None) != 0:
+                err = ctypes.get_errno()
+                raise LabError(f"mount {src} on {target}: {os.strerror(err)}")
+
+        with open("/proc/self/mountinfo") as fh:
+            mounts = []
+            for line in fh:
+                left, right = line.split(" - ", 1)
+                point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)),
+                               left.split()[4])
+                mounts.append((point, right.split()[0]))
+        drop = [p for p, fstype in mounts if p != "/" and (
+                fstype.split(".")[0] in FOREIGN_FSTYPES
+                or any(p == pre or p.startswith(pre + "/") for pre in REPLACED_MOUNTS)
+                or any(p.startswith(pre + "/") for pre in FOREIGN_UNDER))]
+        for point in sorted(set(drop), key=len, reverse=True):
+            libc.umount2(point.encode(), 2)  # MNT_DETACH; gone already is fine
+        ms_bind, ms_nosuid, ms_nodev = 4096, 2, 4
+        mount("tmpfs", "/run", "tmpfs", ms_nosuid | ms_nodev, "mode=755")
+        for sub in ("sshd", "netns", "lock", "ctrhost"):
+            os.makedirs(f"/run/{sub}", mode=0o755, exist_ok=True)
+        mount(self.hdir(host, "lib"), HOST_LIB, None, ms_bind, None)
+        mount(self.hdir(host, "hosts"), "/etc/hosts", None, ms_bind, None)
+        mount(self.hdir(host, "hostname"), "/etc/hostname", None, ms_bind, None)
+        socket.sethostname(host)
+        os.chdir("/")
+        os.execv(SSHD, [SSHD, "-D", "-e", "-f", self.hdir(host, "sshd_config")])
