@@ -291,13 +291,8 @@ def run_phase(args, phase, host, dest=None):
     return data
 
 
-def converge_playbook(path, batch=False):
-    """The converge playbook: ``container`` looped over the items, or (``batch``) one
-    ``containers`` task given the whole list (``bench_containers``)."""
-    if batch:
-        with open(path, "w") as fh:
-            fh.write("""---
-- name: Converge containers (benchmark, batch module)
+CONVERGE_HEAD = """---
+- name: Converge containers (benchmark%s)
   hosts: "{{ bench_host }}"
   gather_facts: false
   tasks:
@@ -306,30 +301,30 @@ def converge_playbook(path, batch=False):
         name: %s
         src: "{{ bench_tarball }}"
       when: bench_state != 'absent'
-    - name: Containers
+"""
+
+CONVERGE_BATCH = """    - name: Containers
       ctrhost.fleet.containers:
         containers: "{{ bench_containers }}"
-""" % sides_mod.TEMPLATE)
-        return
-    with open(path, "w") as fh:
-        fh.write("""---
-- name: Converge containers (benchmark)
-  hosts: "{{ bench_host }}"
-  gather_facts: false
-  tasks:
-    - name: Busybox template
-      ctrhost.fleet.template:
-        name: %s
-        src: "{{ bench_tarball }}"
-      when: bench_state != 'absent'
-    - name: Containers
+"""
+
+CONVERGE_LOOP = """    - name: Containers
       ctrhost.fleet.container:
         name: "bno-cv{{ '%%02d' | format(item) }}"
         template: %s
         command: ["/bin/sh", "-c", "{{ bench_idle }}"]
         state: "{{ bench_state }}"
       loop: "{{ range(bench_count | int) | list }}"
-""" % (sides_mod.TEMPLATE, sides_mod.TEMPLATE))
+"""
+
+
+def converge_playbook(path, batch=False):
+    """The converge playbook: ``container`` looped over the items, or (``batch``) one
+    ``containers`` task given the whole list (``bench_containers``)."""
+    head = CONVERGE_HEAD % (", batch module" if batch else "", sides_mod.TEMPLATE)
+    body = CONVERGE_BATCH if batch else CONVERGE_LOOP % sides_mod.TEMPLATE
+    with open(path, "w") as fh:
+        fh.write(head + body)
 
 
 def batch_items(state):

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
@@ -58,3 +59,23 @@ def play(root, steps, module, timeout=600):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     with open(out) as handle:
         return json.load(handle)
+
+
+def gone(pid, timeout=5.0):
+    """True once ``pid`` has exited (a zombie waiting for its reaper counts as gone)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open("/proc/%d/status" % pid) as handle:
+                state = [ln for ln in handle if ln.startswith("State:")]
+        except OSError:
+            return True
+        if state and state[0].split()[1] in ("Z", "X"):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def mounted(path):
+    with open("/proc/self/mountinfo") as handle:
+        return any(line.split()[4] == path for line in handle)

@@ -8,12 +8,11 @@ import json
 import os
 import shutil
 import subprocess
-import time
 
 import pytest
 
 import _local
-from _local import busybox_root, leftover_containers
+from _local import busybox_root, gone, leftover_containers, mounted
 
 RUN_DIR = "/run/ctrhost"
 RUNC_ROOT = os.path.join(RUN_DIR, "runtime", "runc")
@@ -66,24 +65,6 @@ def cgroup_file(pid, controller, v1_name, v2_name):
 def read(path):
     with open(path) as handle:
         return handle.read().strip()
-
-
-def gone(pid, timeout=5.0):
-    """True once ``pid`` has exited (a zombie waiting for its reaper counts as gone)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            state = [ln for ln in read("/proc/%d/status" % pid).splitlines() if ln.startswith("State:")]
-        except OSError:
-            return True
-        if state and state[0].split()[1] in ("Z", "X"):
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def mounted(path):
-    return any(line.split()[4] == path for line in open("/proc/self/mountinfo"))
 
 
 def leftovers(root, name):

@@ -10,12 +10,11 @@ and /proc/self/mountinfo.
 import json
 import os
 import shutil
-import time
 
 import pytest
 
 import _local
-from _local import RUNC_ROOT, busybox_root, leftover_containers
+from _local import RUNC_ROOT, busybox_root, gone, leftover_containers, mounted
 
 LOOP = ["/bin/sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
 COUNT = 10
@@ -52,26 +51,6 @@ def running_pid(name):
     except (OSError, ValueError, KeyError):
         return None
     return pid if os.path.exists("/proc/%d" % pid) else None
-
-
-def gone(pid, timeout=5.0):
-    """True once ``pid`` has exited (a zombie waiting for its reaper counts as gone)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open("/proc/%d/status" % pid) as handle:
-                state = [ln for ln in handle if ln.startswith("State:")]
-        except OSError:
-            return True
-        if state and state[0].split()[1] in ("Z", "X"):
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def mounted(path):
-    with open("/proc/self/mountinfo") as handle:
-        return any(line.split()[4] == path for line in handle)
 
 
 def exists_anywhere(root, name):
