@@ -40,7 +40,7 @@ RESTORE_FIELDS = {
 TIME_FIELDS = ("freezing_time", "frozen_time", "memdump_time", "memwrite_time",
                "irmap_resolve", "forking_time", "restore_time")
 
-# Error lines CRIU prints on every run in a sandbox without CAP_SYS_RESOURCE and that
+# Error lines CRIU prints on every run of a root without CAP_SYS_RESOURCE and that
 # do not make it fail: never reported as a cause.
 BENIGN = (
     re.compile(r"rlimit: Can't setup RLIMIT_NOFILE for self"),
