@@ -20,7 +20,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import (
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CommandError, ConflictError
 
 CRIU = shutil.which("criu", path="/usr/local/sbin:/usr/sbin:/usr/bin:/sbin")
-COUNTER = ["/bin/sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done"]
+COUNTER = ["/bin/sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/counter.new; mv /tmp/counter.new /tmp/counter; sleep 0.05; done"]
 
 pytestmark = [
     pytest.mark.runtime,

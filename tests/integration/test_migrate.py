@@ -24,7 +24,7 @@ IP = "10.77.0.10/24"
 # server on port 7000, a file.
 COMMAND = ("dd if=/dev/zero bs=32M count=1 2>/dev/null | sleep 100000 & "
            "nc -ll -p 7000 -e cat & "
-           "i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done")
+           "i=0; while true; do i=$((i+1)); echo $i > /tmp/counter.new; mv /tmp/counter.new /tmp/counter; sleep 0.05; done")
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
