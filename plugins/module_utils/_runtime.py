@@ -16,7 +16,7 @@ import os
 import subprocess
 import time
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _console
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _console, _probecache
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     CommandError,
     ConflictError,
@@ -35,9 +35,6 @@ _NOT_FOUND = ("does not exist", "not found", "container not exist", "no such fil
 # The console of a detached container: see _console.
 LOGGERS_SUFFIX = ".loggers"
 PIDS_SUFFIX = ".pids"
-# ``--version`` output per runtime binary, keyed by (path, mtime, size, inode): in
-# this process and on disk under <run_dir>/cache (tmpfs: gone at reboot).
-_PROBES = {}
 
 
 def default_state_root(name, run_dir=RUN_DIR):
@@ -338,35 +335,16 @@ class Runtime:
 
 
 def probe_version(binary, cache_dir=None):
-    """``binary --version`` output, cached per process and on disk (see ``_PROBES``)."""
-    try:
-        st = os.stat(binary)
-    except OSError:
-        st = None
-    key = "%s|%s|%s|%s" % (binary, st and st.st_mtime_ns, st and st.st_size, st and st.st_ino)
-    if key in _PROBES:
-        return _PROBES[key]
-    path = os.path.join(cache_dir or os.path.join(RUN_DIR, "cache"),
-                        "version-%s.json" % binary.strip("/").replace("/", "_"))
-    text = None
-    if st is not None:
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            with open(path) as handle:
-                saved = json.load(handle)
-            if saved.get("key") == key:
-                text = saved["text"]
-    if text is None:
+    """``binary --version`` output, cached per process and on disk (``_probecache``);
+    only a successful probe is kept."""
+    def probe():
         result = _cli.run([binary, "--version"], check=False, timeout=15)
-        text = result.stdout + result.stderr
-        if result.rc == 0 and st is not None:
-            with contextlib.suppress(OSError):
-                os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-                tmp = "%s.%d.tmp" % (path, os.getpid())
-                with open(tmp, "w") as handle:
-                    json.dump(dict(key=key, text=text), handle)
-                os.replace(tmp, path)
-    _PROBES[key] = text
-    return text
+        return dict(text=result.stdout + result.stderr, ok=result.rc == 0)
+
+    value = _probecache.cached(cache_dir or _probecache.cache_dir_of(RUN_DIR),
+                               "version-%s" % _probecache.leaf(binary), _probecache.probe_key(binary),
+                               probe, keep=lambda v: v["ok"])
+    return value["text"]
 
 
 def _last_line(text):
