@@ -17,7 +17,7 @@ import ipaddress
 import json
 import re
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _netlink
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     ConflictError,
     ValidationError,
@@ -28,13 +28,6 @@ NFT_FAMILY = "inet"
 SYSCTL = {"ipv4": "/proc/sys/net/ipv4/ip_forward", "ipv6": "/proc/sys/net/ipv6/conf/all/forwarding"}
 IFA_F_NODAD = 0x02
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
-
-
-def _ipr():
-    """The netlink boundary (an IPRoute in the current network namespace)."""
-    from pyroute2 import IPRoute
-
-    return IPRoute()
 
 
 def _kind(link):
@@ -55,7 +48,7 @@ def _link_addrs(ipr, index):
 def read_bridges(ipr=None):
     """name -> {name, ipv4, ipv6, mtu, stp, ports} for every bridge of this netns."""
     own = ipr is None
-    ipr = ipr or _ipr()
+    ipr = ipr or _netlink.ipr()
     try:
         links = list(ipr.get_links())
         out = {}
@@ -310,7 +303,7 @@ def apply(bridges=None, forwarding=None, routes=None, force=False, check_mode=Fa
     want_routes = normalize_routes(routes)
     forwarding = {k: v for k, v in (forwarding or {}).items() if v is not None}
     recorder = _cli.Recorder()
-    ipr = _ipr()
+    ipr = _netlink.ipr()
     try:
         have_bridges = read_bridges(ipr)
         for i, b in enumerate(want_bridges):

@@ -41,7 +41,7 @@ ETH_P_ALL = 0x0003
 IFA_F_NODAD = 0x02
 
 
-def _ipr(netns=None):
+def ipr(netns=None):
     """The netlink boundary: an IPRoute in this netns or in ``netns`` (a path)."""
     from pyroute2 import IPRoute
 
@@ -53,7 +53,7 @@ def ifb_name(host_veth):
     return "i" + host_veth[1:]
 
 
-def _lookup(ipr, ifname):
+def lookup(ipr, ifname):
     found = ipr.link_lookup(ifname=ifname)
     return found[0] if found else None
 
@@ -117,13 +117,13 @@ def _unshape(ipr, veth_index, ifb):
     for kind, handle in (("htb", HTB_HANDLE), ("ingress", INGRESS_HANDLE)):
         with contextlib.suppress(Exception):  # absent already
             ipr.tc("del", kind, veth_index, handle)
-    ifb_index = _lookup(ipr, ifb)
+    ifb_index = lookup(ipr, ifb)
     if ifb_index:
         ipr.link("del", index=ifb_index)
 
 
 def _rate_state(ipr, veth_index, ifb):
-    ifb_index = _lookup(ipr, ifb)
+    ifb_index = lookup(ipr, ifb)
     return dict(egress=_htb_rate(ipr, veth_index),
                 ingress=_htb_rate(ipr, ifb_index) if ifb_index else None,
                 redirect=_has_ingress_redirect(ipr, veth_index))
@@ -134,7 +134,7 @@ def _converge_rate(ipr, veth_index, iface, act, check_mode):
     want = iface["rate"]
     have = _rate_state(ipr, veth_index, ifb) if veth_index else dict(egress=None, ingress=None, redirect=False)
     if want is None:
-        if have["egress"] or have["ingress"] or have["redirect"] or (veth_index and _lookup(ipr, ifb)):
+        if have["egress"] or have["ingress"] or have["redirect"] or (veth_index and lookup(ipr, ifb)):
             act("remove rate limit of %s" % iface["host_veth"])
             if not check_mode:
                 _unshape(ipr, veth_index, ifb)
@@ -145,13 +145,13 @@ def _converge_rate(ipr, veth_index, iface, act, check_mode):
     if check_mode:
         return
     if have["egress"] and have["ingress"] and have["redirect"]:
-        for index in (veth_index, _lookup(ipr, ifb)):  # live change, queues kept
+        for index in (veth_index, lookup(ipr, ifb)):  # live change, queues kept
             ipr.tc("change-class", "htb", index, HTB_CLASS, parent=HTB_HANDLE, rate="%dbit" % want,
                    ceil="%dbit" % want, quantum=max(1600, min(want // 8 // 10, 200000)))
         return
     _unshape(ipr, veth_index, ifb)
     ipr.link("add", ifname=ifb, kind="ifb")
-    ifb_index = _lookup(ipr, ifb)
+    ifb_index = lookup(ipr, ifb)
     ipr.link("set", index=ifb_index, state="up")
     _shape(ipr, veth_index, want)
     _shape(ipr, ifb_index, want)
@@ -189,12 +189,12 @@ def _remove_iface(host, ifname, host_veth, act, check_mode, ns=None, ns_index=No
     act("remove interface %s (host veth %s)" % (ifname, host_veth or "in another netns"))
     if check_mode:
         return
-    index = _lookup(host, host_veth) if host_veth else None
+    index = lookup(host, host_veth) if host_veth else None
     if index:
         _unshape(host, index, ifb_name(host_veth))
         host.link("del", index=index)  # the peer goes with it
     elif host_veth:
-        ifb = _lookup(host, ifb_name(host_veth))
+        ifb = lookup(host, ifb_name(host_veth))
         if ifb:
             host.link("del", index=ifb)
     if not index and ns is not None and ns_index:
@@ -205,7 +205,7 @@ def _create_iface(host, netns_path, iface, act, check_mode):
     act("create veth %s <-> %s in %s" % (iface["host_veth"], iface["ifname"], netns_path))
     if check_mode:
         return
-    stale = _lookup(host, iface["host_veth"])
+    stale = lookup(host, iface["host_veth"])
     if stale:  # left over by an interrupted attach; the name is ours
         host.link("del", index=stale)
     host.link("add", ifname=iface["host_veth"], kind="veth",
@@ -213,7 +213,7 @@ def _create_iface(host, netns_path, iface, act, check_mode):
 
 
 def _converge_iface(host, ns, ns_index, iface, bridge_index, act, check_mode):
-    host_index = _lookup(host, iface["host_veth"])
+    host_index = lookup(host, iface["host_veth"])
     hlink = _link(host, host_index) if host_index else None
     if hlink is None or hlink.get_attr("IFLA_MASTER") != bridge_index or not hlink["flags"] & 1 or (
             iface["mtu"] and hlink.get_attr("IFLA_MTU") != iface["mtu"]):
@@ -260,7 +260,7 @@ def _converge_routes(ns, interfaces, act, check_mode):
                     ns.route("del", dst=dst, family=family)
             continue
         gw = wanted[0][key]
-        oif = _lookup(ns, wanted[0]["ifname"]) if ns else None
+        oif = lookup(ns, wanted[0]["ifname"]) if ns else None
         if gw_have != gw or oif_have != oif:
             act("default route via %s dev %s" % (gw, wanted[0]["ifname"]))
             if not check_mode:
@@ -270,11 +270,11 @@ def _converge_routes(ns, interfaces, act, check_mode):
 def _converge(name, netns_path, old, new, check_mode):
     actions = []
     act = actions.append
-    host = _ipr()
+    host = ipr()
     try:
         bridges = {}
         for i, iface in enumerate(new):
-            index = _lookup(host, iface["bridge"])
+            index = lookup(host, iface["bridge"])
             if index is None or _kind(_link(host, index)) != "bridge":
                 raise ValidationError("network[%d].bridge" % i, "bridge %r does not exist on this host"
                                       % iface["bridge"])
@@ -282,7 +282,7 @@ def _converge(name, netns_path, old, new, check_mode):
         has_ns = os.path.exists(netns_path)
         if not has_ns and not check_mode:
             raise NotFoundError("network namespace %s of container %s does not exist" % (netns_path, name))
-        ns = _ipr(netns_path) if has_ns else None
+        ns = ipr(netns_path) if has_ns else None
         try:
             veths = _ns_veths(ns) if ns else {}
             wanted = {i["ifname"]: i for i in new}
@@ -292,20 +292,20 @@ def _converge(name, netns_path, old, new, check_mode):
                     _remove_iface(host, ifname, peer_name, act, check_mode, ns, idx)
                     del veths[ifname]
             for iface in old or []:
-                if iface["ifname"] not in wanted and iface["ifname"] not in veths and _lookup(
+                if iface["ifname"] not in wanted and iface["ifname"] not in veths and lookup(
                         host, iface["host_veth"]):
                     _remove_iface(host, iface["ifname"], iface["host_veth"], act, check_mode)
             _renames(host, veths, new, act, check_mode)
             for iface in new:
                 if iface["ifname"] not in veths:
                     _create_iface(host, netns_path, iface, act, check_mode)
-                ns_index = _lookup(ns, iface["ifname"]) if ns else None
+                ns_index = lookup(ns, iface["ifname"]) if ns else None
                 if check_mode and not ns_index:
                     _converge_rate(host, None, iface, act, True)
                     continue
                 _converge_iface(host, ns, ns_index, iface, bridges[iface["ifname"]], act, check_mode)
             if ns:
-                lo = _link(ns, _lookup(ns, "lo"))
+                lo = _link(ns, lookup(ns, "lo"))
                 if lo is not None and not lo["flags"] & 1:
                     act("set lo up")
                     if not check_mode:
@@ -334,7 +334,7 @@ def _renames(host, veths, new, act, check_mode):
     for step, (index, current, target) in enumerate(moves):
         act("rename host veth %s to %s" % (current, target))
         if not check_mode:
-            old_ifb = _lookup(host, ifb_name(current))
+            old_ifb = lookup(host, ifb_name(current))
             if old_ifb:
                 _unshape(host, index, ifb_name(current))  # re-made under the new name
             host.link("set", index=index, state="down")
@@ -363,10 +363,10 @@ def update(name, netns_path, old, new, check_mode=False):
 def detach(name, interfaces, check_mode=False):
     """Remove the host veths (their peers go with them), qdiscs and IFBs."""
     actions = []
-    host = _ipr()
+    host = ipr()
     try:
         for iface in interfaces or []:
-            if _lookup(host, iface["host_veth"]) or _lookup(host, ifb_name(iface["host_veth"])):
+            if lookup(host, iface["host_veth"]) or lookup(host, ifb_name(iface["host_veth"])):
                 _remove_iface(host, iface["ifname"], iface["host_veth"], actions.append, check_mode)
     finally:
         host.close()
@@ -378,8 +378,8 @@ def info(name, netns_path):
     if not os.path.exists(netns_path):
         return []
     out = []
-    host = _ipr()
-    ns = _ipr(netns_path)
+    host = ipr()
+    ns = ipr(netns_path)
     try:
         gws = {}
         for family, key in ((socket.AF_INET, "gateway"), (socket.AF_INET6, "gateway6")):

@@ -175,8 +175,8 @@ class HostLinks:
 
     def __init__(self, interfaces):
         from ansible_collections.ctrhost.fleet.plugins.module_utils import _netlink
-        self.ipr = _netlink._ipr()
-        self.indexes = [i for i in (_netlink._lookup(self.ipr, iface["host_veth"])
+        self.ipr = _netlink.ipr()
+        self.indexes = [i for i in (_netlink.lookup(self.ipr, iface["host_veth"])
                                     for iface in interfaces or []) if i]
 
     def set(self, state):

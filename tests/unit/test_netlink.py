@@ -1,4 +1,4 @@
-"""_netlink with pyroute2 replaced at the boundary (``_ipr``): what would be
+"""_netlink with pyroute2 replaced at the boundary (``ipr``): what would be
 sent to the kernel, and that check mode and bad input send nothing.
 Real netlink is exercised in tests/integration/test_network.py."""
 
@@ -59,7 +59,7 @@ class FakeIPR:
 def fake(monkeypatch):
     host = FakeIPR([link(1, "lo"), link(2, "br0", "bridge")])
     ns = FakeIPR([link(1, "lo")])
-    monkeypatch.setattr(_netlink, "_ipr", lambda netns=None: ns if netns else host)
+    monkeypatch.setattr(_netlink, "ipr", lambda netns=None: ns if netns else host)
     monkeypatch.setattr(_netlink.os.path, "exists", lambda p: True)
     return host, ns
 
