@@ -17,9 +17,10 @@ from lablib import NAME_RE, REPO, LabError, log, run, write
 from lablib.hosts import HostsMixin
 from lablib.net import NetMixin
 from lablib.procs import alive, kill_until_gone, proc_stat, protected_pids
+from lablib.vm import VmMixin
 
 
-class Lab(NetMixin, HostsMixin):
+class Lab(NetMixin, HostsMixin, VmMixin):
     def __init__(self, name):
         if not NAME_RE.match(name):
             raise LabError(f"--name: expected 1-8 characters [a-z0-9] starting with a "
@@ -82,13 +83,22 @@ class Lab(NetMixin, HostsMixin):
         return alive(rec.get("pid"), rec.get("starttime"))
 
     # ---- commands
-    def up(self, n):
+    def up(self, n, vm=False, **vm_opts):
         with self.lock():
             state = self.load()
+            tier = "vm" if vm else "ns"
             if state and self.netns_exists(self.ctl_ns):
-                if state.get("count") != n:
-                    raise LabError(f"lab {self.name!r} is up with {state.get('count')} hosts, "
-                                   f"not {n}: run `scripts/lab --name {self.name} down` first")
+                if state.get("count") != n or state.get("tier", "ns") != tier:
+                    raise LabError(f"lab {self.name!r} is up with {state.get('count')} "
+                                   f"{state.get('tier', 'ns')} hosts, not {n} {tier}: run "
+                                   f"`scripts/lab --name {self.name} down` first")
+                if tier == "vm":
+                    dead = [h for h, r in state["hosts"].items() if not self.vm_alive(r)]
+                    if dead:
+                        raise LabError(f"VMs {', '.join(dead)} of lab {self.name!r} are not "
+                                       f"running: `scripts/lab --name {self.name} down` first")
+                    self.write_vm_inventory(state)
+                    return self.status(state)
                 dead = [h for h, r in state["hosts"].items() if not self.host_alive(r)]
                 if dead:
                     log(f"restarting lab hosts {', '.join(dead)}")
@@ -98,11 +108,14 @@ class Lab(NetMixin, HostsMixin):
             if state:
                 log(f"cleaning up what is left of lab {self.name!r}")
                 self.teardown(state, keep_data=True)
+                state = None
             elif self.netns_exists(self.ctl_ns):
                 raise LabError(f"--name {self.name}: network namespace {self.ctl_ns} exists "
                                f"but {self.state_file} does not (a lab of another checkout?); "
                                f"pick another name")
             self.check_subnet_free()
+            if vm:
+                return self.vm_up(n, **vm_opts)
             t0 = time.monotonic()
             self.write_files(n)
             state = {"name": self.name, "count": n, "net4": self.net4, "net6": str(self.net6),
@@ -122,25 +135,30 @@ class Lab(NetMixin, HostsMixin):
             log(f"lab {self.name!r} up with {n} hosts in {time.monotonic() - t0:.2f}s")
             return self.status(state)
 
-    def restart_hosts(self, state, hosts):
+    def restart_hosts(self, state, hosts, boot=False):
         procs = {}
         try:
             for host in hosts:
                 rec = state["hosts"][host]
                 self.stop_host(host, rec)
                 self.setup_host_net(rec)
-                procs[host] = (self.spawn_host(host, rec), rec)
+                procs[host] = (self.spawn_host(host, rec, boot), rec)
             self.wait_ready(procs)
         finally:
             self.save(state)
 
-    def reboot(self, host):
+    def reboot(self, host, hard=False):
         with self.lock():
             state = self.require_up()
             if host not in state["hosts"]:
                 raise LabError(f"HOST: expected one of {', '.join(state['hosts'])}, got {host!r}")
+            if state.get("tier") == "vm":
+                return self.vm_reboot(state, host, hard=hard)
+            if hard:
+                raise LabError("reset: only VM hosts can be reset (a namespace host's reboot "
+                               "already kills every process)")
             t0 = time.monotonic()
-            self.restart_hosts(state, [host])
+            self.restart_hosts(state, [host], boot=True)
             log(f"lab host {host} rebooted in {time.monotonic() - t0:.2f}s")
         return 0
 
@@ -158,24 +176,11 @@ class Lab(NetMixin, HostsMixin):
         return 0
 
     def teardown(self, state, keep_data):
+        if state.get("tier") == "vm":
+            return self.vm_teardown(state)
         for host, rec in state["hosts"].items():
             self.stop_host(host, rec)
-        # ssh ControlPersist masters and the like: let them remove their sockets
-        term = self.ctl_pids() - protected_pids()
-        for pid in term:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 1
-        while term and time.monotonic() < deadline:
-            term = {p for p in term if (proc_stat(p) or (0, 0, "Z"))[2] != "Z"}
-            time.sleep(0.02)
-        kill_until_gone(self.ctl_pids, f"controller side of lab {self.name}")
-        if self.netns_exists(self.ctl_ns):
-            run(["ip", "netns", "del", self.ctl_ns])
-        with open("/proc/self/mountinfo") as fh:
-            stale = [line.split()[4] for line in fh if f" {self.dir}/" in line]
-        for mnt in sorted(stale, reverse=True):
-            run(["umount", "-l", mnt], check=False)
+        self.teardown_controller()
         for path in (self.state_file, self.inventory, self.authorized):
             if os.path.exists(path):
                 os.unlink(path)
@@ -193,6 +198,25 @@ class Lab(NetMixin, HostsMixin):
                 if not keep_data:
                     os.rmdir(os.path.join(hosts_dir, host))
 
+    def teardown_controller(self):
+        """Every process of the controller namespace, then the namespace itself."""
+        # ssh ControlPersist masters and the like: let them remove their sockets
+        term = self.ctl_pids() - protected_pids()
+        for pid in term:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 1
+        while term and time.monotonic() < deadline:
+            term = {p for p in term if (proc_stat(p) or (0, 0, "Z"))[2] != "Z"}
+            time.sleep(0.02)
+        kill_until_gone(self.ctl_pids, f"controller side of lab {self.name}")
+        if self.netns_exists(self.ctl_ns):
+            run(["ip", "netns", "del", self.ctl_ns])
+        with open("/proc/self/mountinfo") as fh:
+            stale = [line.split()[4] for line in fh if f" {self.dir}/" in line]
+        for mnt in sorted(stale, reverse=True):
+            run(["umount", "-l", mnt], check=False)
+
     def require_up(self):
         state = self.load()
         if not state or not self.netns_exists(self.ctl_ns):
@@ -203,8 +227,10 @@ class Lab(NetMixin, HostsMixin):
         state = state or self.load()
         up = bool(state) and self.netns_exists(self.ctl_ns)
         hosts = {}
+        vm = (state or {}).get("tier") == "vm"
         for host, rec in (state or {}).get("hosts", {}).items():
-            hosts[host] = dict(rec, running=up and self.host_alive(rec))
+            running = self.vm_alive(rec) if vm else self.host_alive(rec)
+            hosts[host] = dict(rec, running=up and running)
         healthy = up and all(h["running"] for h in hosts.values())
         if as_json:
             print(json.dumps(dict(state or {"name": self.name}, up=up, healthy=healthy,
@@ -212,9 +238,13 @@ class Lab(NetMixin, HostsMixin):
         elif not up:
             print(f"lab {self.name!r}: down")
         else:
-            print(f"lab {self.name!r}: up, {len(hosts)} hosts, {state['net4']}.0/24 "
+            kind = f"VM hosts ({state.get('accel')})" if vm else "hosts"
+            print(f"lab {self.name!r}: up, {len(hosts)} {kind}, {state['net4']}.0/24 "
                   f"{state['net6']}, controller netns {self.ctl_ns} ({state['controller']})")
             for host, rec in sorted(hosts.items(), key=lambda kv: kv[1]["index"]):
+                if vm:
+                    print(self.vm_status_line(host, rec))
+                    continue
                 what = f"sshd pid {rec['pid']}" if rec["running"] else "NOT RUNNING"
                 print(f"  {host:<10} {rec['address']:<15} {rec['address6']:<28} {what}")
             print(f"inventory: {self.inventory}")
@@ -234,6 +264,8 @@ class Lab(NetMixin, HostsMixin):
         rec = state["hosts"].get(host)
         if rec is None:
             raise LabError(f"HOST: expected one of {', '.join(state['hosts'])}, got {host!r}")
+        if state.get("tier") == "vm":
+            return self.vm_exec_host(state, host, cmd)
         if not self.host_alive(rec):
             raise LabError(f"lab host {host} is not running (sshd pid {rec.get('pid')} is "
                            f"gone): scripts/lab --name {self.name} reboot {host}")
