@@ -22,7 +22,11 @@ description:
     C(nft -f) transaction. Declare every NAT bridge of a host in the same task.
   - Static routes (O(routes)) send other hosts' container subnets through those hosts'
     addresses, for a fleet (or the lab) whose hosts share a network.
-  - Everything applies to the running kernel; re-run at boot (the C(host) role does) to restore it.
+  - Everything applies to the running kernel at once. With O(persist=true) (the default) the
+    module also records the declaration in C(<root>/host-network.json), which the host's boot
+    unit C(ctrhost-autostart.service) (installed by the C(host) role) applies again at every
+    boot, through the same code, before it starts the containers: bridges, forwarding, NAT and
+    routes come back with the host's own boot.
 author:
   - ctrhost.fleet maintainers (@ctrhost)
 options:
@@ -99,7 +103,16 @@ options:
     description: Delete a bridge even while containers are attached to it.
     type: bool
     default: false
+  persist:
+    description:
+      - Record what this task declares in C(<root>/host-network.json) for the next boot (merged
+        with earlier tasks: a bridge or route by name or destination; V(absent) entries leave the
+        file). V(false) changes the running kernel only.
+    type: bool
+    default: true
+    version_added: 0.2.0
 extends_documentation_fragment:
+  - ctrhost.fleet.common
   - ctrhost.fleet.attributes
   - ctrhost.fleet.attributes.ACTIONGROUP
 attributes:
@@ -165,6 +178,11 @@ routes:
   returned: always
   type: dict
   sample: {"10.10.2.0/24": "192.0.2.12"}
+persisted:
+  description: Whether the declaration for the next boot (C(<root>/host-network.json)) changed.
+  returned: always
+  type: bool
+  sample: true
 commands:
   description: External commands run (or that would run in check mode); netlink changes are not commands.
   returned: always
@@ -174,9 +192,10 @@ commands:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _hostnet, _module
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _hostboot, _hostnet, _module
 
-ARGS = dict(
+ARGS = _module.argument_spec(
+    _module.COMMON_ARGS,
     bridges=dict(type="list", elements="dict", default=[], options=dict(
         name=dict(type="str", required=True),
         ipv4=dict(type="list", elements="str"),
@@ -193,6 +212,7 @@ ARGS = dict(
         state=dict(type="str", default="present", choices=["present", "absent"]),
     )),
     force=dict(type="bool", default=False),
+    persist=dict(type="bool", default=True),
 )
 
 
@@ -200,6 +220,9 @@ def _run(module):
     p = module.params
     result = _hostnet.apply(bridges=p["bridges"], forwarding=p["forwarding"], routes=p["routes"],
                             force=p["force"], check_mode=module.check_mode)
+    result["persisted"] = p["persist"] and _hostboot.persist_network(
+        p["root"], p["bridges"], p["forwarding"], p["routes"], check_mode=module.check_mode)
+    result["changed"] = result["changed"] or result["persisted"]
     diff = result.pop("diff")
     if module._diff:
         result["diff"] = diff

@@ -106,8 +106,9 @@ class HostsMixin:
         write(self.inventory, "\n".join(lines))
 
     # ---- hosts
-    def spawn_host(self, host, rec):
-        """Start the host's sshd in fresh mount + UTS namespaces."""
+    def spawn_host(self, host, rec, boot=False):
+        """Start the host's sshd in fresh mount + UTS namespaces (after the host's boot
+        services when ``boot``: see host_init)."""
         os.makedirs(HOST_LIB, exist_ok=True)  # mount point only, stays empty
         log_path = self.hdir(host, "sshd.log")
         with open(log_path, "ab") as out:
@@ -115,14 +116,14 @@ class HostsMixin:
                 ["nsenter", f"--net=/run/netns/{rec['netns']}", "--",
                  "unshare", "--mount", "--uts", "--propagation", "private", "--",
                  sys.executable, LAB_SCRIPT, "--name", self.name,
-                 "_host-init", host],
+                 "_host-init", host] + (["--boot"] if boot else []),
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                 start_new_session=True, close_fds=True)
         rec["pid"] = proc.pid
         rec["starttime"] = None
         return proc
 
-    def wait_ready(self, procs, timeout=15):
+    def wait_ready(self, procs, timeout=60):
         """Wait until every spawned sshd listens on its address."""
         deadline = time.monotonic() + timeout
         pending = dict(procs)
@@ -224,9 +225,29 @@ class HostsMixin:
             run(["ip", "netns", "del", rec["netns"]])
         rec["pid"] = rec["starttime"] = None
 
-    def host_init(self, host):
+    def boot_services(self, host):
+        lib = next((d for d in (os.path.join(REPO, "collections"),
+                                os.path.join(REPO, ".cache", "molecule-collections"))
+                    if os.path.isdir(os.path.join(d, "ansible_collections", "ctrhost", "fleet"))),
+                   None)
+        if lib is None:
+            print(f"lab host {host}: no built collection (make setup): boot services skipped",
+                  flush=True)
+            return
+        helper = os.path.join(REPO, "roles", "host", "files", "ctrhost-autostart")
+        proc = subprocess.run(["/usr/bin/python3", helper, "--lib", lib, "--root", HOST_LIB,
+                               "start"], stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        print(f"lab host {host}: boot services rc={proc.returncode}\n{proc.stdout}{proc.stderr}",
+              flush=True)
+
+    def host_init(self, host, boot=False):
         """Inside the host's new mount + UTS namespaces: private /run and
-        /var/lib/ctrhost, own /etc/hosts and /etc/hostname, then exec sshd."""
+        /var/lib/ctrhost, own /etc/hosts and /etc/hostname, then exec sshd.
+
+        ``boot`` (a reboot): first what a real host's ctrhost-autostart.service does
+        at boot (the persisted host network, then the autostart containers), with the
+        same helper the host role installs, so that what must survive a reboot
+        survives through the host's own boot here too."""
         libc = ctypes.CDLL(None, use_errno=True)
 
         def mount(src, target, fstype, flags, data):
@@ -257,4 +278,6 @@ class HostsMixin:
         mount(self.hdir(host, "hostname"), "/etc/hostname", None, ms_bind, None)
         socket.sethostname(host)
         os.chdir("/")
+        if boot:
+            self.boot_services(host)
         os.execv(SSHD, [SSHD, "-D", "-e", "-f", self.hdir(host, "sshd_config")])

@@ -1,0 +1,68 @@
+# -*- coding: utf-8 -*-
+# Copyright: ctrhost.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The host's boot declaration: what host_network persists and how calls merge."""
+
+import json
+
+import pytest
+
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _hostboot
+
+BR0 = dict(name="br0", ipv4=["10.1.0.1/24"], ipv6=None, mtu=None, stp=False, nat=True, state="present")
+BR1 = dict(name="br1", ipv4=["10.2.0.1/24"], ipv6=None, mtu=None, stp=False, nat=False, state="present")
+ROUTE = dict(dest="10.9.0.0/24", via="192.0.2.9", state="present")
+
+
+def saved(root):
+    with open(root / _hostboot.NETWORK_FILE) as handle:
+        return json.load(handle)
+
+
+def test_first_call_writes_the_declaration_root_only(tmp_path):
+    assert _hostboot.persist_network(str(tmp_path), [BR0], {"ipv4": True, "ipv6": None}, [ROUTE])
+    data = saved(tmp_path)
+    assert data["bridges"] == {"br0": {k: v for k, v in BR0.items() if v is not None}}
+    assert data["forwarding"] == {"ipv4": True}
+    assert data["routes"] == {"10.9.0.0/24": ROUTE}
+    assert (tmp_path / _hostboot.NETWORK_FILE).stat().st_mode & 0o777 == 0o600
+
+
+def test_same_call_again_changes_nothing(tmp_path):
+    _hostboot.persist_network(str(tmp_path), [BR0], {"ipv4": True}, [])
+    before = (tmp_path / _hostboot.NETWORK_FILE).stat().st_mtime_ns
+    assert not _hostboot.persist_network(str(tmp_path), [BR0], {"ipv4": True}, [])
+    assert (tmp_path / _hostboot.NETWORK_FILE).stat().st_mtime_ns == before
+
+
+def test_calls_merge_by_name_and_absent_removes(tmp_path):
+    root = str(tmp_path)
+    _hostboot.persist_network(root, [BR0], None, [ROUTE])
+    _hostboot.persist_network(root, [BR1], {"ipv6": False}, [])
+    assert sorted(saved(tmp_path)["bridges"]) == ["br0", "br1"]
+    assert _hostboot.persist_network(root, [dict(BR0, state="absent")],
+                                     None, [dict(ROUTE, state="absent")])
+    data = saved(tmp_path)
+    assert sorted(data["bridges"]) == ["br1"] and data["routes"] == {}
+    assert data["forwarding"] == {"ipv6": False}
+
+
+def test_check_mode_reports_without_writing(tmp_path):
+    assert _hostboot.persist_network(str(tmp_path), [BR0], None, [], check_mode=True)
+    assert not (tmp_path / _hostboot.NETWORK_FILE).exists()
+
+
+@pytest.mark.parametrize("content", ["", "{}"])
+def test_nothing_declared_restores_nothing(tmp_path, content):
+    if content:
+        (tmp_path / _hostboot.NETWORK_FILE).write_text(content)
+    assert _hostboot.restore_network(str(tmp_path)) is None
+
+
+def test_boot_and_shutdown_with_no_containers_keep_reports(tmp_path):
+    (tmp_path / "containers").mkdir()
+    assert _hostboot.boot(str(tmp_path)) == ([], 0)
+    assert _hostboot.shutdown(str(tmp_path)) == ([], 0)
+    for kind in ("boot", "shutdown"):
+        report = json.loads((tmp_path / _hostboot.REPORT_FILES[kind]).read_text())
+        assert report["failed"] == 0 and report["steps"] == []
