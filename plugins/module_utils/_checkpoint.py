@@ -70,8 +70,20 @@ def runtime_for(layout, spec, runtime_path=None, recorder=None, dry_run=False):
                    recorder=recorder, dry_run=dry_run)
 
 
-def criu_args(criu_path):
-    return ["--criu", criu_path] if criu_path else []
+def criu_args(rt, criu_path):
+    """The runtime's way to name the CRIU binary: runc takes ``--criu PATH``; crun links
+    libcriu (it must be built with it: ``+CRIU`` in ``crun --version``) and has no such
+    option. A crun without CRIU is refused here, before anything is frozen."""
+    if rt.name == "runc":
+        return ["--criu", criu_path] if criu_path else []
+    info = rt.info()
+    if "CRIU" not in info.get("build_features", []):
+        raise ConflictError(
+            "runtime: %s %s at %s was built without CRIU support (no +CRIU in `%s --version`), "
+            "so it cannot checkpoint, restore or migrate a container; use runc for this "
+            "container or a %s built with CRIU" % (rt.name, info.get("version") or "", rt.binary,
+                                                   rt.name, rt.name), field="runtime")
+    return []
 
 
 # ---------------------------------------------------------------- listing
@@ -159,7 +171,7 @@ def thaw(cgroups_path):
 
 
 def dump_command(rt, criu_path, name, image_dir, work_dir, options, extra=()):
-    args = criu_args(criu_path) + ["checkpoint", "--image-path", image_dir,
+    args = criu_args(rt, criu_path) + ["checkpoint", "--image-path", image_dir,
                                    "--work-path", work_dir]
     args += [CRIU_FLAGS[key] for key in OPTIONS if options.get(key)]
     return rt.base_cmd() + args + list(extra) + [name]
@@ -224,12 +236,12 @@ def checkpoint(root, name, cid=None, leave_running=False, tcp_established=False,
 def _dump(layout, rt, criu, name, cid, spec, options, rootfs, recorder):
     final = layout.checkpoint_dir(name, cid)
     tmp = layout.checkpoint_dir(name, ".%s.partial" % cid)
+    cmd = dump_command(rt, criu["path"], name, tmp, tmp, options)  # may refuse: before any write
     _private_dir(layout.checkpoints_dir)
     _private_dir(layout.checkpoint_dir(name))
     if os.path.isdir(tmp):
         shutil.rmtree(tmp)
     _private_dir(tmp)
-    cmd = dump_command(rt, criu["path"], name, tmp, tmp, options)
     _criuconf.write_config(layout.run_dir, criu["path"])
     try:
         result = _cli.run(cmd, recorder=recorder, timeout=3600, msg="checkpoint of %s" % name)

@@ -8,8 +8,9 @@
 * ``write_config(run_dir, criu_path)``: ``<run_dir>/criu/runc.conf``, the file
   every config.json names in its ``org.criu.config`` annotation. It holds
   ``network-lock nftables`` when this CRIU can lock the network with nftables
-  (one ruleset instead of many iptables runs); absent otherwise (CRIU's
-  iptables default).
+  (one ruleset instead of many iptables runs) and is 4.0 or newer: CRIU 3.17
+  (Debian 12's) reports the feature but crashes when a dump through runc asks
+  for it. Absent otherwise (CRIU's iptables default).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._probecache import (
 CONFIG_LEAF = os.path.join("criu", "runc.conf")
 NFT_FEATURE = "network_lock_nftables"
 NFT_LINE = "network-lock nftables\n"
+NFT_MIN_VERSION = (4, 0)
 
 
 def config_path(run_dir=None):
@@ -59,10 +61,27 @@ def feature(criu_path, name, cache_dir=None):
     return value[0], value[1]
 
 
+def _version_tuple(text):
+    parts = []
+    for piece in (text or "").split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def nft_lock_usable(criu_path, cache_dir=None):
+    """Whether dumps may ask this CRIU for the nftables network lock."""
+    if _version_tuple(version(criu_path, cache_dir)) < NFT_MIN_VERSION:
+        return False
+    return bool(feature(criu_path, NFT_FEATURE, cache_dir)[0])
+
+
 def write_config(run_dir, criu_path):
     """Write (or remove) ``<run_dir>/criu/runc.conf`` for this CRIU; returns its text or None."""
     path = config_path(run_dir)
-    wanted = NFT_LINE if feature(criu_path, NFT_FEATURE, cache_dir_of(run_dir))[0] else None
+    wanted = NFT_LINE if nft_lock_usable(criu_path, cache_dir_of(run_dir)) else None
     try:
         with open(path) as handle:
             current = handle.read()

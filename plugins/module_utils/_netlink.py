@@ -28,6 +28,7 @@ import ipaddress
 import os
 import socket
 
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _syscall
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     CtrhostError,
     NotFoundError,
@@ -42,10 +43,19 @@ IFA_F_NODAD = 0x02
 
 
 def ipr(netns=None):
-    """The netlink boundary: an IPRoute in this netns or in ``netns`` (a path)."""
+    """The netlink boundary: an IPRoute in this netns or in ``netns`` (a path).
+
+    pyroute2 0.8 and newer open the socket in ``netns`` themselves; older releases (0.7,
+    Debian 12's) have no such argument, and the socket is opened by a thread that entered
+    the namespace (a netlink socket stays in the namespace it was made in)."""
     from pyroute2 import IPRoute
 
-    return IPRoute(netns=netns) if netns else IPRoute()
+    if not netns:
+        return IPRoute()
+    try:
+        return IPRoute(netns=netns)
+    except TypeError:
+        return _syscall.in_netns(netns, IPRoute)
 
 
 def ifb_name(host_veth):

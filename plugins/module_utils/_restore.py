@@ -280,7 +280,7 @@ def prepare(layout, name, meta, image_dir, created=None):
 
 
 def restore_command(rt, criu_path, name, image_dir, work, bundle, options, lazy=False):
-    args = _checkpoint.criu_args(criu_path) + [
+    args = _checkpoint.criu_args(rt, criu_path) + [
         "restore", "--detach", "--image-path", image_dir, "--work-path", work, "--bundle", bundle]
     args += [_checkpoint.CRIU_FLAGS[k] for k in _checkpoint.RESTORE_FLAGS if options.get(k)]
     if lazy:

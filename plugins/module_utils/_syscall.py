@@ -134,17 +134,23 @@ def netns_create(path):
         raise
 
 
-def netns_lo_up(path):
-    """Bring ``lo`` up inside the named network namespace at ``path``."""
+def in_netns(path, func):
+    """``func()`` run in a thread that entered the network namespace at ``path``; its
+    value. Sockets it opens stay in that namespace after the thread ends."""
     def body():
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             _check(libc().setns(fd, CLONE_NEWNET), "setns", path)
         finally:
             os.close(fd)
-        lo_up_here()
+        return func()
 
-    in_thread(body)
+    return in_thread(body)
+
+
+def netns_lo_up(path):
+    """Bring ``lo`` up inside the named network namespace at ``path``."""
+    in_netns(path, lo_up_here)
 
 
 def netns_remove(path):

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(not shutil.which("sh"), reason="needs sh")
 FAKE = """#!/bin/sh
 echo "$*" >> "%(log)s"
 case "$1 $2 $3" in
-  "--version  ") echo "Version: 9.9.9";;
+  "--version  ") echo "Version: %(version)s";;
   "check  ") %(check)s;;
   "check --feature network_lock_nftables") %(nft)s;;
   *) exit 1;;
@@ -31,11 +31,12 @@ def fresh(monkeypatch):
     _sysinfo.clear_cache()
 
 
-def fake_criu(tmp_path, nft=True, check="echo 'Looks good.'"):
+def fake_criu(tmp_path, nft=True, check="echo 'Looks good.'", version="9.9.9"):
     path = tmp_path / "bin" / "criu"
     path.parent.mkdir(exist_ok=True)
     log = tmp_path / "runs.log"
-    path.write_text(FAKE % dict(log=log, check=check, nft="echo ok" if nft else "echo no; exit 1"))
+    path.write_text(FAKE % dict(log=log, check=check, nft="echo ok" if nft else "echo no; exit 1",
+                                version=version))
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
     return str(path), log
 
@@ -109,6 +110,13 @@ def test_write_config_selects_nftables_when_criu_has_it(tmp_path):
     assert _criuconf.write_config(run_dir, criu) == "network-lock nftables\n"
     with open(os.path.join(run_dir, "criu", "runc.conf")) as handle:
         assert handle.read() == "network-lock nftables\n"
+
+
+def test_no_nftables_lock_with_criu_3(tmp_path):
+    """CRIU 3.17 reports the feature but crashes when a dump through runc asks for it."""
+    criu, _ = fake_criu(tmp_path, nft=True, version="3.17.1")
+    assert _criuconf.write_config(str(tmp_path / "run"), criu) is None
+    assert not _criuconf.nft_lock_usable(criu)
 
 
 def test_write_config_removes_the_file_without_nftables(tmp_path):
