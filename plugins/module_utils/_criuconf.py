@@ -78,6 +78,29 @@ def nft_lock_usable(criu_path, cache_dir=None):
     return bool(feature(criu_path, NFT_FEATURE, cache_dir)[0])
 
 
+def container_config_path(run_dir, name):
+    return os.path.join(run_dir or RUN_DIR, "criu", "%s.conf" % name)
+
+
+def write_restore_config(run_dir, criu_path, name, cgroups_path):
+    """The CRIU configuration of a restored container (its config.json names this file
+    from then on, for its next dumps too): the host's lines plus, on a pure cgroup v2
+    host, ``cgroup-root`` with the container's cgroup here. runc hands CRIU the new
+    cgroup root on cgroup v1 only; on v2 CRIU would otherwise put the processes back
+    into the cgroup path they had on the source host, outside what runc manages."""
+    text = write_config(run_dir, criu_path) or ""
+    if cgroups_path and _sysinfo.cgroup_layout()["mode"] == "v2":
+        text += "cgroup-root %s\n" % cgroups_path
+    path = container_config_path(run_dir, name)
+    atomic_write(path, text, mode=0o644)
+    return path
+
+
+def remove_container_config(run_dir, name):
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(container_config_path(run_dir, name))
+
+
 def write_config(run_dir, criu_path):
     """Write (or remove) ``<run_dir>/criu/runc.conf`` for this CRIU; returns its text or None."""
     path = config_path(run_dir)

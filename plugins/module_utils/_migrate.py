@@ -34,6 +34,7 @@ import sys
 from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _checkpoint,
     _criu,
+    _criuconf,
     _oci,
     _restore,
 )
@@ -112,6 +113,7 @@ def migrate(root, name, dest, mode="cold", dest_root=None, ssh_config=None, iden
     if not src_criu["check"]:
         raise CommandError("criu: %s fails 'criu check': %s" % (src_criu["path"],
                                                                 src_criu["check_output"]), [], 1)
+    _criuconf.write_config(layout.run_dir, src_criu["path"])  # the dump's CRIU options, before any freeze
     rt = _checkpoint.runtime_for(layout, spec, runtime_path)
     options = dict(leave_running=False, tcp_established=bool(tcp_established),
                    file_locks=bool(file_locks), ext_unix_sk=bool(ext_unix_sk))
@@ -166,7 +168,7 @@ def _move(run, rt, criu, meta, pre, upper, dest_root, options, timeout, runtime_
         run.step("staged")
         run.incoming, run.dest_upper = prep["incoming"], prep["upper"]
         run.upper_snapshot = _tree_state(upper)
-        run.bytes += link.rsync(upper, run.dest_upper, timeout)
+        run.bytes += link.rsync(upper, run.dest_upper, timeout, vanished_ok=True)  # still running
         run.step("presync")
         if run.spec.get("network"):
             run.links = _restore.HostLinks(run.spec["network"])

@@ -132,14 +132,22 @@ class Link:
             (["--whole-file"] if whole_file else []) + \
             ["-e", " ".join(_quote(c) for c in self.ssh_cmd())]
 
-    def rsync(self, src, dst_path, timeout=3600, whole_file=False):
-        """Copy directory ``src``'s content to ``dest:dst_path``; return bytes sent."""
+    def rsync(self, src, dst_path, timeout=3600, whole_file=False, vanished_ok=False):
+        """Copy directory ``src``'s content to ``dest:dst_path``; return bytes sent.
+
+        ``vanished_ok``: the tree is still in use (the copy before the freeze), so files
+        that vanish while rsync reads (its exit code 24) are expected; the copy in the
+        frozen window sends what changed since."""
         if not _cli.which("rsync"):
             raise MissingToolError("rsync: not found on this host (needed for migration)",
                                    tool="rsync")
-        result = _cli.run(self.rsync_cmd(whole_file) + [src.rstrip("/") + "/",
-                                                        "%s:%s/" % (self.dest, dst_path.rstrip("/"))],
-                          timeout=timeout, msg="rsync to %s" % self.dest)
+        cmd = self.rsync_cmd(whole_file) + [src.rstrip("/") + "/",
+                                            "%s:%s/" % (self.dest, dst_path.rstrip("/"))]
+        result = _cli.run(cmd, timeout=timeout, msg="rsync to %s" % self.dest, check=not vanished_ok)
+        if vanished_ok and result.rc not in (0, 24):
+            raise CommandError("rsync to %s failed (rc=%d): %s" % (self.dest, result.rc,
+                                                                  result.stderr.strip()),
+                               cmd, result.rc, result.stdout, result.stderr)
         return _sent_bytes(result.stdout)
 
     # -- agent ------------------------------------------------------------------

@@ -68,7 +68,7 @@ def restore_config(layout, name, spec, image_dir):
     """The bundle's config.json: the dumped one with this host's cgroups path and netns."""
     cfg = _oci.load_config(os.path.join(image_dir, _checkpoint.CONFIG_COPY))
     resources = _limits.to_oci_resources(spec.get("limits") or {})
-    conf = _criuconf.config_path(layout.run_dir)
+    conf = _criuconf.container_config_path(layout.run_dir, name)  # written by restore_images
     if cfg is None:
         return _oci.build_config(name, spec, _netns.path(name), resources=resources,
                                  cgroups=spec["cgroups_path"], criu_config=conf)
@@ -311,7 +311,7 @@ def restore_images(layout, name, image_dir, meta, runtime_path=None, criu_path=N
     forget_runtime(rt, name, spec["cgroups_path"])
     found = _sysinfo.criu_path(criu_path)
     if found:
-        _criuconf.write_config(layout.run_dir, found)
+        _criuconf.write_restore_config(layout.run_dir, found, name, spec["cgroups_path"])
     args = restore_command(rt, criu_path, name, image_dir, work, bundle,
                            meta.get("options") or {}, lazy)
     try:

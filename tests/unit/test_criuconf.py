@@ -139,3 +139,17 @@ def test_a_missing_binary_is_never_cached(tmp_path, monkeypatch):
     assert _criuconf.check(missing, cache) == (True, "first")
     assert _criuconf.check(missing, cache) == (False, "second")
     assert not os.path.exists(cache)
+
+
+@pytest.mark.parametrize("mode,line", [("v2", True), ("hybrid", False), ("v1", False)])
+def test_restore_config_names_the_cgroup_root_on_v2_only(tmp_path, monkeypatch, mode, line):
+    """runc passes the new cgroup root to CRIU on v1 only; on v2 the file must."""
+    criu, _ = fake_criu(tmp_path, nft=True)
+    monkeypatch.setattr(_sysinfo, "cgroup_layout", lambda: {"mode": mode})
+    run_dir = str(tmp_path / "run")
+    path = _criuconf.write_restore_config(run_dir, criu, "web1", "/ctrhost/h2/web1")
+    assert path == os.path.join(run_dir, "criu", "web1.conf")
+    with open(path) as handle:
+        text = handle.read()
+    assert text.startswith("network-lock nftables\n")
+    assert ("cgroup-root /ctrhost/h2/web1\n" in text) is line
