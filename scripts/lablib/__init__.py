@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 PKG_DIR = os.path.dirname(os.path.realpath(__file__))
 REPO = os.path.dirname(os.path.dirname(PKG_DIR))
@@ -47,3 +48,25 @@ def write(path, text, mode=0o644):
         fh.write(text)
     os.chmod(tmp, mode)
     os.replace(tmp, path)
+
+
+def tail(path, lines=10, missing=""):
+    """The last ``lines`` lines of a log file (``missing`` when it cannot be read)."""
+    try:
+        with open(path, errors="replace") as fh:
+            return "".join(fh.readlines()[-lines:])
+    except OSError:
+        return missing
+
+
+def wait_all(pending, ready, timeout, interval, timeout_msg):
+    """Until ``ready(item)`` is true for every item of ``pending`` (it may raise for an
+    item that can never become ready); LabError(timeout_msg(left)) after ``timeout``."""
+    deadline, pending = time.monotonic() + timeout, list(pending)
+    while True:
+        pending = [item for item in pending if not ready(item)]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise LabError(timeout_msg(pending))
+        time.sleep(interval)

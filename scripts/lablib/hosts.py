@@ -10,10 +10,9 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 
 from lablib import (FOREIGN_FSTYPES, FOREIGN_UNDER, HOST_LIB, LAB_SCRIPT, REPLACED_MOUNTS,
-                    REPO, SSHD, LabError, run, write)
+                    REPO, SSHD, LabError, run, tail, wait_all, write)
 from lablib.procs import (all_pids, cgroup_pids, kill_until_gone, ns_inode, proc_stat,
                           remove_cgroups, thaw_cgroups)
 
@@ -35,15 +34,19 @@ class HostsMixin:
             with open(f"{key}.pub") as fh:
                 pubs.append(fh.read().strip())
         write(self.authorized, "\n".join(pubs) + "\n")
+        hosts_text = self.hosts_text(n)
+        for i in range(1, n + 1):
+            self.write_host_files(self.host_name(i), self.host_record(i), hosts_text)
+
+    def hosts_text(self, n):
+        """/etc/hosts of every lab host: the controller and the N hosts by name."""
         hosts = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
                  f"{self.ctl4}\t{self.name}-ctl", f"{self.ctl6}\t{self.name}-ctl"]
         for i in range(1, n + 1):
             rec = self.host_record(i)
             hosts += [f"{rec['address']}\t{self.host_name(i)}",
                       f"{rec['address6']}\t{self.host_name(i)}"]
-        hosts_text = "\n".join(hosts) + "\n"
-        for i in range(1, n + 1):
-            self.write_host_files(self.host_name(i), self.host_record(i), hosts_text)
+        return "\n".join(hosts) + "\n"
 
     def write_host_files(self, host, rec, hosts_text):
         ssh_dir = self.hdir(host, "lib", "ssh")
@@ -125,24 +128,21 @@ class HostsMixin:
 
     def wait_ready(self, procs, timeout=60):
         """Wait until every spawned sshd listens on its address."""
-        deadline = time.monotonic() + timeout
-        pending = dict(procs)
-        while pending:
-            for host, (proc, rec) in list(pending.items()):
-                if proc.poll() is not None:
-                    raise LabError(f"lab host {host}: sshd exited with {proc.returncode}; "
-                                   f"see {self.hdir(host, 'sshd.log')}:\n{self.log_tail(host)}")
-                if self.listening(proc.pid, rec):
-                    st = proc_stat(proc.pid)
-                    rec["starttime"] = st[1]
-                    for kind in ("mnt", "net", "uts"):
-                        rec[f"{kind}_ns"] = ns_inode(proc.pid, kind)
-                    del pending[host]
-            if pending and time.monotonic() > deadline:
-                raise LabError(f"lab hosts {sorted(pending)}: sshd not listening after "
-                               f"{timeout}s; see {self.dir}/hosts/*/sshd.log")
-            if pending:
-                time.sleep(0.01)
+        def ready(host):
+            proc, rec = procs[host]
+            if proc.poll() is not None:
+                raise LabError(f"lab host {host}: sshd exited with {proc.returncode}; "
+                               f"see {self.hdir(host, 'sshd.log')}:\n{self.log_tail(host)}")
+            if not self.listening(proc.pid, rec):
+                return False
+            rec["starttime"] = proc_stat(proc.pid)[1]
+            for kind in ("mnt", "net", "uts"):
+                rec[f"{kind}_ns"] = ns_inode(proc.pid, kind)
+            return True
+
+        wait_all(procs, ready, timeout, 0.01,
+                 lambda left: f"lab hosts {sorted(left)}: sshd not listening after {timeout}s; "
+                              f"see {self.dir}/hosts/*/sshd.log")
 
     @staticmethod
     def listening(pid, rec):
@@ -162,11 +162,7 @@ class HostsMixin:
         return want4 in found and want6 in found
 
     def log_tail(self, host):
-        try:
-            with open(self.hdir(host, "sshd.log")) as fh:
-                return "".join(fh.readlines()[-10:])
-        except OSError:
-            return ""
+        return tail(self.hdir(host, "sshd.log"))
 
     def host_pids(self, host, rec):
         """Every process of a lab host: its sshd and descendants, whatever shares
@@ -226,8 +222,8 @@ class HostsMixin:
         rec["pid"] = rec["starttime"] = None
 
     def boot_services(self, host):
-        lib = next((d for d in (os.path.join(REPO, "collections"),
-                                os.path.join(REPO, ".cache", "molecule-collections"))
+        lib = next((d for d in (os.path.join(REPO, ".cache", "molecule-collections"),
+                                os.path.join(REPO, "collections"))
                     if os.path.isdir(os.path.join(d, "ansible_collections", "ctrhost", "fleet"))),
                    None)
         if lib is None:

@@ -22,7 +22,7 @@ import socket
 import subprocess
 import time
 
-from lablib import LabError, log, run, write
+from lablib import LabError, log, run, tail, wait_all, write
 from lablib.procs import alive, proc_stat
 from lablib.vmimage import CACHE, Image
 
@@ -91,12 +91,6 @@ class VmMixin:
         self.keygen(self.key, f"ctrhost-lab-{self.name}-controller")
         with open(f"{self.key}.pub") as fh:
             controller_pub = fh.read().strip()
-        hosts = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
-                 f"{self.ctl4}\t{self.name}-ctl", f"{self.ctl6}\t{self.name}-ctl"]
-        for i in range(1, n + 1):
-            rec = self.host_record(i)
-            hosts += [f"{rec['address']}\t{self.host_name(i)}",
-                      f"{rec['address6']}\t{self.host_name(i)}"]
         for i in range(1, n + 1):
             host, rec = self.host_name(i), self.host_record(i)
             cfg = self.hdir(host, "fwcfg")
@@ -105,7 +99,7 @@ class VmMixin:
             self.keygen(hostkey, f"ctrhost-lab-{host}")
             shutil.copyfile(hostkey, os.path.join(cfg, "hostkey"))
             shutil.copyfile(f"{hostkey}.pub", os.path.join(cfg, "hostkey.pub"))
-            write(os.path.join(cfg, "hosts"), "\n".join(hosts) + "\n")
+            write(os.path.join(cfg, "hosts"), self.hosts_text(n))
             write(os.path.join(cfg, "authorized_keys"), controller_pub + "\n")
             write(os.path.join(cfg, "identity"), "\n".join([
                 f"LAB_HOSTNAME={host}", f"LAB_MAC={rec['mac']}",
@@ -236,30 +230,24 @@ class VmMixin:
 
     def wait_ssh(self, state, hosts, not_boot=None, timeout=BOOT_TIMEOUT):
         """Until sshd of every host answers (with a boot id other than not_boot[host])."""
-        deadline, pending = time.monotonic() + timeout, list(hosts)
-        while pending:
-            for host in list(pending):
-                rec = state["hosts"][host]
-                if not self.vm_alive(rec):
-                    raise LabError(f"{host}: QEMU exited; console:\n{self.console_tail(rec)}")
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    boot = self.boot_id(rec)
-                    if boot and boot != (not_boot or {}).get(host):
-                        rec["boot_id"] = boot
-                        pending.remove(host)
-            if pending and time.monotonic() > deadline:
-                raise LabError(f"{', '.join(pending)}: no SSH after {timeout}s; console of "
-                               f"{pending[0]}:\n{self.console_tail(state['hosts'][pending[0]])}")
-            if pending:
-                time.sleep(2)
+        def ready(host):
+            rec = state["hosts"][host]
+            if not self.vm_alive(rec):
+                raise LabError(f"{host}: QEMU exited; console:\n{self.console_tail(rec)}")
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                boot = self.boot_id(rec)
+                if boot and boot != (not_boot or {}).get(host):
+                    rec["boot_id"] = boot
+                    return True
+            return False
+
+        wait_all(hosts, ready, timeout, 2,
+                 lambda left: f"{', '.join(left)}: no SSH after {timeout}s; console of {left[0]}:\n"
+                              f"{self.console_tail(state['hosts'][left[0]])}")
 
     @staticmethod
     def console_tail(rec, lines=15):
-        try:
-            with open(rec["console"], errors="replace") as fh:
-                return "".join(fh.readlines()[-lines:])
-        except OSError:
-            return "(no console log)"
+        return tail(rec["console"], lines, "(no console log)")
 
     # ---- reboot, reset, down
     def vm_reboot(self, state, host, hard=False):
