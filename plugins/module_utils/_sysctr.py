@@ -252,10 +252,8 @@ def describe_nested(found):
 
 # ---------------------------------------------------------------- before a dump
 
-def locks_held(pids, proc="/proc"):
-    """Whether any of ``pids`` has a file lock on one of its open files (the ``lock:``
-    lines of /proc/PID/fdinfo: POSIX, FLOCK and OFD locks alike, also those taken by a
-    parent that has exited since, which /proc/locks lists under the parent's pid)."""
+def fdinfo_lines(pids, proc="/proc"):
+    """Every line of /proc/PID/fdinfo/* of ``pids`` (processes or fds gone: skipped)."""
     for pid in pids:
         fdinfo = os.path.join(proc, str(pid), "fdinfo")
         try:
@@ -263,29 +261,30 @@ def locks_held(pids, proc="/proc"):
         except OSError:
             continue
         for fd in entries:
-            with contextlib.suppress(OSError), open(os.path.join(fdinfo, fd)) as handle:
-                if any(line.startswith("lock:") for line in handle):
-                    return True
-    return False
+            try:
+                with open(os.path.join(fdinfo, fd)) as handle:
+                    lines = handle.readlines()
+            except OSError:
+                continue
+            yield from lines
+
+
+def locks_held(pids, proc="/proc"):
+    """Whether any of ``pids`` has a file lock on one of its open files (the ``lock:``
+    lines of /proc/PID/fdinfo: POSIX, FLOCK and OFD locks alike, also those taken by a
+    parent that has exited since, which /proc/locks lists under the parent's pid)."""
+    return any(line.startswith("lock:") for line in fdinfo_lines(pids, proc))
 
 
 def inotify_watches(pids, proc="/proc"):
     """{(st_dev, inode)} watched by the inotify handles of ``pids``."""
     out = set()
-    for pid in pids:
-        fdinfo = os.path.join(proc, str(pid), "fdinfo")
-        try:
-            entries = os.listdir(fdinfo)
-        except OSError:
-            continue
-        for fd in entries:
-            with contextlib.suppress(OSError), open(os.path.join(fdinfo, fd)) as handle:
-                for line in handle:
-                    if line.startswith("inotify "):
-                        fields = dict(f.split(":", 1) for f in line.split()[1:] if ":" in f)
-                        with contextlib.suppress(KeyError, ValueError):
-                            major, minor = int(fields["sdev"], 16) >> 20, int(fields["sdev"], 16) & 0xFFFFF
-                            out.add((os.makedev(major, minor), int(fields["ino"], 16)))
+    for line in fdinfo_lines(pids, proc):
+        if line.startswith("inotify "):
+            fields = dict(f.split(":", 1) for f in line.split()[1:] if ":" in f)
+            with contextlib.suppress(KeyError, ValueError):
+                sdev = int(fields["sdev"], 16)
+                out.add((os.makedev(sdev >> 20, sdev & 0xFFFFF), int(fields["ino"], 16)))
     return out
 
 
