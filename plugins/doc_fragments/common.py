@@ -38,7 +38,9 @@ options:
     type: bool
     default: false
   file_locks:
-    description: Dump and restore file locks (CRIU C(--file-locks)).
+    description:
+      - Dump and restore file locks (CRIU C(--file-locks)).
+      - Turned on by itself when a process of the container holds a lock at dump time.
     type: bool
     default: false
   ext_unix_sk:

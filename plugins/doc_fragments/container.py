@@ -42,6 +42,25 @@ command:
     - Init process of the container, a list of arguments or a string split like a shell would.
     - Default - the template's init (C(init) in its C(template.json)), else C(/bin/sh).
   type: raw
+init:
+  description:
+    - System-container mode, for a full OS userland whose init (systemd) runs as PID 1.
+    - C(systemd) switches it on, C(none) off; C(auto) switches it on when O(command) is a known
+      init (C(/sbin/init), C(/lib/systemd/systemd), C(/usr/lib/systemd/systemd)).
+    - In this mode the container gets tmpfs on C(/run), C(/run/lock) and C(/tmp), its own
+      cgroup subtree writable through its cgroup namespace, a pseudo-terminal as console (boot
+      output reaches C(console.log)), its O(hostname) written to C(/etc/hostname), and
+      SIGRTMIN+3 (systemd's halt request) as the stop signal. No capability is added; the
+      seccomp profile answers C(mount), C(unshare) and C(bpf) with EPERM, which systemd takes as
+      "sandboxing unavailable" and skips.
+    - On cgroup v1 and hybrid hosts the controller hierarchies stay read-only inside and only
+      the container's C(name=systemd) directory is writable (systemd's legacy mode); on v2 the
+      unified hierarchy is writable and C(nsdelegate) keeps the container's own limits out of
+      its reach.
+    - Changing it needs O(recreate=true).
+    - Default - C(auto).
+  type: str
+  choices: [auto, systemd, none]
 hostname:
   description:
     - Host name inside the container (uts namespace). Default - the container name.

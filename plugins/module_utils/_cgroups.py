@@ -152,28 +152,55 @@ class Cgroup:
             return os.path.isdir(self.dir())
         return any(self.dir(c) and os.path.isdir(self.dir(c)) for c in V1_CONTROLLERS)
 
-    def remove(self):
-        """rmdir the leaf directory in every hierarchy; returns the paths removed."""
-        roots = [self.base] if self.v2 else [
-            os.path.join(self.base, e) for e in sorted(os.listdir(self.base))
-            if os.path.isdir(os.path.join(self.base, e)) and not os.path.islink(os.path.join(self.base, e))]
-        removed = []
-        for root in roots:
+    def roots(self):
+        """The hierarchies' mount points (the unified root on v2)."""
+        if self.v2:
+            return [self.base]
+        return [os.path.join(self.base, e) for e in sorted(os.listdir(self.base))
+                if os.path.isdir(os.path.join(self.base, e))
+                and not os.path.islink(os.path.join(self.base, e))]
+
+    def dirs(self, create=False):
+        """{hierarchy (mount point's leaf, ``unified`` on v2): the container's directory}
+        of the hierarchies that have it (all of them, made where missing, with ``create``)."""
+        out = {}
+        for root in self.roots():
             leaf = os.path.join(root, self.path.lstrip("/"))
-            try:
-                os.rmdir(leaf)
-                removed.append(leaf)
-            except FileNotFoundError:
+            if create and not os.path.isdir(leaf):
+                os.makedirs(leaf, exist_ok=True)
+            if os.path.isdir(leaf):
+                out["unified" if self.v2 else os.path.basename(root)] = leaf
+        return out
+
+    def remove(self):
+        """rmdir the container's directory and its sub-cgroups (a system container's
+        init makes its own) in every hierarchy; returns the paths removed."""
+        removed = []
+        for root in self.roots():
+            leaf = os.path.join(root, self.path.lstrip("/"))
+            if not os.path.isdir(leaf):
                 continue
-            except OSError as exc:
-                if exc.errno == errno.EBUSY:
-                    raise ConflictError("cgroup %s still has processes or children" % leaf, path=leaf)
-                raise
+            for here, _dirs, _files in sorted(os.walk(leaf), key=lambda e: -len(e[0])):
+                try:
+                    os.rmdir(here)
+                    removed.append(here)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    if exc.errno == errno.EBUSY:
+                        raise ConflictError("cgroup %s still has processes or children" % here,
+                                            path=here)
+                    raise
         return removed
 
     def procs(self):
-        text = self.read("pids" if not self.v2 else None, "cgroup.procs") or ""
-        return [int(p) for p in text.split()]
+        """Pids in the container's cgroup and its sub-cgroups."""
+        top = self.dir("pids" if not self.v2 else None)
+        pids = []
+        for here, _dirs, _files in os.walk(top) if top else ():
+            with contextlib.suppress(OSError), open(os.path.join(here, "cgroup.procs")) as handle:
+                pids.extend(int(p) for p in handle.read().split())
+        return pids
 
     # -------------------------------------------------------------- state
     def freezer_state(self):

@@ -24,7 +24,14 @@ import os
 import re
 import shutil
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _criu, _criuconf, _sysinfo
+from ansible_collections.ctrhost.fleet.plugins.module_utils import (
+    _cli,
+    _criu,
+    _criuconf,
+    _netns,
+    _sysctr,
+    _sysinfo,
+)
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     CommandError,
     ConflictError,
@@ -146,13 +153,15 @@ def _private_dir(path):
 # ---------------------------------------------------------------- dump
 
 def recover_running(rt, name, cgroups_path=None):
-    """After a failed dump: make sure the container runs (resume/thaw); return its status."""
+    """After a failed dump or migration: make sure the container runs (resume/thaw) and
+    that no CRIU network lock is left in its netns; return its status."""
     st = rt.state(name)
     if st and st.get("status") == "paused":
         rt.resume(name)
         st = rt.state(name)
     if st and st.get("status") == "running" and cgroups_path:
         thaw(cgroups_path)
+    _criuconf.remove_lock_tables(_netns.path(name))
     return (st or {}).get("status", "absent")
 
 
@@ -168,6 +177,22 @@ def thaw(cgroups_path):
             cg.write("freezer", "freezer.state", "THAWED")
     except (OSError, CtrhostError):
         pass
+
+
+def inspect(layout, rt, name, spec, state, criu_path, options):
+    """Before the freeze: refuse what CRIU cannot dump (nested namespaces, named by
+    unit), turn ``file_locks`` on when a process holds one, point CRIU's inode map at
+    the directories the container watches, record a system container's cgroup tree.
+    Returns the facts (``_sysctr.before_dump``); updates ``options`` in place."""
+    from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import Cgroup
+    facts = _sysctr.before_dump(Cgroup(spec.get("cgroups_path") or "/ctrhost/-/" + name),
+                                layout.container_file(name, "rootfs"), (state or {}).get("pid"),
+                                _sysctr.is_system(spec))
+    if facts["file_locks"] and not options.get("file_locks"):
+        options["file_locks"] = True
+        facts["file_locks_auto"] = True
+    _criuconf.write_config(layout.run_dir, criu_path, facts["scan_paths"])
+    return facts
 
 
 def dump_command(rt, criu_path, name, image_dir, work_dir, options, extra=()):
@@ -236,18 +261,22 @@ def checkpoint(root, name, cid=None, leave_running=False, tcp_established=False,
 def _dump(layout, rt, criu, name, cid, spec, options, rootfs, recorder):
     final = layout.checkpoint_dir(name, cid)
     tmp = layout.checkpoint_dir(name, ".%s.partial" % cid)
+    facts = inspect(layout, rt, name, spec, rt.state(name), criu["path"], options)  # before any file of it
     cmd = dump_command(rt, criu["path"], name, tmp, tmp, options)  # may refuse: before any write
     _private_dir(layout.checkpoints_dir)
     _private_dir(layout.checkpoint_dir(name))
     if os.path.isdir(tmp):
         shutil.rmtree(tmp)
     _private_dir(tmp)
-    _criuconf.write_config(layout.run_dir, criu["path"])
     try:
         result = _cli.run(cmd, recorder=recorder, timeout=3600, msg="checkpoint of %s" % name)
     except CommandError as exc:
         err = dump_failure(exc, tmp, "checkpoint", rt, name, spec)
-        _keep_failed_log(layout, name, tmp)
+        log = _keep_failed_log(layout, name, tmp)
+        if log:
+            err.details["log"] = log
+            err.msg += "; CRIU's log: %s" % log
+            err.args = (err.msg,)
         raise err
     bundle = layout.container_dir(name)
     if os.path.exists(os.path.join(bundle, "config.json")):
@@ -257,6 +286,7 @@ def _dump(layout, rt, criu, name, cid, spec, options, rootfs, recorder):
         tar_upper(upper, os.path.join(tmp, ROOTFS_TAR))
     meta = build_meta(layout, name, cid, spec, criu, rt, options,
                       _criu.work_stats(tmp).get("dump", {}), tmp, result.duration)
+    meta["cgroup_tree"] = facts["cgroup_tree"]
     atomic_write_json(os.path.join(tmp, META_FILE), meta, mode=0o600)
     os.rename(tmp, final)
     return meta
@@ -277,10 +307,13 @@ def build_meta(layout, name, cid, spec, criu, rt, options, stats, image_dir, dur
 
 
 def _keep_failed_log(layout, name, tmp):
-    log = os.path.join(tmp, "dump.log")
+    """Keep the dump log of a failed dump as ``last-failure.log``; return its path."""
+    log, kept = os.path.join(tmp, "dump.log"), None
     if os.path.exists(log):
-        shutil.copy2(log, layout.checkpoint_dir(name, "last-failure.log"))
+        kept = layout.checkpoint_dir(name, "last-failure.log")
+        shutil.copy2(log, kept)
     shutil.rmtree(tmp, ignore_errors=True)
+    return kept
 
 
 def _result(meta, path, changed, pruned, recorder):

@@ -13,6 +13,11 @@ itself when the last writer closes the pipe and is killed by ``delete``. On
 ``restore`` runc hands its own stdio (the new pipe) to the restored processes,
 so the log carries on and the container can be checkpointed again.
 
+A system container's console is a pseudo-terminal instead (``ConsoleSocket``):
+the runtime creates it inside the container (CRIU dumps the slave side and, on
+restore, hands the new master back the same way) and sends the master through
+a unix socket; the logger drains the master.
+
 A logger is identified by (pid, start time), so a recycled pid is never killed.
 """
 
@@ -20,8 +25,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import array
+import fcntl
+import shutil
 import signal
+import socket
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -34,10 +44,12 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
 # Popen objects of loggers this process started (reaped once they end, so that a
 # long-lived caller collects no zombies and Python never warns about them).
 _LOGGER_PROCS = []
+TIOCGPTPEER = 0x5441
 
 
-def start_logger(rfd, log_path, env):
-    """Start the detached logger reading ``rfd``; return its (pid, starttime)."""
+def start_logger(rfd, log_path, env, keep=()):
+    """Start the detached logger reading ``rfd``; return its (pid, starttime).
+    ``keep``: more descriptors the logger holds open (a terminal's slave side)."""
     cat = _cli.which("cat")
     if not cat:
         raise MissingToolError("cat not found on this host (it drains the console pipe)",
@@ -46,7 +58,8 @@ def start_logger(rfd, log_path, env):
                  0o640)
     try:
         proc = subprocess.Popen([cat], stdin=rfd, stdout=fd, stderr=subprocess.DEVNULL,
-                                close_fds=True, start_new_session=True, cwd="/", env=env)
+                                close_fds=True, pass_fds=tuple(keep), start_new_session=True,
+                                cwd="/", env=env)
     finally:
         os.close(fd)
     _LOGGER_PROCS.append(proc)
@@ -104,3 +117,82 @@ def kill_logger(logger):
     if start_time(logger[0]) == logger[1]:
         with contextlib.suppress(OSError):
             os.kill(logger[0], signal.SIGKILL)
+
+
+def verify_started(rt, cid, log_path, offset, grace):
+    """Fail (CommandError with the console's last lines) when the init of ``cid``
+    (runtime ``rt``) exits within ``grace`` seconds of its start."""
+    deadline = time.monotonic() + grace
+    while True:
+        st = rt.state(cid)
+        if st is None or st.get("status") == "stopped":
+            time.sleep(0.05)  # the logger drains the last output of the console
+            tail = log_tail(log_path, offset, 4096).strip().splitlines()[-15:]
+            raise CommandError("state: the init of container %s exited right after the start; "
+                               "console log %s ends with: %s"
+                               % (cid, log_path, " | ".join(tail) or "(nothing)"),
+                               [rt.name, "run", cid], 1, "", "\n".join(tail),
+                               console_log=log_path, console_tail=tail)
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(0.05)
+
+
+def log_tail(log_path, offset, size=16384):
+    """What the log got since ``offset`` (its last ``size`` bytes), as text."""
+    try:
+        with open(log_path, "rb") as handle:
+            handle.seek(offset)
+            return handle.read()[-size:].decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def open_peer(master):
+    """A descriptor of the slave side of the terminal ``master`` (TIOCGPTPEER: no path
+    lookup in the container's /dev/pts). The logger holds it, so that the master never
+    reads EIO (and the logger never ends) while init closes and reopens its console."""
+    return fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+
+
+class ConsoleSocket:
+    """A listening unix socket the runtime sends a terminal's master to
+    (``--console-socket``), in a private directory under ``base``."""
+
+    def __init__(self, base, cid):
+        os.makedirs(base, mode=0o700, exist_ok=True)
+        self.dir = tempfile.mkdtemp(prefix="%s." % cid[:40], dir=base)
+        self.path = os.path.join(self.dir, "sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(self.path)
+        self.sock.listen(1)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_exc):
+        self.sock.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def receive(self, proc, timeout):
+        """The master fd the runtime sends, or None when ``proc`` ended without one."""
+        deadline = time.monotonic() + (timeout or 120)
+        self.sock.settimeout(0.05)
+        while time.monotonic() < deadline:
+            try:
+                conn, _addr = self.sock.accept()
+            except TimeoutError:
+                if proc.poll() is not None:
+                    return None
+                continue
+            with conn:
+                conn.settimeout(max(1.0, deadline - time.monotonic()))
+                fds = array.array("i")
+                _msg, ancdata, _flags, _addr = conn.recvmsg(4096, socket.CMSG_SPACE(fds.itemsize))
+                for level, kind, data in ancdata:
+                    if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                        fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+                for extra in fds[1:]:
+                    os.close(extra)
+                return fds[0] if fds else None
+        return None

@@ -27,14 +27,17 @@ import shutil
 import time
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import (
+    _console,
     _ctrspec,
     _limits,
     _netns,
     _oci,
+    _sysctr,
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils._cli import Recorder
 from ansible_collections.ctrhost.fleet.plugins.module_utils._ctrargs import STATES
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
+    CommandError,
     ConflictError,
     MissingToolError,
     ValidationError,
@@ -49,6 +52,10 @@ LOG_FILE = "console.log"
 # written by the checkpoint library where CRIU supports them; see _oci.build_config.
 CRIU_CONFIG = os.path.join("criu", "runc.conf")
 # The run state each requested state ends in (check mode reports it).
+# Seconds a started container's init must live for the start to count (``verify_started``).
+# (an init that boots an OS gets longer: its first failures take a while).
+START_GRACE = 0.5
+SERVICE_GRACE = 0.1
 EXPECTED = {"started": "running", "restarted": "running", "frozen": "frozen", "stopped": "stopped"}
 
 
@@ -161,11 +168,22 @@ def start(ctx, spec, rt, status, configured=False):
     leftover = rt.state(ctx.name)
     if leftover is not None and (not ctx.check_mode or leftover["status"] == "stopped"):
         rt.delete(ctx.name, force=True)  # a stopped instance the runtime still knows
+    system = _sysctr.is_system(spec)
+    if system and not ctx.check_mode:
+        _sysctr.write_hostname(ctx.overlay(spec["template"]).rootfs, spec["hostname"])
     pid_file = rt.pid_file(ctx.name)
-    rt.run(ctx.name, ctx.bundle, os.path.join(ctx.bundle, LOG_FILE), pid_file=pid_file)
+    log = os.path.join(ctx.bundle, LOG_FILE)
+    offset = os.path.getsize(log) if os.path.exists(log) else 0
+    rt.run(ctx.name, ctx.bundle, log, pid_file=pid_file, terminal=system)
     if not ctx.check_mode:
         pid = rt.read_pid(ctx.name)
         ctx.known = ("running", pid) if pid else None
+        try:
+            _console.verify_started(rt, ctx.name, log, offset,
+                                    START_GRACE if system else SERVICE_GRACE)
+        except CommandError:
+            ctx.known = None
+            raise
 
 
 def stop(ctx, spec, rt, status, timeout):
@@ -174,7 +192,7 @@ def stop(ctx, spec, rt, status, timeout):
     if status == "frozen":
         rt.resume(ctx.name)
     if status in ("running", "frozen"):
-        rt.kill(ctx.name, "TERM")
+        rt.kill(ctx.name, _sysctr.stop_signal(spec))
         if not ctx.check_mode and not rt.wait_stopped(ctx.name, timeout):
             rt.kill(ctx.name, "KILL", all_processes=True)
             rt.wait_stopped(ctx.name, 10)
@@ -233,6 +251,7 @@ def describe(ctx, spec, fallback_state=None):
         state, pid = fallback_state, None  # what the real run would give; pid not known yet
     return dict(name=ctx.name, state=state, pid=pid or None, template=spec["template"],
                 runtime=spec["runtime"], hostname=spec["hostname"], command=spec["command"],
+                init=spec.get("init", "auto"), system=_sysctr.is_system(spec),
                 limits=spec["limits"], network=spec["network"], autostart=spec["autostart"],
                 created=spec.get("created"), cgroups_path=spec.get("cgroups_path"),
                 bundle=ctx.bundle, rootfs=os.path.join(ctx.bundle, "rootfs"),

@@ -84,6 +84,8 @@ CAUSES = (
      "a process exited or could not be seized during the dump"),
 )
 _ERROR_RE = re.compile(r"\bError\b|\bFAILED\b")
+# CRIU's own error lines: "(00.123456) Error (criu/x.c:12): ..." (restore: "     1: Error (").
+_CRIU_ERROR_RE = re.compile(r"^\s*\(\s*\d+\.\d+\)\s+(?:\d+:\s+)?Error\s+\(")
 
 
 # ---------------------------------------------------------------- discovery
@@ -225,6 +227,27 @@ def read_stats(path):
         return None
 
 
+def lazy_dump_stats(dump, window):
+    """The ``dump`` section of a lazy dump's stats made true: CRIU writes it before the
+    page server has served the memory, with the frozen timer never stopped (a value of
+    the order of the uptime) and its counters never filled (zeros). Times longer than
+    the frozen ``window`` we measured (seconds) and zeros (not measured, not "none")
+    are dropped; ``frozen_time`` is that window."""
+    out = {}
+    for key, value in (dump or {}).items():
+        base = key[:-3] if key.endswith("_us") else key
+        if isinstance(value, (int, float)) and value == 0:
+            continue
+        if base in TIME_FIELDS and isinstance(value, (int, float)):
+            seconds = value / 1e6 if key.endswith("_us") else value
+            if seconds < 0 or seconds > window:
+                continue
+        out[key] = value
+    out.update(frozen_time=round(window, 6), frozen_time_us=int(round(window * 1e6)),
+               frozen_time_measured=True)
+    return out
+
+
 def work_stats(work_dir):
     """{dump: ..., restore: ...} of the stats images found in a CRIU work directory."""
     out = {}
@@ -238,14 +261,21 @@ def work_stats(work_dir):
 # ---------------------------------------------------------------- logs
 
 def error_lines(text, limit=20):
-    """CRIU log lines that report an error, without the known harmless ones."""
-    lines = []
+    """CRIU log lines that report an error, without the known harmless ones.
+
+    CRIU's own ``Error (file:line):`` lines when the log has any: the output of the
+    tools CRIU runs (iptables, nft, ip) lands in the same log, and its "error" words
+    are consequences or noise, never the cause."""
+    lines, own = [], []
     for line in (text or "").splitlines():
         if not _ERROR_RE.search(line):
             continue
         if any(p.search(line) for p in BENIGN):
             continue
         lines.append(line.rstrip())
+        if _CRIU_ERROR_RE.match(line):
+            own.append(line.rstrip())
+    lines = own or lines
     return lines[-limit:] if limit else lines
 
 

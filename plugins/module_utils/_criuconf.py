@@ -16,9 +16,10 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _sysinfo
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _sysinfo
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import RUN_DIR
 from ansible_collections.ctrhost.fleet.plugins.module_utils._probecache import (  # noqa: F401 (re-exported)
     _MEMO,
@@ -33,6 +34,7 @@ CONFIG_LEAF = os.path.join("criu", "runc.conf")
 NFT_FEATURE = "network_lock_nftables"
 NFT_LINE = "network-lock nftables\n"
 NFT_MIN_VERSION = (4, 0)
+SCAN_PREFIX = "irmap-scan-path "
 
 
 def config_path(run_dir=None):
@@ -101,20 +103,60 @@ def remove_container_config(run_dir, name):
         os.unlink(container_config_path(run_dir, name))
 
 
-def write_config(run_dir, criu_path):
-    """Write (or remove) ``<run_dir>/criu/runc.conf`` for this CRIU; returns its text or None."""
+def write_config(run_dir, criu_path, scan_paths=()):
+    """Write (or remove) ``<run_dir>/criu/runc.conf`` for this CRIU; returns its text or None.
+
+    ``scan_paths``: directories (inside the containers) CRIU's inode map must search
+    for the watches of inotify handles it cannot open (``irmap-scan-path``), e.g. those
+    on an overlayfs rootfs. Kept once written, so that concurrent dumps of different
+    containers never drop each other's (a path no container has costs nothing)."""
     path = config_path(run_dir)
-    wanted = NFT_LINE if nft_lock_usable(criu_path, cache_dir_of(run_dir)) else None
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    lock = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        with open(path) as handle:
-            current = handle.read()
-    except OSError:
-        current = None
-    if current == wanted:
-        return wanted
-    if wanted is None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-    else:
-        atomic_write(path, wanted, mode=0o644)
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the directory itself: no lock file left behind
+        try:
+            with open(path) as handle:
+                current = handle.read()
+        except OSError:
+            current = None
+        kept = [line for line in (current or "").splitlines(True)
+                if line.startswith(SCAN_PREFIX)]
+        for scan in sorted(set(scan_paths)):
+            line = "%s%s\n" % (SCAN_PREFIX, scan)
+            if "\n" not in scan and line not in kept:
+                kept.append(line)
+        nft = NFT_LINE if nft_lock_usable(criu_path, cache_dir_of(run_dir)) else ""
+        wanted = (nft + "".join(kept)) or None
+        if current == wanted:
+            return wanted
+        if wanted is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        else:
+            atomic_write(path, wanted, mode=0o644)
+    finally:
+        os.close(lock)
     return wanted
+
+
+def remove_lock_tables(netns_path):
+    """Delete CRIU's network-lock tables (``inet CRIU-*``, policy drop) from the network
+    namespace at ``netns_path``: a dump that left the container running, or a restore
+    that failed, must not leave it cut off. Returns the tables removed."""
+    if not os.path.exists(netns_path):
+        return []
+    nft = _cli.which("nft")
+    if not nft:
+        return []
+    enter = [_cli.which("nsenter") or "nsenter", "--net=" + netns_path, "--"]
+    listed = _cli.run(enter + [nft, "list", "tables"], check=False, timeout=30)
+    removed = []
+    for line in listed.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "table" and parts[2].startswith("CRIU"):
+            done = _cli.run(enter + [nft, "delete", "table", parts[1], parts[2]], check=False,
+                            timeout=30)
+            if done.rc == 0:
+                removed.append("%s %s" % (parts[1], parts[2]))
+    return removed

@@ -39,6 +39,7 @@ CONTAINER_OPTIONS = dict(
     state=dict(type="str", default="started", choices=list(STATES)),
     template=dict(type="str"),
     command=dict(type="raw"),
+    init=dict(type="str", choices=["auto", "systemd", "none"]),
     hostname=dict(type="str"),
     env=dict(type="dict"),
     mounts=dict(type="list", elements="dict", options=MOUNT_OPTIONS),

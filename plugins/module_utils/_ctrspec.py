@@ -18,7 +18,7 @@ import os
 import re
 import shlex
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _limits, _oci
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _limits, _oci, _sysctr
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ValidationError
 from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import RUNTIMES
 from ansible_collections.ctrhost.fleet.plugins.module_utils._validate import (
@@ -27,10 +27,10 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._validate import (
 )
 
 # Declared fields, in display order.
-FIELDS = ("template", "command", "hostname", "env", "mounts", "capabilities", "limits",
+FIELDS = ("template", "command", "init", "hostname", "env", "mounts", "capabilities", "limits",
           "network", "autostart", "runtime")
 # Changing one of these needs the container re-created (new config/rootfs).
-RECREATE_FIELDS = ("template", "command", "hostname", "env", "mounts", "capabilities",
+RECREATE_FIELDS = ("template", "command", "init", "hostname", "env", "mounts", "capabilities",
                    "runtime")
 # These change live on a running container.
 LIVE_FIELDS = ("limits", "network", "autostart")
@@ -41,6 +41,8 @@ _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                           r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 DEFAULT_COMMAND = ["/bin/sh"]
+# What a field stored before it existed means.
+STORED_DEFAULTS = {"init": "auto"}
 
 
 def template_meta(layout, template):
@@ -172,6 +174,8 @@ def normalize(layout, name, params, stored=None):
         spec["command"] = stored["command"]
     else:
         spec["command"] = default_command(meta)
+    spec["init"] = _sysctr.normalize_init(get("init") if get("init") is not None
+                                          else stored.get("init"))
     spec["hostname"] = norm_hostname(get("hostname") if get("hostname") is not None
                                      else stored.get("hostname", name))
     spec["env"] = norm_env(get("env")) if get("env") is not None else stored.get("env", {})
@@ -205,7 +209,8 @@ def declared(spec):
 
 def changed_fields(old, new):
     old = old or {}
-    return [key for key in FIELDS if old.get(key) != new.get(key)]
+    return [key for key in FIELDS
+            if old.get(key, STORED_DEFAULTS.get(key)) != new.get(key, STORED_DEFAULTS.get(key))]
 
 
 def needs_recreate(old, new):

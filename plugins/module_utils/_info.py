@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _netns, _oci
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _netns, _oci, _sysctr
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     CtrhostError,
     MissingToolError,
@@ -83,6 +83,7 @@ def container_info(layout, name, spec, runtimes=None, runtime_path=None, network
         name=name, state=state, running=state in ("running", "frozen"), pid=pid or None,
         template=spec.get("template"), template_sha256=spec.get("template_sha256"),
         runtime=rname, command=spec.get("command"), hostname=spec.get("hostname"),
+        init=spec.get("init") or "auto", system=_sysctr.is_system(spec),
         env=spec.get("env") or {}, mounts=spec.get("mounts") or [],
         capabilities=spec.get("capabilities") or {}, autostart=bool(spec.get("autostart")),
         created=spec.get("created"), started=(rt_state or {}).get("created") if pid else None,

@@ -51,6 +51,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_recover imp
     _fence,
     _recover,
     _remove_source,
+    keep_failure,
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_run import MigrationError, Run, _result, timings  # noqa: F401 (API)
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_ssh import LEASE, Link
@@ -115,7 +116,8 @@ def migrate(root, name, dest, mode="cold", dest_root=None, ssh_config=None, iden
                                                                 src_criu["check_output"]), [], 1)
     _criuconf.write_config(layout.run_dir, src_criu["path"])  # the dump's CRIU options, before any freeze
     rt = _checkpoint.runtime_for(layout, spec, runtime_path)
-    options = dict(leave_running=False, tcp_established=bool(tcp_established),
+    # leave_running: the dump leaves the (frozen) source as it is; see _migrate_window.
+    options = dict(leave_running=True, tcp_established=bool(tcp_established),
                    file_locks=bool(file_locks), ext_unix_sk=bool(ext_unix_sk))
     run = Run(layout, name, spec, mode, dest, hooks)
     cid = "migrate-" + _checkpoint.default_id()
@@ -167,6 +169,8 @@ def _move(run, rt, criu, meta, pre, upper, dest_root, options, timeout, runtime_
             raise MigrationError("dest: prepare failed on %s: %s" % (run.dest, prep.get("error")))
         run.step("staged")
         run.incoming, run.dest_upper = prep["incoming"], prep["upper"]
+        run.before_dump = _checkpoint.inspect(layout, rt, name, run.spec, rt.state(name),
+                                              criu["path"], options)
         run.upper_snapshot = _tree_state(upper)
         run.bytes += link.rsync(upper, run.dest_upper, timeout, vanished_ok=True)  # still running
         run.step("presync")
@@ -204,12 +208,17 @@ def _move(run, rt, criu, meta, pre, upper, dest_root, options, timeout, runtime_
     except Exception as exc:
         where = _recover(run, rt, meta, exc)
         if where != run.dest:
+            kept = keep_failure(run, where)
             if isinstance(exc, CtrhostError):
                 details = dict(exc.details)
+                fallback = [e for e in run.errors if e["where"] == "source"]
                 details.update(where=where, mode=run.mode, fallback=run.fallback,
-                               steps=run.steps, fence=run.fence)
-                raise MigrationError("migration of %s to %s failed: %s; the container runs on %s"
-                                     % (name, run.dest, exc.msg, where), **details)
+                               steps=run.steps, fence=run.fence, error=exc.msg,
+                               fallback_errors=fallback, **kept)
+                raise MigrationError("migration of %s to %s failed: %s; the container runs on %s%s"
+                                     % (name, run.dest, exc.msg, where,
+                                        "".join("; %s failed too: %s" % (e["step"], e["msg"])
+                                                for e in fallback)), **details)
             raise
         answer = dict(pid=None)  # the destination committed; only its answer was lost
     run.step("committed")

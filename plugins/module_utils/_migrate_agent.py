@@ -145,6 +145,8 @@ class Agent(Preflight):
     def restore(self, req):
         m = self.m
         layout, name = self.layout, self.name
+        if req.get("meta"):  # known only once the source has dumped: options, cgroup tree
+            self.meta = dict(self.meta, **req["meta"])
         images = os.path.join(self.incoming, "images")
         work = m["restore"].work_dir(layout, name, "migrate")
         m["restore"].cleanup_work(work)
@@ -175,7 +177,7 @@ class Agent(Preflight):
             self.abort({})
             out = exc.to_result()
             return dict(ok=False, error=out.pop("msg"), **{k: v for k, v in out.items()
-                                                           if k in ("cause", "criu_log")})
+                                                           if k in ("cause", "criu_log", "log")})
         t1 = time.monotonic()
         m["restore"].links_up(self.meta["spec"].get("network"), self.links)
         facts["timings"]["links_up"] = round(time.monotonic() - t1, 3)

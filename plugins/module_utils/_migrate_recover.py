@@ -5,11 +5,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import time
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import _checkpoint, _restore
+from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CtrhostError
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_ssh import LEASE
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_window import _end_page_server
 
@@ -42,7 +45,11 @@ def _fence(run, wait=10):
 
 
 def _recover(run, rt, meta, exc):
-    """Make the container run on exactly one host after ``exc``; return where it runs."""
+    """Make the container run on exactly one host after ``exc``; return where it runs.
+
+    The source was only frozen (``_migrate_window``): once the destination is fenced,
+    thawing it is the recovery. Only when its processes are gone (killed from outside)
+    is it restored from the local images; a failure of that is kept in ``run.errors``."""
     dump = getattr(run, "lazy_dump", None)
     _close_receiver(run)
     run.fence = _fence(run)
@@ -56,18 +63,50 @@ def _recover(run, rt, meta, exc):
     status = _checkpoint.recover_running(rt, run.name, run.spec.get("cgroups_path"))
     if status == "running":
         if run.links_down:
-            _restore.links_up(run.spec.get("network"))
+            _restore.links_up(run.spec.get("network"), run.links)
         return "source"
+    run.errors.append(dict(where="source", step="thaw",
+                           msg="the source's processes are gone (status %s)" % status))
     if run.images and os.path.exists(os.path.join(run.images, "inventory.img")) and run.mode != "lazy":
-        meta = dict(meta, options=dict(meta.get("options") or {}))
-        _restore.restore_images(run.layout, run.name, run.images, meta, created=False)
-        _restore.links_up(run.spec.get("network"))
-        return "source (restored from the local images)"
+        meta = dict(meta, options=dict(meta.get("options") or {}),
+                    cgroup_tree=(run.before_dump or {}).get("cgroup_tree"))
+        try:
+            _restore.restore_images(run.layout, run.name, run.images, meta, created=False)
+        except CtrhostError as err:
+            run.errors.append(dict(where="source", step="fallback restore", msg=err.msg,
+                                   log=err.details.get("log")))
+        else:
+            _restore.links_up(run.spec.get("network"))
+            return "source (restored from the local images)"
     return "nowhere: container %s is stopped; its images are in %s" % (run.name, run.images)
 
 
+def keep_failure(run, where):
+    """After a failed migration: the dump log kept (``last-migrate-failure.log``), the
+    images removed unless nothing runs (then they are the container); returns the paths."""
+    out = {}
+    if not run.images or not os.path.isdir(run.images):
+        return out
+    log = os.path.join(run.images, "dump.log")
+    if os.path.exists(log):
+        out["dump_log"] = run.layout.checkpoint_dir(run.name, "last-migrate-failure.log")
+        shutil.copy2(log, out["dump_log"])
+    if where.startswith("nowhere"):
+        out["images"] = run.images
+    else:
+        shutil.rmtree(run.images, ignore_errors=True)
+    return out
+
+
 def _remove_source(run, rt):
+    """After the commit: kill the (still frozen) source, then remove it. Its processes
+    get SIGKILL while frozen and die at the thaw, without running another instruction."""
     from ansible_collections.ctrhost.fleet.plugins.module_utils import _container
+    from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import Cgroup
+    with contextlib.suppress(CtrhostError, OSError):
+        for pid in Cgroup(run.spec["cgroups_path"]).procs():
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)  # pending until the thaw: they never run again
     ctx = _container.Ctx(dict(root=run.layout.root, name=run.name), False)
     _container.remove(ctx, run.spec)
     shutil.rmtree(run.images, ignore_errors=True)

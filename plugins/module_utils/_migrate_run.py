@@ -31,7 +31,10 @@ class Run:
         self.stats = {}
         self.steps = []
         self.images = None
-        self.dumped = False  # the source process is gone (cold dump finished)
+        self.dumped = False  # the dump finished (the source stays frozen, intact)
+        self.frozen = False  # the source was frozen for the dump
+        self.before_dump = None  # _checkpoint.inspect's facts
+        self.errors = []  # what failed, in order: {where, msg}
         self.link = None
         self.incoming = self.dest_upper = None
         self.upper_snapshot, self.upper_delta = None, None

@@ -1,12 +1,18 @@
 # -*- coding: utf-8 -*-
 # Copyright: ctrhost.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The frozen window of a migration, on the source: dump, transfer, restore there.
+"""The frozen window of a migration, on the source: freeze, dump, transfer, restore there.
 
-``_cold`` dumps to local images (the source keeps a full copy until the commit)
-and ships them; ``_lazy`` dumps all but the memory pages, which the
-destination's ``criu lazy-pages`` pulls from the dump's page server through an
-SSH port forward after the restore.
+The source is frozen first (the runtime's ``pause``: the cgroup freezer) and its
+host-side veths go down, so that from then on nothing of it runs and its network
+stack accepts nothing. The dump leaves it that way (``--leave-running`` on a frozen
+cgroup: CRIU returns the freezer to the state it found), with every process
+intact, until the destination has committed; only then is it killed (still
+frozen). Whatever fails before, thawing it is the whole recovery: no restore.
+
+``_cold`` dumps to local images and ships them; ``_lazy`` dumps all but the
+memory pages, which the destination's ``criu lazy-pages`` pulls from the dump's
+page server through an SSH port forward after the restore.
 """
 
 from __future__ import annotations
@@ -65,25 +71,40 @@ def _tree_state(path):
     return out
 
 
-def _cold(run, rt, criu, meta, upper, options, timeout):
-    name, link = run.name, run.link
+def _freeze(run, rt):
+    """The start of the frozen window: the source's processes stop, its veths go down."""
     run.t_freeze = time.monotonic()
     run.step("freeze")
+    rt.pause(run.name)
+    run.frozen = True
+    _source_links_down(run)
+
+
+def _restore_request(run, options, **extra):
+    """What the destination's restore must know of the dump (it was made after the
+    destination was prepared): the options used and the cgroup tree."""
+    return dict(extra, meta=dict(options=dict(options),
+                                 cgroup_tree=(run.before_dump or {}).get("cgroup_tree")))
+
+
+def _cold(run, rt, criu, meta, upper, options, timeout):
+    name, link = run.name, run.link
+    _freeze(run, rt)
     try:
         _cli.run(_dump_cmd(rt, criu, name, run.images, options), timeout=timeout,
                  msg="checkpoint of %s" % name)
     except CtrhostError as exc:
         raise _checkpoint.dump_failure(exc, run.images, "dump for migration", rt, name, run.spec)
     run.dumped = True
-    _source_links_down(run)
     run.step("dumped")
     run.stats.update(_criu.work_stats(run.images))
     _transfer(run, upper, timeout)
     run.step("transferred")
-    answer = link.call("restore", lazy=False, timeout=timeout)
+    answer = link.call("restore", lazy=False, timeout=timeout, **_restore_request(run, options))
     if not answer.get("ok"):
         raise MigrationError("dest: restore failed on %s: %s" % (run.dest, answer.get("error")),
-                             cause=answer.get("cause"), criu_log=answer.get("criu_log"))
+                             cause=answer.get("cause"), criu_log=answer.get("criu_log"),
+                             dest_log=answer.get("log"))
     run.downtime = time.monotonic() - run.t_freeze
     run.stats["restore"] = answer.get("stats")
     run.dest_timings = answer.get("timings")
@@ -100,8 +121,7 @@ def _lazy(run, rt, criu, meta, pre, upper, options, timeout):
     cmd = _dump_cmd(rt, criu, name, run.images, options,
                     ["--lazy-pages", "--page-server", "127.0.0.1:%d" % src_port,
                      "--status-fd", str(wfd)])
-    run.t_freeze = time.monotonic()
-    run.step("freeze")
+    _freeze(run, rt)
     dump = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, pass_fds=(wfd,),
                             env=dict(os.environ, PATH=_cli.search_path()))
@@ -118,15 +138,16 @@ def _lazy(run, rt, criu, meta, pre, upper, options, timeout):
                            stderr=err.decode("utf-8", "replace"))
         raise _checkpoint.dump_failure(exc, run.images, "lazy dump for migration", rt, name,
                                        run.spec)
-    _source_links_down(run)
     run.step("dumped")
     _transfer(run, upper, timeout)
     run.step("transferred")
-    answer = link.call("restore", lazy=True, port=dst_port, timeout=timeout)
+    answer = link.call("restore", lazy=True, port=dst_port, timeout=timeout,
+                       **_restore_request(run, options))
     if not answer.get("ok"):
         _end_page_server(src_port, dump)
         raise MigrationError("dest: lazy restore failed on %s: %s" % (run.dest, answer.get("error")),
-                             cause=answer.get("cause"), criu_log=answer.get("criu_log"))
+                             cause=answer.get("cause"), criu_log=answer.get("criu_log"),
+                             dest_log=answer.get("log"))
     run.downtime = time.monotonic() - run.t_freeze
     run.step("running")
     try:
@@ -142,6 +163,7 @@ def _lazy(run, rt, criu, meta, pre, upper, options, timeout):
         raise _checkpoint.dump_failure(exc, run.images, "lazy page transfer", rt, name, run.spec)
     run.dumped = True
     run.stats.update(_criu.work_stats(run.images))
+    run.stats["dump"] = _criu.lazy_dump_stats(run.stats.get("dump"), run.downtime)
     run.stats["restore"] = answer.get("stats")
     run.dest_timings = answer.get("timings")
     run.stats["lazy_pages"] = (done.get("stats") or {}).get("restore")

@@ -222,14 +222,16 @@ def _create_iface(host, netns_path, iface, act, check_mode):
               peer={"ifname": iface["ifname"], "net_ns_fd": netns_path})
 
 
-def _converge_iface(host, ns, ns_index, iface, bridge_index, act, check_mode):
+def _converge_iface(host, ns, ns_index, iface, bridge_index, act, check_mode, host_up=True):
     host_index = lookup(host, iface["host_veth"])
     hlink = _link(host, host_index) if host_index else None
-    if hlink is None or hlink.get_attr("IFLA_MASTER") != bridge_index or not hlink["flags"] & 1 or (
+    if hlink is None or hlink.get_attr("IFLA_MASTER") != bridge_index or \
+            bool(hlink["flags"] & 1) != host_up or (
             iface["mtu"] and hlink.get_attr("IFLA_MTU") != iface["mtu"]):
-        act("attach %s to bridge %s, up" % (iface["host_veth"], iface["bridge"]))
+        act("attach %s to bridge %s, %s" % (iface["host_veth"], iface["bridge"],
+                                             "up" if host_up else "down"))
         if not check_mode:
-            args = dict(index=host_index, master=bridge_index, state="up")
+            args = dict(index=host_index, master=bridge_index, state="up" if host_up else "down")
             if iface["mtu"]:
                 args["mtu"] = iface["mtu"]
             host.link("set", **args)
@@ -277,7 +279,7 @@ def _converge_routes(ns, interfaces, act, check_mode):
                 ns.route("replace", dst=dst, gateway=gw, oif=oif, family=family)
 
 
-def _converge(name, netns_path, old, new, check_mode):
+def _converge(name, netns_path, old, new, check_mode, host_up=True):
     actions = []
     act = actions.append
     host = ipr()
@@ -313,7 +315,8 @@ def _converge(name, netns_path, old, new, check_mode):
                 if check_mode and not ns_index:
                     _converge_rate(host, None, iface, act, True)
                     continue
-                _converge_iface(host, ns, ns_index, iface, bridges[iface["ifname"]], act, check_mode)
+                _converge_iface(host, ns, ns_index, iface, bridges[iface["ifname"]], act, check_mode,
+                                host_up)
             if ns:
                 lo = _link(ns, lookup(ns, "lo"))
                 if lo is not None and not lo["flags"] & 1:
@@ -353,14 +356,16 @@ def _renames(host, veths, new, act, check_mode):
         host.link("set", index=index, ifname=target, state="up")
 
 
-def attach(name, netns_path, interfaces, check_mode=False):
+def attach(name, netns_path, interfaces, check_mode=False, host_up=True):
     """Create/converge every interface of ``interfaces`` for container ``name``.
 
     Idempotent (a second call reports ``changed=False``); returns
     ``{changed, actions}``. The netns must exist (``_netns.ensure``) except
-    in check mode.
+    in check mode. ``host_up=False`` (a migration's staging): the host-side veths
+    join their bridges down and never come up here, so the staged copy sends nothing
+    from the container's MAC and answers nothing for its addresses before it takes over.
     """
-    return _converge(name, netns_path, [], interfaces, check_mode)
+    return _converge(name, netns_path, [], interfaces, check_mode, host_up)
 
 
 def update(name, netns_path, old, new, check_mode=False):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import socket
 
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _sysctr
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ValidationError
 from ansible_collections.ctrhost.fleet.plugins.module_utils._state import (
     atomic_write_json,
@@ -205,7 +206,7 @@ def build_config(name, spec, netns_path, resources=None, cgroups=None, seccomp=T
     annotations = {"org.ctrhost.name": name, "org.ctrhost.template": spec.get("template", "")}
     if criu_config:
         annotations["org.criu.config"] = criu_config
-    return {
+    cfg = {
         "ociVersion": OCI_VERSION,
         "process": {
             "terminal": False,
@@ -223,6 +224,7 @@ def build_config(name, spec, netns_path, resources=None, cgroups=None, seccomp=T
         "linux": linux,
         "annotations": annotations,
     }
+    return _sysctr.apply_config(cfg, spec)
 
 
 def config_path(bundle):

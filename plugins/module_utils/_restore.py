@@ -28,6 +28,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _limits,
     _netns,
     _oci,
+    _sysctr,
     _sysinfo,
     _template,
 )
@@ -80,7 +81,19 @@ def restore_config(layout, name, spec, image_dir):
     for ns in linux.get("namespaces") or []:
         if ns.get("type") == "network":
             ns["path"] = _netns.path(name)
-    return _oci.set_resources(cfg, resources)
+    return _oci.set_resources(_sysctr.retarget(cfg), resources)
+
+
+def keep_log(layout, name, work, leaf):
+    """Copy CRIU's ``leaf`` log out of ``work`` (about to be removed) next to the
+    container's checkpoints as ``last-<leaf>``; return its path (None when absent)."""
+    src = os.path.join(work, leaf)
+    if not os.path.exists(src):
+        return None
+    os.makedirs(layout.checkpoint_dir(name), mode=0o700, exist_ok=True)
+    dest = layout.checkpoint_dir(name, "last-" + leaf)
+    shutil.copy2(src, dest)
+    return dest
 
 
 def cleanup_work(path):
@@ -154,9 +167,8 @@ def stage(layout, name, meta, image_dir, created=None, incoming=None):
         netns_path = _netns.ensure(name)
         if spec.get("network"):
             from ansible_collections.ctrhost.fleet.plugins.module_utils import _netlink
-            _netlink.attach(name, netns_path, spec["network"])
+            _netlink.attach(name, netns_path, spec["network"], host_up=incoming is None)
             if incoming is not None:
-                links_down(spec["network"])
                 _arp_notify(netns_path, spec["network"])
         _oci.save_config(_oci.config_path(layout.container_dir(name)), restore_config(layout, name, spec, image_dir))
         store.save(name, dict(spec, incoming=dict(incoming, created=created))
@@ -279,6 +291,15 @@ def prepare(layout, name, meta, image_dir, created=None):
     return spec, created
 
 
+def recreate_cgroups(cgroups_path, tree):
+    """The container's cgroup subtree as it was at dump time (CRIU recreates only the
+    cgroups that hold processes; systemd inside also watches empty ones)."""
+    if not tree:
+        return 0
+    from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import Cgroup
+    return _sysctr.recreate_tree(Cgroup(cgroups_path).dirs(create=True), tree)
+
+
 def restore_command(rt, criu_path, name, image_dir, work, bundle, options, lazy=False):
     args = _checkpoint.criu_args(rt, criu_path) + [
         "restore", "--detach", "--image-path", image_dir, "--work-path", work, "--bundle", bundle]
@@ -309,14 +330,16 @@ def restore_images(layout, name, image_dir, meta, runtime_path=None, criu_path=N
         cleanup_work(work)
     os.makedirs(work, mode=0o700, exist_ok=True)
     forget_runtime(rt, name, spec["cgroups_path"])
+    recreate_cgroups(spec["cgroups_path"], meta.get("cgroup_tree"))
     found = _sysinfo.criu_path(criu_path)
     if found:
         _criuconf.write_restore_config(layout.run_dir, found, name, spec["cgroups_path"])
     args = restore_command(rt, criu_path, name, image_dir, work, bundle,
                            meta.get("options") or {}, lazy)
     try:
+        terminal = bool(((_oci.load_config(bundle) or {}).get("process") or {}).get("terminal"))
         duration = rt.spawn(args, os.path.join(bundle, LOG_FILE), timeout,
-                            msg="%s restore of %s" % (rt.name, name)).duration
+                            msg="%s restore of %s" % (rt.name, name), terminal=terminal).duration
         st = rt.state(name)
         if not st or st.get("status") != "running" or not os.path.exists("/proc/%s" % st["pid"]):
             raise CommandError("restore of %s: the runtime reports %s after restore"
@@ -325,13 +348,19 @@ def restore_images(layout, name, image_dir, meta, runtime_path=None, criu_path=N
         cause, hint, lines = _criu.classify_work_dir(work, "restore.log",
                                                      getattr(exc, "stderr", "") or "")
         forget_runtime(rt, name, spec["cgroups_path"])
+        kill_cgroup(spec["cgroups_path"])
+        with contextlib.suppress(CtrhostError, OSError):
+            from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import Cgroup
+            Cgroup(spec["cgroups_path"]).remove()
+        _criuconf.remove_lock_tables(_netns.path(name))
+        log = keep_log(layout, name, work, "restore.log")
         cleanup_work(work)
         if created:
             remove_created(layout, name, spec, overlay)
-        raise CommandError("restore of container %s failed: %s (%s)%s"
-                           % (name, cause, hint, ": " + lines[0] if lines else ""),
+        raise CommandError("restore of container %s failed: %s (%s)%s; CRIU's log: %s"
+                           % (name, cause, hint, ": " + lines[0] if lines else "", log),
                            getattr(exc, "cmd", args), getattr(exc, "rc", -1), "",
-                           getattr(exc, "stderr", ""), cause=cause, criu_log=lines)
+                           getattr(exc, "stderr", ""), cause=cause, criu_log=lines, log=log)
     stats = _criu.work_stats(work).get("restore", {})
     return dict(pid=st["pid"], status=st["status"], stats=stats, created=created,
                 duration=round(duration, 3), work=work,

@@ -35,6 +35,7 @@ _NOT_FOUND = ("does not exist", "not found", "container not exist", "no such fil
 # The console of a detached container: see _console.
 LOGGERS_SUFFIX = ".loggers"
 PIDS_SUFFIX = ".pids"
+CONSOLES_SUFFIX = ".consoles"
 
 
 def default_state_root(name, run_dir=RUN_DIR):
@@ -103,19 +104,26 @@ class Runtime:
                                  cmd=exc.cmd, rc=exc.rc, stderr=exc.stderr)
         return exc
 
-    def spawn(self, args, log_path, timeout=120, msg=None):
+    def spawn(self, args, log_path, timeout=120, msg=None, terminal=False):
         """Run a runtime command that leaves a container process behind
         (create, run -d, restore -d) with its stdout/stderr on a pipe drained into
-        ``log_path`` by a detached logger. Returns a ``_cli.Result``."""
+        ``log_path`` by a detached logger. Returns a ``_cli.Result``.
+
+        ``terminal`` (config.json's ``process.terminal``): the container's console
+        is a pseudo-terminal; the runtime sends its master through
+        ``--console-socket`` and the logger drains the master instead."""
         _console.reap_loggers()
         cmd = self.base_cmd() + list(args)
-        self.record(cmd)
         if self.dry_run:
+            self.record(cmd)
             return None
         cid = args[-1]
         os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
         offset = os.path.getsize(log_path) if os.path.exists(log_path) else 0
         env = dict(os.environ, PATH=_cli.search_path())
+        if terminal:
+            return self._spawn_terminal(args, log_path, offset, env, timeout, msg)
+        self.record(cmd)
         rfd, wfd = os.pipe()
         try:
             logger = _console.start_logger(rfd, log_path, env)
@@ -139,14 +147,48 @@ class Runtime:
             self._save_logger(cid, logger)
             return _cli.Result(cmd, 0, "", "", duration)
         _console.wait_gone(logger, 2.0)  # nothing writes any more: the log holds the last words
-        with open(log_path, "rb") as handle:
-            handle.seek(offset)
-            tail = handle.read()[-16384:].decode("utf-8", "replace")
         _console.kill_logger(logger)
+        raise self._spawn_failed(args, cmd, rc, _console.log_tail(log_path, offset), timeout, msg)
+
+    def _spawn_terminal(self, args, log_path, offset, env, timeout, msg):
+        cid = args[-1]
+        with _console.ConsoleSocket(self.state_root.rstrip("/") + CONSOLES_SUFFIX, cid) as sock:
+            at = next(i for i, a in enumerate(args) if a in ("run", "create", "restore")) + 1
+            cmd = self.base_cmd() + list(args[:at]) + ["--console-socket", sock.path] + list(args[at:])
+            self.record(cmd)
+            start = time.monotonic()
+            with open(log_path, "ab") as out:
+                try:
+                    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                                            stderr=out, close_fds=True, env=env, cwd="/")
+                except FileNotFoundError:
+                    raise MissingToolError("%s not found on this host" % cmd[0], tool=self.name)
+                master = sock.receive(proc, timeout)
+                rc = _console.wait_process(proc, timeout)
+            duration = time.monotonic() - start
+        if rc == 0 and master is not None:
+            slave = None
+            try:
+                slave = _console.open_peer(master)
+                logger = _console.start_logger(master, log_path, env, keep=(slave,))
+            finally:
+                for fd in (master, slave):
+                    if fd is not None:
+                        os.close(fd)
+            self._save_logger(cid, logger)
+            return _cli.Result(cmd, 0, "", "", duration)
+        if master is not None:
+            os.close(master)
+        if rc == 0:
+            rc = 1
+        raise self._spawn_failed(args, cmd, rc, _console.log_tail(log_path, offset)
+                                 or "no console received on %s" % sock.path, timeout, msg)
+
+    def _spawn_failed(self, args, cmd, rc, tail, timeout, msg):
         what = msg or "%s %s" % (self.name, args[0])
         why = "timed out after %ss" % timeout if rc == -1 else "failed (rc=%d)" % rc
         exc = CommandError("%s %s: %s" % (what, why, _last_line(tail)), cmd, rc, "", tail)
-        raise self._explain(exc, args)
+        return self._explain(exc, args)
 
     # -- container loggers --------------------------------------------------
     def logger_file(self, cid):
@@ -247,13 +289,13 @@ class Runtime:
         return json.loads(result.stdout or "null") or []
 
     # -- lifecycle --------------------------------------------------------
-    def create(self, cid, bundle, log_path, pid_file=None):
+    def create(self, cid, bundle, log_path, pid_file=None, terminal=False):
         args = ["create", "--bundle", bundle]
         if pid_file:
             args += ["--pid-file", pid_file]
-        return self.spawn(args + [cid], log_path)
+        return self.spawn(args + [cid], log_path, terminal=terminal)
 
-    def run(self, cid, bundle, log_path, detached=True, pid_file=None):
+    def run(self, cid, bundle, log_path, detached=True, pid_file=None, terminal=False):
         args = ["run", "--bundle", bundle] + (["--detach"] if detached else [])
         if pid_file:
             args += ["--pid-file", pid_file]
@@ -263,7 +305,7 @@ class Runtime:
                     os.unlink(pid_file)
         args.append(cid)
         if detached:
-            return self.spawn(args, log_path)
+            return self.spawn(args, log_path, terminal=terminal)
         return self._run(args, timeout=None)
 
     def pid_file(self, cid):

@@ -309,7 +309,7 @@ class _Writer:
             os.mknod(target, 0o600 | kind, os.makedev(member.devmajor, member.devminor))
             self._meta(target, member)
             self.stats["devices"] += 1
-        os.utime(target, ns=(member.mtime * 10**9,) * 2, follow_symlinks=False)
+        os.utime(target, ns=(mtime_ns(member),) * 2, follow_symlinks=False)
 
     def _file(self, tar, member, target):
         source = tar.extractfile(member)
@@ -345,7 +345,19 @@ class _Writer:
     def finish(self):
         for target, member in sorted(self.dirs, key=lambda d: d[0].count(os.sep), reverse=True):
             self._meta(target, member)
-            os.utime(target, ns=(member.mtime * 10**9,) * 2, follow_symlinks=False)
+            os.utime(target, ns=(mtime_ns(member),) * 2, follow_symlinks=False)
+
+
+def mtime_ns(member):
+    """A member's mtime in integer nanoseconds: a pax header (GNU tar --xattrs, --posix)
+    gives it as a decimal fraction, which tarfile reads as a float."""
+    mtime = member.pax_headers.get("mtime")
+    if mtime:
+        whole, _dot, frac = mtime.partition(".")
+        with contextlib.suppress(ValueError):
+            sign = -1 if whole.startswith("-") else 1
+            return int(whole) * 10**9 + sign * int((frac + "000000000")[:9])
+    return int(round(member.mtime * 10**9))
 
 
 # --- trees -----------------------------------------------------------------------------

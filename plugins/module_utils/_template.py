@@ -38,7 +38,7 @@ from datetime import datetime, timezone
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _tarsafe
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
-    ConflictError, NotFoundError, ValidationError)
+    CommandError, ConflictError, NotFoundError, ValidationError)
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
 from ansible_collections.ctrhost.fleet.plugins.module_utils._validate import (
     reject_unknown_keys, validate_abs_path, validate_name, validate_sha256, validate_string_list)
@@ -252,12 +252,32 @@ def debootstrap_command(source, rootfs):
 
 
 def _build_debootstrap(source, work, rootfs, recorder, _sha256):
-    _cli.run(debootstrap_command(source, rootfs), recorder=recorder, timeout=DEBOOTSTRAP_TIMEOUT,
-             msg="debootstrap %s" % source["suite"])
+    try:
+        _cli.run(debootstrap_command(source, rootfs), recorder=recorder,
+                 timeout=DEBOOTSTRAP_TIMEOUT, msg="debootstrap %s" % source["suite"])
+    except CommandError as exc:
+        text = "%s\n%s" % (exc.details.get("stdout", ""), exc.details.get("stderr", ""))
+        if any(f in text for f in _UNREACHABLE):
+            raise ValidationError(
+                "debootstrap.mirror", "this host cannot reach %s (%s); debootstrap needs the "
+                "package mirror. Build the template where the mirror is reachable and install "
+                "its tarball here with src (a lab host has no way out: build it on the machine)"
+                % (source["mirror"] or "debootstrap's default mirror",
+                   _last_words(text)), **exc.details) from None
+        raise
     packages = _dpkg_packages(rootfs)
     manifest = json.dumps(dict(source=source, packages=packages), sort_keys=True,
                           separators=(",", ":"))
     return dict(sha256=hashlib.sha256(manifest.encode()).hexdigest(), packages=len(packages))
+
+
+_UNREACHABLE = ("Failed getting release file", "Temporary failure resolving", "Could not resolve",
+                "Network is unreachable", "Connection refused", "Connection timed out")
+
+
+def _last_words(text):
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no output"
 
 
 def image_commands(source, work):

@@ -74,6 +74,18 @@ EXAMPLES = r"""
       cpus: 0.5
       pids: 128
 
+- name: A full OS (VPS) from a Debian template with systemd, sshd and cron
+  ctrhost.fleet.container:
+    name: vps1
+    template: debian12
+    command: /sbin/init  # init auto-detected: tmpfs /run, cgroup subtree, terminal console
+    hostname: vps1.example.org
+    network:
+      - ifname: eth0
+        bridge: br0
+        ipv4: 10.0.0.21/24
+        gateway: 10.0.0.1
+
 - name: Change the hostname; needs a re-create
   ctrhost.fleet.container:
     name: web1
@@ -134,6 +146,14 @@ container:
     hostname:
       description: Host name inside.
       type: str
+      returned: when present
+    init:
+      description: The declared system-container mode (auto, systemd, none).
+      type: str
+      returned: when present
+    system:
+      description: Whether it runs as a system container (an init as PID 1, see O(init)).
+      type: bool
       returned: when present
     command:
       description: Init command.

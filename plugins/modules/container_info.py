@@ -105,6 +105,14 @@ containers:
       description: Host name inside.
       type: str
       returned: always
+    init:
+      description: The declared system-container mode (auto, systemd, none).
+      type: str
+      returned: always
+    system:
+      description: Whether it runs as a system container (an init such as systemd as PID 1).
+      type: bool
+      returned: always
     env:
       description: Declared environment.
       type: dict

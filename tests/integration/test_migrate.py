@@ -14,6 +14,7 @@ import sys
 import time
 
 import pytest
+from _segment import controller_bridge, ns, uplink
 from lab import ROOT, Lab
 
 PY = os.path.join(ROOT, ".venv", "bin", "python")
@@ -87,11 +88,14 @@ elif op == "facts":
                incoming=sh("ls -a %s/checkpoints/%s 2>/dev/null" % (R, n)).split())
 elif op == "migrate":
     hooks = {}
-    if a.get("hook") == "corrupt":  # the destination's copy of the images is damaged
+    if a.get("hook") in ("corrupt", "corrupt_both"):  # the destination's images are damaged
         def corrupt(run):
             subprocess.run(run.link.ssh_cmd(run.dest, "cd %s/images && for f in pages-*.img "
                                             "inventory.img; do truncate -s 7 $f; done"
                                             % run.incoming), check=True)
+            if a["hook"] == "corrupt_both":  # ... and so are the source's: no fallback restore
+                subprocess.run("cd %s && for f in pages-*.img inventory.img; do truncate -s 7 $f; "
+                               "done" % run.images, shell=True, check=True)
         hooks["transferred"] = corrupt
     elif a.get("hook") == "late_write":  # rootfs changes after the pre-sync: the frozen
         def late_write(run):               # window's tar stream must carry them
@@ -140,25 +144,12 @@ print(json.dumps(out, default=str))
 '''.replace("@ROOT@", repr(ROOT))
 
 
-def ns(lab, host=None):
-    """Network namespace of a lab host (or of the lab's controller side)."""
-    return "ctrhost-%s-%s" % (lab.name, host or "ctl")
-
-
-def ip(*args):
-    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
-
-
 def setup_host(lab, i, host):
     """Template and container bridge on a lab host; the bridge joins one L2 segment
     (bridge ``mhc`` on the controller side, apart from the lab's own network), so a
     container's IP moves along with it and the controller side reaches it."""
     helper(lab, host, "setup", bridge="10.77.0.%d/24" % (250 + i))
-    up = "mhu%d" % (i + 1)
-    ip("link", "add", up, "netns", ns(lab), "type", "veth", "peer", "name", "mhup",
-       "netns", ns(lab, host))
-    ip("-n", ns(lab), "link", "set", up, "master", "mhc", "up")
-    ip("-n", ns(lab, host), "link", "set", "mhup", "master", "mhbr0", "up")
+    uplink(lab, host, "mhu%d" % (i + 1), "mhc", "mhup", "mhbr0")
 
 
 @pytest.fixture(scope="module")
@@ -167,9 +158,7 @@ def mg():
     lab.down()
     lab.up()
     try:
-        ip("-n", ns(lab), "link", "add", "mhc", "type", "bridge")
-        ip("-n", ns(lab), "addr", "add", "10.77.0.1/24", "dev", "mhc")
-        ip("-n", ns(lab), "link", "set", "mhc", "up")
+        controller_bridge(lab, "mhc", "10.77.0.1/24")
         for i, host in enumerate(lab.hosts):
             setup_host(lab, i, host)
         yield lab
@@ -276,13 +265,14 @@ def test_live_falls_back_to_cold_and_says_why(mg):
     helper(mg, b, "remove", name=NAME)
 
 
-@pytest.mark.parametrize("fault", ["corrupt", "kill_agent", "kill_sshd", "disk_full"])
+@pytest.mark.parametrize("fault", ["corrupt", "corrupt_both", "kill_agent", "kill_sshd",
+                                   "disk_full"])
 def test_fault_leaves_it_running_on_the_source(mg, fault):
     a, b = mg.hosts
     before = start(mg, a)
     args = dict(name=NAME, dest=addr(mg, b), mode="cold")
-    if fault == "corrupt":
-        args["hook"] = "corrupt"
+    if fault in ("corrupt", "corrupt_both"):
+        args["hook"] = fault
     elif fault == "kill_agent":
         args["hook"] = "kill_agent"
     elif fault == "kill_sshd":
@@ -300,7 +290,15 @@ def test_fault_leaves_it_running_on_the_source(mg, fault):
             setup_host(mg, 1, b)
     assert res.get("failed"), res
     assert "runs on source" in res["msg"], res["msg"]
+    assert res["details"]["where"] == "source", res["details"]  # thawed: nothing restored
     assert_stayed(mg, a, b, before, leftovers=fault == "kill_sshd")
+    # no CRIU network lock left in the source's netns (policy drop would cut it off)
+    tables = helper(mg, a, "sh", cmd="ip netns exec ctrhost-%s nft list tables" % NAME)["out"]
+    assert "CRIU" not in tables, tables
+    if fault.startswith("corrupt"):  # the destination's error, with its log kept there
+        assert "restore failed on" in res["details"]["error"], res["details"]
+        log = res["details"].get("dest_log")
+        assert log and helper(mg, b, "sh", cmd="test -s %s && echo kept" % log)["out"] == "kept"
     if fault == "kill_agent":  # a new session found the staging of the dead agent, removed it
         assert res["details"]["fence"] == "fenced", res["details"]
     if fault == "kill_sshd":
@@ -338,7 +336,7 @@ def test_timeout_fences_the_destination_before_the_source_resumes(mg):
     # the restore had succeeded there: the container ran on b when the source gave up
     assert helper(mg, b, "sh", cmd="cat /var/lib/ctrhost/mhrunc.restored")["out"] == "0"
     assert res["details"]["fence"] == "fenced", res["details"]
-    assert "runs on source (restored from the local images)" in res["msg"], res["msg"]
+    assert res["details"]["where"] == "source", res["details"]  # only thawed
     assert_stayed(mg, a, b, before)
     procs = "cat /sys/fs/cgroup/pids/ctrhost/%s/" + NAME + "/cgroup.procs 2>/dev/null | wc -l"
     assert int(helper(mg, a, "sh", cmd=procs % a)["out"]) >= 3  # counter, dd, sleep, nc...

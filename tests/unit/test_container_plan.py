@@ -41,7 +41,7 @@ class FakeRunc:
         self.calls = []
         self.netns = set()
 
-    def spawn(self, rt, args, log_path, timeout=120, msg=None):
+    def spawn(self, rt, args, log_path, timeout=120, msg=None, terminal=False):
         cmd = rt.base_cmd() + list(args)
         rt.record(cmd)
         if rt.dry_run:

@@ -207,3 +207,29 @@ def test_require_fails_clearly(monkeypatch):
     monkeypatch.setattr(_criu._sysinfo, "criu_version", lambda path: "3.17")
     with pytest.raises(_criu.MissingToolError, match="fails 'criu check': vdso: bad"):
         _criu.require()
+
+
+def test_criu_own_error_lines_win_over_firewall_noise():
+    text = _log(
+        "(00.05) Running iptables-restore -w for iptables-restore -w",
+        "iptables-restore: line 3 failed: Error: chain CRIU does not exist",
+        "nft: Error: Could not process rule: No such file or directory",
+        "(00.09) 1: Error (criu/files-reg.c:2213): Can't open file etc/x on restore: No such file",
+        "(00.10) Error (criu/cr-restore.c:2331): Restoring FAILED.")
+    cause, _hint, lines = _criu.classify(text)
+    assert cause == "missing_file"
+    assert "Can't open file etc/x" in lines[0]
+    assert not [x for x in lines if "iptables" in x or x.startswith("nft")]
+
+
+def test_lazy_dump_stats_drop_the_never_stopped_timer():
+    raw = dict(freezing_time=0.002, freezing_time_us=2000, frozen_time=4164.2,
+               frozen_time_us=4164200000, memdump_time=0.01, memdump_time_us=10000,
+               pages_scanned=9000, pages_written=0, pages_lazy=8800, page_pipes=0)
+    fixed = _criu.lazy_dump_stats(raw, 0.42)
+    assert fixed["frozen_time"] == 0.42 and fixed["frozen_time_us"] == 420000
+    assert fixed["frozen_time_measured"] is True
+    assert fixed["freezing_time"] == 0.002 and fixed["memdump_time_us"] == 10000
+    assert fixed["pages_lazy"] == 8800 and fixed["pages_scanned"] == 9000
+    assert "pages_written" not in fixed and "page_pipes" not in fixed  # never filled in
+    assert _criu.lazy_dump_stats(None, 1.0)["frozen_time"] == 1.0

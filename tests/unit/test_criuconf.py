@@ -153,3 +153,33 @@ def test_restore_config_names_the_cgroup_root_on_v2_only(tmp_path, monkeypatch, 
         text = handle.read()
     assert text.startswith("network-lock nftables\n")
     assert ("cgroup-root /ctrhost/h2/web1\n" in text) is line
+
+
+def test_write_config_keeps_scan_paths_of_every_dump(tmp_path):
+    criu, _ = fake_criu(tmp_path, nft=True)
+    run_dir = str(tmp_path / "run")
+    _criuconf.write_config(run_dir, criu, ["/usr/share/dbus-1"])
+    text = _criuconf.write_config(run_dir, criu, ["/usr/share/zoneinfo/Etc", "/usr/share/dbus-1"])
+    assert text == ("network-lock nftables\nirmap-scan-path /usr/share/dbus-1\n"
+                    "irmap-scan-path /usr/share/zoneinfo/Etc\n")
+    # a later dump without watches (another container) drops nobody's paths
+    assert _criuconf.write_config(run_dir, criu) == text
+    assert sorted(os.listdir(os.path.join(run_dir, "criu"))) == ["runc.conf"]
+
+
+def test_lock_tables_removed_from_the_netns(tmp_path, monkeypatch):
+    netns = tmp_path / "netns"
+    netns.write_text("")
+    calls = []
+
+    def run(cmd, check=True, timeout=None, **_kw):
+        calls.append(cmd[cmd.index("--") + 1:])
+        out = "table inet CRIU-1234\ntable inet filter\ntable ip CRIU-9\n" if "list" in cmd else ""
+        return _criuconf._cli.Result(cmd, 0, out, "", 0.0)
+
+    monkeypatch.setattr(_criuconf._cli, "run", run)
+    monkeypatch.setattr(_criuconf._cli, "which", lambda name: "/usr/sbin/" + name)
+    assert _criuconf.remove_lock_tables(str(netns)) == ["inet CRIU-1234", "ip CRIU-9"]
+    assert ["/usr/sbin/nft", "delete", "table", "inet", "CRIU-1234"] in calls
+    assert not [c for c in calls if "filter" in c]
+    assert _criuconf.remove_lock_tables(str(tmp_path / "gone")) == []

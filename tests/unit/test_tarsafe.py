@@ -291,3 +291,33 @@ def test_large_file_content_survives_extraction(tmp_path, dest):
     tarball = make_tar(tmp_path / "tp.tar.gz", [F("big", data)], "w:gz")
     _tarsafe.extract(tarball, str(dest))
     assert hashlib.sha256((dest / "big").read_bytes()).digest() == hashlib.sha256(data).digest()
+
+
+def test_pax_tarball_of_gnu_tar_xattrs_extracts_with_exact_mtimes(tmp_path, dest):
+    """GNU tar --xattrs writes pax headers, mtimes with a fraction: tarfile reads a float."""
+    if not shutil.which("tar"):
+        pytest.skip("needs GNU tar")
+    src = tmp_path / "tp-src"
+    (src / "etc").mkdir(parents=True)
+    (src / "etc" / "hostname").write_text("x\n")
+    os.utime(src / "etc" / "hostname", ns=(1700000000123456789,) * 2)
+    tarball = str(tmp_path / "tp-pax.tar")
+    subprocess.run(["tar", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-C", str(src),
+                    "-cf", tarball, "."], check=True)
+    with tarfile.open(tarball) as tar:
+        member = tar.getmember("./etc/hostname")
+        assert "mtime" in member.pax_headers and isinstance(member.mtime, float)
+    _tarsafe.extract(tarball, str(dest))
+    st = os.stat(dest / "etc" / "hostname")
+    assert st.st_mtime_ns == 1700000000123456789
+    assert (dest / "etc" / "hostname").read_text() == "x\n"
+
+
+def test_mtime_ns_of_pax_and_plain_members():
+    info = tarfile.TarInfo("a")
+    info.mtime = 1000
+    assert _tarsafe.mtime_ns(info) == 1000 * 10**9
+    info.pax_headers = {"mtime": "1700000000.5"}
+    assert _tarsafe.mtime_ns(info) == 1700000000500000000
+    info.pax_headers = {"mtime": "-1.25"}
+    assert _tarsafe.mtime_ns(info) == -1250000000

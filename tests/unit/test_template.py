@@ -330,3 +330,21 @@ def test_failed_debootstrap_leaves_no_residue(root, monkeypatch):
     with pytest.raises(_cli.CommandError, match="debootstrap bookworm failed"):
         _template.ensure(root, "tpdeb", debootstrap=dict(suite="bookworm"))
     assert entries(root) == []
+
+
+def test_unreachable_mirror_names_the_field_and_the_way_out(root, monkeypatch):
+    def run(cmd, **kwargs):
+        os.makedirs(os.path.join(cmd[-2], "debootstrap"))
+        raise _cli.CommandError("debootstrap bookworm failed (rc=1)", cmd, 1, "",
+                                "I: Retrieving InRelease\nE: Failed getting release file "
+                                "http://mirror.invalid/debian/dists/bookworm/Release")
+
+    monkeypatch.setattr(_cli, "run", run)
+    monkeypatch.setattr(_cli, "require", lambda name, purpose=None: name)
+    with pytest.raises(ValidationError) as err:
+        _template.ensure(root, "tpdeb", debootstrap=dict(suite="bookworm",
+                                                         mirror="http://mirror.invalid/debian"))
+    assert err.value.details["field"] == "debootstrap.mirror"
+    assert "cannot reach http://mirror.invalid/debian" in err.value.msg
+    assert "install its tarball here with src" in err.value.msg
+    assert entries(root) == []
