@@ -191,7 +191,8 @@ def inspect(layout, rt, name, spec, state, criu_path, options):
     if facts["file_locks"] and not options.get("file_locks"):
         options["file_locks"] = True
         facts["file_locks_auto"] = True
-    _criuconf.write_config(layout.run_dir, criu_path, facts["scan_paths"])
+    _criuconf.refresh_container_config(layout.run_dir, name, _criuconf.write_config(
+        layout.run_dir, criu_path, facts["scan_paths"]))
     return facts
 
 

@@ -98,6 +98,20 @@ def write_restore_config(run_dir, criu_path, name, cgroups_path):
     return path
 
 
+def refresh_container_config(run_dir, name, host_text):
+    """After ``write_config``: a restored container's own file (when it has one) gets the
+    host's new lines and keeps its ``cgroup-root``, so its next dump sees both."""
+    path = container_config_path(run_dir, name)
+    try:
+        with open(path) as handle:
+            own = [line for line in handle if line.startswith("cgroup-root ")]
+    except FileNotFoundError:
+        return None
+    text = (host_text or "") + "".join(own)
+    atomic_write(path, text, mode=0o644)
+    return text
+
+
 def remove_container_config(run_dir, name):
     with contextlib.suppress(FileNotFoundError):
         os.unlink(container_config_path(run_dir, name))

@@ -114,7 +114,8 @@ def migrate(root, name, dest, mode="cold", dest_root=None, ssh_config=None, iden
     if not src_criu["check"]:
         raise CommandError("criu: %s fails 'criu check': %s" % (src_criu["path"],
                                                                 src_criu["check_output"]), [], 1)
-    _criuconf.write_config(layout.run_dir, src_criu["path"])  # the dump's CRIU options, before any freeze
+    _criuconf.refresh_container_config(  # the dump's CRIU options, before any freeze
+        layout.run_dir, name, _criuconf.write_config(layout.run_dir, src_criu["path"]))
     rt = _checkpoint.runtime_for(layout, spec, runtime_path)
     # leave_running: the dump leaves the (frozen) source as it is; see _migrate_window.
     options = dict(leave_running=True, tcp_established=bool(tcp_established),

@@ -183,3 +183,16 @@ def test_lock_tables_removed_from_the_netns(tmp_path, monkeypatch):
     assert ["/usr/sbin/nft", "delete", "table", "inet", "CRIU-1234"] in calls
     assert not [c for c in calls if "filter" in c]
     assert _criuconf.remove_lock_tables(str(tmp_path / "gone")) == []
+
+
+def test_a_restored_containers_file_follows_the_hosts_lines(tmp_path, monkeypatch):
+    criu, _ = fake_criu(tmp_path, nft=True)
+    monkeypatch.setattr(_sysinfo, "cgroup_layout", lambda: {"mode": "v2"})
+    run_dir = str(tmp_path / "run")
+    path = _criuconf.write_restore_config(run_dir, criu, "web1", "/ctrhost/h2/web1")
+    host = _criuconf.write_config(run_dir, criu, ["/usr/share/zoneinfo/Etc"])
+    assert _criuconf.refresh_container_config(run_dir, "web1", host) == (
+        host + "cgroup-root /ctrhost/h2/web1\n")
+    with open(path) as handle:
+        assert "irmap-scan-path /usr/share/zoneinfo/Etc\n" in handle.read()
+    assert _criuconf.refresh_container_config(run_dir, "other", host) is None
