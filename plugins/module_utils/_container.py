@@ -27,6 +27,7 @@ import shutil
 import time
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import (
+    _addrguard,
     _ctrspec,
     _limits,
     _netns,
@@ -263,6 +264,8 @@ def ensure(params, check_mode=False):
             changed = remove(ctx, stored)
             return _result(ctx, changed, before, {}, None)
         spec = _ctrspec.normalize(ctx.layout, ctx.name, params, stored)
+        _addrguard.check_change(ctx.layout, ctx.name, (stored or {}).get("network"), spec["network"],
+                                stored is None)
         if stored is None:
             changed, final = True, _create(ctx, spec, state)
         else:

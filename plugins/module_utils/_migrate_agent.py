@@ -66,6 +66,7 @@ BOOTSTRAP = (
 
 def _mods():
     from ansible_collections.ctrhost.fleet.plugins.module_utils import (
+        _addrguard,
         _checkpoint,
         _criu,
         _paths,
@@ -74,7 +75,7 @@ def _mods():
         _sysinfo,
         _template,
     )
-    return dict(checkpoint=_checkpoint, criu=_criu, paths=_paths, restore=_restore,
+    return dict(addrguard=_addrguard, checkpoint=_checkpoint, criu=_criu, paths=_paths, restore=_restore,
                 state=_state, sysinfo=_sysinfo, template=_template)
 
 
