@@ -230,3 +230,31 @@ def test_duplicate_address_probe_names_the_holder(host):
         assert host.ok("_dad", "probe", "nwbr0", [host.v4(77), host.v6(77)]) == {}
     finally:
         sh("ip", "netns", "del", stranger, check=False)
+
+
+def test_bridge_mac_stays_pinned_while_ports_come_and_go(host):
+    """A port with the lowest possible MAC joins and leaves: an unpinned bridge (made by ``ip``)
+    takes its MAC (the control), a host_network bridge keeps its own. (The ports are the
+    host-side veths, whose MACs the kernel picks at random; set low here.)"""
+    def mac(bridge):
+        return json.loads(sh("ip", "-j", "-n", host.name, "link", "show", bridge).stdout)[0]["address"]
+
+    res = host.ok("_hostnet", "apply", bridges=[dict(name="nwpin0", ipv4=["10.%d.8.1/24" % host.net])])
+    pinned = res["bridges"]["nwpin0"]["mac"]
+    assert mac("nwpin0") == pinned
+    assert host.ok("_hostnet", "apply", bridges=[dict(name="nwpin0", ipv4=["10.%d.8.1/24" % host.net])])[
+        "changed"] is False
+    before_unpinned = mac("nwbr0")
+    low = "02:00:00:00:00:01"
+    a, b = host.cname("p"), host.cname("q")
+    _pa, ia, _ = host.start(a, [dict(bridge="nwpin0", ipv4="10.%d.8.2/24" % host.net)])
+    _pb, ib, _ = host.start(b, [dict(bridge="nwbr0", ipv4=host.v4(2) + "/24")])
+    for iface in ia + ib:
+        sh("ip", "-n", host.name, "link", "set", iface["host_veth"], "address", low)
+    assert mac("nwpin0") == pinned
+    assert mac("nwbr0") == low != before_unpinned  # the control: it followed the port
+    host.ok("_netlink", "detach", a, ia)
+    assert mac("nwpin0") == pinned
+    # an explicit MAC (the same gateway MAC on every host) is set live
+    res = host.ok("_hostnet", "apply", bridges=[dict(name="nwpin0", mac="02:aa:00:00:00:01")])
+    assert res["changed"] and mac("nwpin0") == "02:aa:00:00:00:01"
