@@ -143,6 +143,17 @@ def _private_dir(path):
     os.chmod(path, 0o700)
 
 
+def private_tree(path):
+    """Directories 0700 and files 0600 under ``path``: the images hold the container's
+    memory (its environment, secrets included) and are for root only."""
+    for base, _dirs, files in os.walk(path):
+        os.chmod(base, 0o700)
+        for leaf in files:
+            full = os.path.join(base, leaf)
+            if not os.path.islink(full):
+                os.chmod(full, 0o600)
+
+
 # ---------------------------------------------------------------- dump
 
 def recover_running(rt, name, cgroups_path=None):
@@ -258,6 +269,7 @@ def _dump(layout, rt, criu, name, cid, spec, options, rootfs, recorder):
     meta = build_meta(layout, name, cid, spec, criu, rt, options,
                       _criu.work_stats(tmp).get("dump", {}), tmp, result.duration)
     atomic_write_json(os.path.join(tmp, META_FILE), meta, mode=0o600)
+    private_tree(tmp)
     os.rename(tmp, final)
     return meta
 

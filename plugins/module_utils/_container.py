@@ -42,7 +42,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
 from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import Runtime
-from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore
+from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore, private_dir
 from ansible_collections.ctrhost.fleet.plugins.module_utils._storage import Overlay
 
 LOG_FILE = "console.log"
@@ -271,7 +271,7 @@ def ensure(params, check_mode=False):
         else:
             changed, final = _converge(ctx, stored, spec, state, params)
         expected = EXPECTED.get(state, "stopped" if stored is None else None)
-        return _result(ctx, changed, before, _ctrspec.declared(final), final, expected)
+        return _result(ctx, changed, before, _ctrspec.declared(final, stored), final, expected)
 
 
 def _result(ctx, changed, before, after, spec, expected=None):
@@ -293,6 +293,7 @@ def _create(ctx, spec, state):
     overlay = ctx.overlay(spec["template"])
     try:
         if not ctx.check_mode:
+            private_dir(ctx.bundle)
             for path in (overlay.upper, overlay.work, overlay.rootfs):
                 os.makedirs(path, mode=0o755, exist_ok=True)
             network_attach(ctx.name, _netns.ensure(ctx.name), spec["network"])

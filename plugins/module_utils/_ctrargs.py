@@ -41,6 +41,7 @@ CONTAINER_OPTIONS = dict(
     command=dict(type="raw"),
     hostname=dict(type="str"),
     env=dict(type="dict"),
+    secret_env=dict(type="dict", no_log=True),
     mounts=dict(type="list", elements="dict", options=MOUNT_OPTIONS),
     capabilities=dict(type="dict", options=CAPABILITY_OPTIONS),
     limits=dict(type="dict"),
