@@ -25,7 +25,8 @@ not in the map and pass untouched. The chains match by port name, so they
 are in place before a veth exists and do not depend on what runs inside
 the container (privileged or not). The first rule's comment carries the
 container name and a digest of the chain, which is how a converge finds the
-chains of a container and sees whether they are current.
+chains of a container and sees whether they are current. Every drop rule
+counts what it dropped (``nft list chain bridge ctrhost_ports port_<veth>``).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def wanted(interfaces):
                  % ", ".join(_hex6(a) for a in v6),
                  "icmpv6 type { nd-router-advert, nd-redirect } drop",
                  "ether type != { arp, ip, ip6 } drop"]
-        out[iface["host_veth"]] = rules
+        out[iface["host_veth"]] = [r.replace(" drop", " counter drop") for r in rules]
     return out
 
 

@@ -109,6 +109,8 @@ def attack(host, attacker, victim_v4, victim_v6):
     sh("ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf.eth0.ndisc_notify=1")
     sh("ip", "-n", ns, "addr", "add", victim_v4 + "/32", "dev", "eth0")
     sh("ip", "-n", ns, "addr", "add", victim_v6 + "/128", "dev", "eth0", "nodad")
+    in_ns(attacker, "busybox", "arping", "-U", "-c", "2", "-w", "1", "-I", "eth0", "-s", victim_v4, victim_v4,
+          check=False)
     in_ns(attacker, "busybox", "ping", "-c", "2", "-W", "1", "-I", victim_v4, host.v4(1), check=False)
     in_ns(attacker, "busybox", "ping6", "-c", "2", "-W", "1", "-I", victim_v6, host.v6(1), check=False)
     # the same lie in a VLAN-tagged frame, and in an 802.3 frame (no ether type), from a raw socket
@@ -166,7 +168,11 @@ def test_forged_sources_never_reach_the_bridge(host, filtering):
     # the chain counts what it dropped (independent read: nft's own listing)
     listing = sh("ip", "netns", "exec", host.name, "nft", "list", "chain", "bridge", "ctrhost_ports",
                  "port_" + ia[0]["host_veth"]).stdout
-    assert "ether saddr != %s drop" % ia[0]["mac"] in listing
+    dropped = {line.split(" counter ")[0].strip(): int(line.split("packets ")[1].split()[0])
+               for line in listing.splitlines() if "counter packets" in line}
+    assert dropped["ether saddr != %s" % ia[0]["mac"]] > 0, listing  # the forged MAC
+    assert dropped["arp saddr ip != { 0.0.0.0, %s }" % host.v4(2)] > 0, listing  # gratuitous ARP
+    assert dropped["ether type != { ip, arp, ip6 }"] > 0, listing  # VLAN tag, 802.3
 
 
 def test_filters_follow_readdress_and_go_with_the_container(host):
@@ -217,7 +223,7 @@ def test_duplicate_address_probe_names_the_holder(host):
         sh("ip", "-n", stranger, "link", "set", "eth0", "up")
         time.sleep(0.5)
         from ansible_collections.ctrhost.fleet.plugins.module_utils import _netconf
-        for raw, field, who in ((dict(bridge="nwbr0", ipv4=host.v4(5) + "/24"), "network[0].ipv4", "02:55:00:00:00:01"),
+        for raw, _field, who in ((dict(bridge="nwbr0", ipv4=host.v4(5) + "/24"), "network[0].ipv4", "02:55:00:00:00:01"),
                                 (dict(bridge="nwbr0", ipv6=host.v6(6) + "/64"), "network[0].ipv6", "02:55:00:00:00:01"),
                                 (dict(bridge="nwbr0", ipv4=host.v4(4) + "/24"), "network[0].ipv4", None)):
             ifaces = _netconf.normalize([raw], new)

@@ -39,16 +39,16 @@ def test_rules_pin_mac_and_declared_addresses_only():
     iface = normalize([dict(bridge="br0", ipv4="10.1.0.2/24", ipv6="fd01::2/64")], "web1")[0]
     rules = _portfilter.wanted([iface])[iface["host_veth"]]
     text = "\n".join(rules)
-    assert "ether saddr != %s drop" % iface["mac"] in rules
-    assert "arp saddr ip != { 0.0.0.0, 10.1.0.2 } drop" in rules
-    assert "ether type ip ip saddr != 10.1.0.2 drop" in rules
-    assert "ip6 saddr != { ::, %s, fd01::2 } drop" % _portfilter.link_local(iface["mac"]) in text
+    assert "ether saddr != %s counter drop" % iface["mac"] in rules
+    assert "arp saddr ip != { 0.0.0.0, 10.1.0.2 } counter drop" in rules
+    assert "ether type ip ip saddr != 10.1.0.2 counter drop" in rules
+    assert "ip6 saddr != { ::, %s, fd01::2 } counter drop" % _portfilter.link_local(iface["mac"]) in text
     assert "0x%032x" % int(ipaddress.IPv6Address("fd01::2")) in text  # NA target check
-    assert rules[-1] == "ether type != { arp, ip, ip6 } drop"
+    assert rules[-1] == "ether type != { arp, ip, ip6 } counter drop"
     # no IPv4 declared: all IPv4 dropped; filtering off: no chain at all
     bare = normalize([dict(bridge="br0"), dict(bridge="br0", filtering=False)], "web1")
     want = _portfilter.wanted(bare)
-    assert list(want) == [bare[0]["host_veth"]] and "ether type ip drop" in want[bare[0]["host_veth"]]
+    assert list(want) == [bare[0]["host_veth"]] and "ether type ip counter drop" in want[bare[0]["host_veth"]]
 
 
 def test_plan_installs_changed_and_removes_only_own_chains():
