@@ -27,6 +27,8 @@ import socket
 import struct
 import time
 
+from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CtrhostError
+
 ETH_P_ARP = 0x0806
 ETH_P_IPV6 = 0x86DD
 ETH_P_ALL = 0x0003
@@ -99,10 +101,17 @@ def probe(bridge, addresses, ignore_macs=(), wait=PROBE_WAIT):
     if not wanted:
         return {}
     ignore = {m.lower() for m in ignore_macs if m}
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    try:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    except OSError as exc:
+        raise CtrhostError("duplicate address probe on bridge %s: cannot open a packet socket (%s); "
+                           "it needs root (CAP_NET_RAW)" % (bridge, exc), bridge=bridge)
     found = {}
     try:
-        sock.bind((bridge, ETH_P_ALL))
+        try:
+            sock.bind((bridge, ETH_P_ALL))
+        except OSError as exc:
+            raise CtrhostError("duplicate address probe on bridge %s: %s" % (bridge, exc), bridge=bridge)
         src_mac = _mac_text(sock.getsockname()[4][:6])
         frames = [arp_probe(src_mac, a) if ipaddress.ip_address(a).version == 4 else ns_probe(src_mac, a)
                   for a in sorted(wanted)]
