@@ -10,10 +10,10 @@ that looks the input port up in the verdict map ``ports`` and jumps to that
 port's chain ``port_<host veth>``. A port chain drops:
 
 - a frame whose source MAC is not the interface's ``mac``;
-- ARP whose sender MAC is not ``mac`` or whose sender IP is neither the
+- ARP whose sender MAC is not ``mac`` or whose sender IP is neither a
   declared ``ipv4`` nor 0.0.0.0 (an RFC 5227 probe); all IPv4 from another
   source (all of it when no ``ipv4`` is declared);
-- IPv6 from a source other than the declared ``ipv6``, the link-local
+- IPv6 from a source other than a declared ``ipv6``, the link-local
   address the kernel derives from ``mac`` (EUI-64) and ``::`` (duplicate
   address detection); neighbour advertisements for any other target; router
   advertisements and redirects;
@@ -23,7 +23,8 @@ port's chain ``port_<host veth>``. A port chain drops:
 Ports of other devices (uplinks, interfaces with ``filtering: false``) are
 not in the map and pass untouched. The chains match by port name, so they
 are in place before a veth exists and do not depend on what runs inside
-the container (privileged or not). The first rule's comment carries the
+the container (privileged or not). "Declared" is any address of the
+container's interfaces on the same bridge (see ``wanted``). The first rule's comment carries the
 container name and a digest of the chain, which is how a converge finds the
 chains of a container and sees whether they are current. Every drop rule
 counts what it dropped (``nft list chain bridge ctrhost_ports port_<veth>``).
@@ -64,19 +65,28 @@ def _host(cidr):
 
 
 def wanted(interfaces):
-    """host veth -> rule list for every interface with filtering on (pure)."""
+    """host veth -> rule list for every interface with filtering on (pure).
+
+    A port may send from the addresses of every interface of the container on the
+    same bridge (with two interfaces in one subnet, Linux answers and routes for
+    either address through either interface; both are the container's own), and
+    only from its own MAC."""
+    own = {}
+    for iface in interfaces or []:
+        for key in ("ipv4", "ipv6"):
+            if iface.get(key):
+                own.setdefault((iface["bridge"], key), []).append(_host(iface[key]))
     out = {}
     for iface in interfaces or []:
         if iface.get("filtering") is False:
             continue
         mac = iface["mac"]
-        lla = link_local(mac)
-        v4 = _host(iface["ipv4"]) if iface.get("ipv4") else None
-        v6 = [lla] + ([_host(iface["ipv6"])] if iface.get("ipv6") else [])
+        v4 = sorted(set(own.get((iface["bridge"], "ipv4"), [])))
+        v6 = [link_local(mac)] + sorted(set(own.get((iface["bridge"], "ipv6"), [])))
         rules = ["ether saddr != %s drop" % mac,
                  "arp saddr ether != %s drop" % mac,
-                 "arp saddr ip != { %s } drop" % ", ".join(["0.0.0.0"] + ([v4] if v4 else [])),
-                 "ether type ip ip saddr != %s drop" % v4 if v4 else "ether type ip drop",
+                 "arp saddr ip != { %s } drop" % ", ".join(["0.0.0.0"] + v4),
+                 "ether type ip ip saddr != { %s } drop" % ", ".join(v4) if v4 else "ether type ip drop",
                  "ether type ip6 ip6 saddr != { %s } drop" % ", ".join(["::"] + v6),
                  "icmpv6 type nd-neighbor-advert @th,64,128 != { %s } drop"
                  % ", ".join(_hex6(a) for a in v6),

@@ -41,7 +41,7 @@ def test_rules_pin_mac_and_declared_addresses_only():
     text = "\n".join(rules)
     assert "ether saddr != %s counter drop" % iface["mac"] in rules
     assert "arp saddr ip != { 0.0.0.0, 10.1.0.2 } counter drop" in rules
-    assert "ether type ip ip saddr != 10.1.0.2 counter drop" in rules
+    assert "ether type ip ip saddr != { 10.1.0.2 } counter drop" in rules
     assert "ip6 saddr != { ::, %s, fd01::2 } counter drop" % _portfilter.link_local(iface["mac"]) in text
     assert "0x%032x" % int(ipaddress.IPv6Address("fd01::2")) in text  # NA target check
     assert rules[-1] == "ether type != { arp, ip, ip6 } counter drop"
@@ -49,6 +49,16 @@ def test_rules_pin_mac_and_declared_addresses_only():
     bare = normalize([dict(bridge="br0"), dict(bridge="br0", filtering=False)], "web1")
     want = _portfilter.wanted(bare)
     assert list(want) == [bare[0]["host_veth"]] and "ether type ip counter drop" in want[bare[0]["host_veth"]]
+
+
+def test_a_port_may_use_the_containers_other_addresses_on_the_same_bridge():
+    ifaces = normalize([dict(bridge="br0", ipv4="10.1.0.2/24"), dict(bridge="br0", ipv4="10.1.0.3/24"),
+                        dict(bridge="br1", ipv4="10.2.0.2/24")], "web1")
+    want = _portfilter.wanted(ifaces)
+    for iface in ifaces[:2]:
+        assert "ether type ip ip saddr != { 10.1.0.2, 10.1.0.3 } counter drop" in want[iface["host_veth"]]
+        assert "ether saddr != %s counter drop" % iface["mac"] in want[iface["host_veth"]]
+    assert "ether type ip ip saddr != { 10.2.0.2 } counter drop" in want[ifaces[2]["host_veth"]]
 
 
 def test_plan_installs_changed_and_removes_only_own_chains():
@@ -197,8 +207,8 @@ def test_secret_values_never_in_validation_messages(env):  # noqa: F811
 
 
 def test_mask_marks_only_changed_values():
-    assert _ctrspec.mask({"A": "1", "B": "2"}, {"A": "1", "B": "3"}) == {"A": "********",
-                                                                        "B": "******** (changed)"}
+    masked = _ctrspec.mask({"A": "1", "B": "2"}, {"A": "1", "B": "3"})
+    assert masked == {"A": "********", "B": "******** (changed)"}
     assert _ctrspec.mask(None) == {}
 
 
