@@ -195,6 +195,27 @@ def test_a_move_keeps_the_bridge_mac_the_neighbours_traffic_and_the_filters(iso)
     helper(iso, a, "remove", name=NAME)
 
 
+def test_the_preflight_refuses_a_destination_where_the_address_is_taken(iso):
+    """The destination has a container declared with the moving container's address (its
+    port down, so that only the destination's own records can tell): the move is refused
+    before anything happens, naming it, and the container keeps running on the source."""
+    a, b = iso.hosts
+    helper(iso, b, "remove", name="isdup")
+    helper(iso, b, "start", name="isdup", command="sleep 100000",
+           network=[dict(bridge="mhbr0", ipv4=IP, mac="02:00:00:00:77:99")])
+    veth = port_chain(iso, b, "isdup")[0]
+    sh(iso, b, "ip link set %s down" % veth)
+    before = start(iso, a)
+    res = helper(iso, a, "migrate", name=NAME, dest=addr(iso, b), mode="cold")
+    assert res.get("failed") and "isdup" in res["msg"] and IP.split("/")[0] in res["msg"], res
+    here = helper(iso, a, "facts", name=NAME)
+    assert here["status"] == "running" and int(here["c1"]) >= int(before["c2"]), here
+    assert not json.loads(sh(iso, b, "cat /var/lib/ctrhost/containers/%s/spec.json 2>/dev/null" % NAME)
+                          or "{}")
+    helper(iso, b, "remove", name="isdup")
+    helper(iso, a, "remove", name=NAME)
+
+
 def _mode(lab, host, path):
     return int(sh(lab, host, "stat -c %%a %s" % path), 8)
 
