@@ -32,6 +32,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _limits,
     _netns,
     _oci,
+    _portfilter,
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils._cli import Recorder
 from ansible_collections.ctrhost.fleet.plugins.module_utils._ctrargs import STATES
@@ -351,6 +352,8 @@ def _converge(ctx, stored, spec, state, params):
         if not ctx.check_mode and _netns.exists(ctx.name):
             network_update(ctx.name, _netns.path(ctx.name), stored.get("network") or [],
                            spec["network"])
+    elif spec["network"] and _netns.exists(ctx.name):
+        changed |= _portfilter.repair(ctx.name, spec["network"], ctx.check_mode)  # e.g. after an upgrade
     if stored.get("autostart") != spec["autostart"]:
         changed = True
     if changed and not ctx.check_mode:

@@ -172,6 +172,14 @@ def converge(name, interfaces, act, check_mode=False):
     _nftables.run("\n".join(script) + "\n", "port filters of container %s" % name)
 
 
+def repair(name, interfaces, check_mode=False):
+    """``converge`` for an unchanged network: the chains put back where they are missing
+    or stale (a container from before filtering, a flushed table); True when needed."""
+    acts = []
+    converge(name, interfaces, acts.append, check_mode)
+    return bool(acts)
+
+
 def read_if_possible():
     """``read()``, or {} where nftables cannot be used (then nothing can be installed)."""
     try:
