@@ -14,8 +14,7 @@ import subprocess
 import time
 
 import pytest
-from lab import Lab
-from test_migrate import HELPER, IP, MAC, NAME, PY, addr, helper, ip, ns, ping_gaps, setup_host, start
+from test_migrate import HELPER, IP, MAC, NAME, PY, addr, helper, ping_gaps, segment_lab, start
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
@@ -30,21 +29,8 @@ assert HELPER and PY  # the lab-host helper of test_migrate runs these tests' st
 
 @pytest.fixture(scope="module")
 def iso():
-    lab = Lab("is", 2)
-    lab.down()
-    lab.up()
-    try:
-        ip("-n", ns(lab), "link", "add", "mhc", "type", "bridge")
-        ip("-n", ns(lab), "addr", "add", "10.77.0.1/24", "dev", "mhc")
-        ip("-n", ns(lab), "link", "set", "mhc", "up")
-        for i, host in enumerate(lab.hosts):
-            setup_host(lab, i, host)
+    with segment_lab("is", (NAME, NEIGHBOUR, ATTACKER, SECRET_CT, "isdup")) as lab:
         yield lab
-    finally:
-        for host in lab.hosts:
-            for name in (NAME, NEIGHBOUR, ATTACKER, SECRET_CT, "isdup"):
-                helper(lab, host, "remove", name=name, check=False)
-        lab.down()
 
 
 def sh(lab, host, cmd):

@@ -6,6 +6,7 @@ host. Every effect is read back by an independent path inside the lab hosts: the
 runtime's state directory, /proc, the container's rootfs, ``ip`` in its netns.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -161,9 +162,11 @@ def setup_host(lab, i, host):
     ip("-n", ns(lab, host), "link", "set", "mhup", "master", "mhbr0", "up")
 
 
-@pytest.fixture(scope="module")
-def mg():
-    lab = Lab("mh", 2)
+@contextlib.contextmanager
+def segment_lab(name, containers=(NAME,)):
+    """A 2-host lab whose container bridges share one segment (``setup_host``); the
+    ``containers`` are removed from both hosts and the lab taken down at the end."""
+    lab = Lab(name, 2)
     lab.down()
     lab.up()
     try:
@@ -175,8 +178,15 @@ def mg():
         yield lab
     finally:
         for host in lab.hosts:
-            helper(lab, host, "remove", name=NAME, check=False)
+            for each in containers:
+                helper(lab, host, "remove", name=each, check=False)
         lab.down()
+
+
+@pytest.fixture(scope="module")
+def mg():
+    with segment_lab("mh") as lab:
+        yield lab
 
 
 def helper(lab, host, op, check=True, **args):

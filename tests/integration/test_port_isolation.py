@@ -20,7 +20,7 @@ import subprocess
 import time
 
 import pytest
-from test_network import PY, Host, sh
+from test_network import PY, host, sh  # noqa: F401  (host: the fixture)
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0 or not all(shutil.which(t) for t in ("ip", "nsenter", "busybox")),
@@ -78,8 +78,8 @@ for _ in range(3):
 
 
 class Capture:
-    def __init__(self, host, seconds=4):
-        self.proc = subprocess.Popen(["ip", "netns", "exec", host.name, PY, "-c", SNIFF, "nwbr0", str(seconds)],
+    def __init__(self, netns_host, seconds=4):
+        self.proc = subprocess.Popen(["ip", "netns", "exec", netns_host.name, PY, "-c", SNIFF, "nwbr0", str(seconds)],
                                      stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout.readline().strip() == "ready"
 
@@ -92,17 +92,17 @@ def in_ns(cname, *cmd, check=True):
     return sh("ip", "netns", "exec", "ctrhost-" + cname, *cmd, check=check)
 
 
-def neigh_mac(host, address):
-    out = json.loads(sh("ip", "-j", "-n", host.name, "neigh", "show", address).stdout or "[]")
+def neigh_mac(netns_host, address):
+    out = json.loads(sh("ip", "-j", "-n", netns_host.name, "neigh", "show", address).stdout or "[]")
     return out[0].get("lladdr") if out else None
 
 
-def attack(host, attacker, victim_v4, victim_v6):
+def attack(netns_host, attacker, victim_v4, victim_v6):
     """Everything a container root could try to take over the victim's addresses."""
     ns = "ctrhost-" + attacker
     in_ns(attacker, "busybox", "arping", "-U", "-c", "2", "-w", "1", "-I", "eth0", "-s", victim_v4, victim_v4,
           check=False)
-    in_ns(attacker, "busybox", "arping", "-A", "-c", "2", "-w", "1", "-I", "eth0", "-s", victim_v4, host.v4(1),
+    in_ns(attacker, "busybox", "arping", "-A", "-c", "2", "-w", "1", "-I", "eth0", "-s", victim_v4, netns_host.v4(1),
           check=False)
     # the victim's addresses on the attacker's interface: IPv4/IPv6 from forged sources and an
     # unsolicited neighbour advertisement (ndisc_notify) for the victim's IPv6 address
@@ -111,8 +111,8 @@ def attack(host, attacker, victim_v4, victim_v6):
     sh("ip", "-n", ns, "addr", "add", victim_v6 + "/128", "dev", "eth0", "nodad")
     in_ns(attacker, "busybox", "arping", "-U", "-c", "2", "-w", "1", "-I", "eth0", "-s", victim_v4, victim_v4,
           check=False)
-    in_ns(attacker, "busybox", "ping", "-c", "2", "-W", "1", "-I", victim_v4, host.v4(1), check=False)
-    in_ns(attacker, "busybox", "ping6", "-c", "2", "-W", "1", "-I", victim_v6, host.v6(1), check=False)
+    in_ns(attacker, "busybox", "ping", "-c", "2", "-W", "1", "-I", victim_v4, netns_host.v4(1), check=False)
+    in_ns(attacker, "busybox", "ping6", "-c", "2", "-W", "1", "-I", victim_v6, netns_host.v6(1), check=False)
     # the same lie in a VLAN-tagged frame, and in an 802.3 frame (no ether type), from a raw socket
     in_ns(attacker, PY, "-c", RAW, victim_v4)
     # another MAC altogether
@@ -132,17 +132,8 @@ def lies(frames, attacker_mac, victim_v4, victim_v6):
     return bad
 
 
-@pytest.fixture
-def host():
-    h = Host()
-    try:
-        yield h
-    finally:
-        h.cleanup()
-
-
 @pytest.mark.parametrize("filtering", [True, False], ids=["filtered", "control-unfiltered"])
-def test_forged_sources_never_reach_the_bridge(host, filtering):
+def test_forged_sources_never_reach_the_bridge(host, filtering):  # noqa: F811  (the fixture)
     attacker, victim = host.cname("a"), host.cname("v")
     _pa, ia, res = host.start(attacker, [host.iface(attacker, 2, filtering=filtering)])
     _pv, iv, _ = host.start(victim, [host.iface(victim, 3)])
@@ -175,7 +166,7 @@ def test_forged_sources_never_reach_the_bridge(host, filtering):
     assert dropped["ether type != { ip, arp, ip6 }"] > 0, listing  # VLAN tag, 802.3
 
 
-def test_filters_follow_readdress_and_go_with_the_container(host):
+def test_filters_follow_readdress_and_go_with_the_container(host):  # noqa: F811  (the fixture)
     a = host.cname("f")
     path, ifaces, _ = host.start(a, [host.iface(a, 2)])
     veth = ifaces[0]["host_veth"]
@@ -207,7 +198,7 @@ def test_filters_follow_readdress_and_go_with_the_container(host):
     assert veth not in ports
 
 
-def test_duplicate_address_probe_names_the_holder(host):
+def test_duplicate_address_probe_names_the_holder(host):  # noqa: F811  (the fixture)
     held, new = host.cname("h"), host.cname("n")
     host.start(held, [host.iface(held, 4)])
     # an address configured by hand in a netns no spec knows about (another machine on the segment)
@@ -239,7 +230,7 @@ def test_duplicate_address_probe_names_the_holder(host):
         sh("ip", "netns", "del", stranger, check=False)
 
 
-def test_bridge_mac_stays_pinned_while_ports_come_and_go(host):
+def test_bridge_mac_stays_pinned_while_ports_come_and_go(host):  # noqa: F811  (the fixture)
     """A port with the lowest possible MAC joins and leaves: an unpinned bridge (made by ``ip``)
     takes its MAC (the control), a host_network bridge keeps its own. (The ports are the
     host-side veths, whose MACs the kernel picks at random; set low here.)"""
