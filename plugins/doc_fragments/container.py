@@ -69,6 +69,17 @@ env:
   description:
     - Environment of the init process, added to C(PATH), C(HOME), C(TERM) and C(container=ctrhost).
   type: dict
+secret_env:
+  description:
+    - Environment variables whose values are secret (passwords, tokens), added like O(env);
+      a name may not be in both.
+    - The values never appear in results, diffs or logs (the option is C(no_log); diffs and
+      M(ctrhost.fleet.container_info) show each name with C(********), or C(******** (changed))
+      for a value that changed). On the host they are in files only root can read (the
+      container's directory is 0700, C(spec.json) and C(config.json) 0600, checkpoint images
+      0600 in 0700 directories).
+    - Changing them needs O(recreate=true), like O(env).
+  type: dict
 mounts:
   description:
     - Host directories or files bound into the container, or tmpfs mounts.
@@ -129,7 +140,15 @@ network:
     - Interfaces of the container, each a veth pair whose host side joins the C(bridge) of the interface.
       Changes apply live.
     - Keys - C(ifname) (required), C(bridge), C(ipv4) (CIDR), C(gateway), C(ipv6), C(gateway6), C(mac),
-      C(mtu), C(rate) (egress limit, e.g. V(100mbit)). An unknown key fails and names it.
+      C(mtu), C(rate) (egress limit, e.g. V(100mbit)), C(filtering). An unknown key fails and names it.
+    - An address another container of the host holds, or that answers a duplicate address probe on
+      the bridge (ARP for IPv4, neighbour solicitation for IPv6), is refused naming the field and the
+      holder; nothing is created or changed.
+    - C(filtering) (default V(true)) - anti-spoofing on the host-side port (nftables, bridge family) -
+      frames from another MAC, IPv4/ARP from another address than C(ipv4), IPv6/neighbour
+      advertisements from another address than C(ipv6) or the link-local of C(mac), router
+      advertisements and other ether types (VLAN tags) are dropped before the bridge. V(false) opts
+      the interface out. Needs the nftables Python binding (C(python3-nftables)) on the host.
   type: list
   elements: dict
 autostart:

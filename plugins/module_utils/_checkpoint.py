@@ -150,6 +150,17 @@ def _private_dir(path):
     os.chmod(path, 0o700)
 
 
+def private_tree(path):
+    """Directories 0700 and files 0600 under ``path``: the images hold the container's
+    memory (its environment, secrets included) and are for root only."""
+    for base, _dirs, files in os.walk(path):
+        os.chmod(base, 0o700)
+        for leaf in files:
+            full = os.path.join(base, leaf)
+            if not os.path.islink(full):
+                os.chmod(full, 0o600)
+
+
 # ---------------------------------------------------------------- dump
 
 def recover_running(rt, name, cgroups_path=None):
@@ -289,6 +300,7 @@ def _dump(layout, rt, criu, name, cid, spec, options, rootfs, recorder):
                       _criu.work_stats(tmp).get("dump", {}), tmp, result.duration)
     meta["cgroup_tree"] = facts["cgroup_tree"]
     atomic_write_json(os.path.join(tmp, META_FILE), meta, mode=0o600)
+    private_tree(tmp)
     os.rename(tmp, final)
     return meta
 

@@ -55,7 +55,7 @@ def start_logger(rfd, log_path, env, keep=()):
         raise MissingToolError("cat not found on this host (it drains the console pipe)",
                                tool="cat")
     fd = os.open(os.path.abspath(log_path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                 0o640)
+                 0o600)
     try:
         proc = subprocess.Popen([cat], stdin=rfd, stdout=fd, stderr=subprocess.DEVNULL,
                                 close_fds=True, pass_fds=tuple(keep), start_new_session=True,

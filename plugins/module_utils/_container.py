@@ -27,11 +27,13 @@ import shutil
 import time
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import (
+    _addrguard,
     _console,
     _ctrspec,
     _limits,
     _netns,
     _oci,
+    _portfilter,
     _sysctr,
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils._cli import Recorder
@@ -44,7 +46,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
 from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import Runtime
-from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore
+from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore, private_dir
 from ansible_collections.ctrhost.fleet.plugins.module_utils._storage import Overlay
 
 LOG_FILE = "console.log"
@@ -282,12 +284,14 @@ def ensure(params, check_mode=False):
             changed = remove(ctx, stored)
             return _result(ctx, changed, before, {}, None)
         spec = _ctrspec.normalize(ctx.layout, ctx.name, params, stored)
+        _addrguard.check_change(ctx.layout, ctx.name, (stored or {}).get("network"), spec["network"],
+                                stored is None)
         if stored is None:
             changed, final = True, _create(ctx, spec, state)
         else:
             changed, final = _converge(ctx, stored, spec, state, params)
         expected = EXPECTED.get(state, "stopped" if stored is None else None)
-        return _result(ctx, changed, before, _ctrspec.declared(final), final, expected)
+        return _result(ctx, changed, before, _ctrspec.declared(final, stored), final, expected)
 
 
 def _result(ctx, changed, before, after, spec, expected=None):
@@ -309,6 +313,7 @@ def _create(ctx, spec, state):
     overlay = ctx.overlay(spec["template"])
     try:
         if not ctx.check_mode:
+            private_dir(ctx.bundle)
             for path in (overlay.upper, overlay.work, overlay.rootfs):
                 os.makedirs(path, mode=0o755, exist_ok=True)
             network_attach(ctx.name, _netns.ensure(ctx.name), spec["network"])
@@ -366,6 +371,8 @@ def _converge(ctx, stored, spec, state, params):
         if not ctx.check_mode and _netns.exists(ctx.name):
             network_update(ctx.name, _netns.path(ctx.name), stored.get("network") or [],
                            spec["network"])
+    elif spec["network"] and _netns.exists(ctx.name):
+        changed |= _portfilter.repair(ctx.name, spec["network"], ctx.check_mode)  # e.g. after an upgrade
     if stored.get("autostart") != spec["autostart"]:
         changed = True
     if changed and not ctx.check_mode:

@@ -42,6 +42,7 @@ CONTAINER_OPTIONS = dict(
     init=dict(type="str", choices=["auto", "systemd", "none"]),
     hostname=dict(type="str"),
     env=dict(type="dict"),
+    secret_env=dict(type="dict", no_log=True),
     mounts=dict(type="list", elements="dict", options=MOUNT_OPTIONS),
     capabilities=dict(type="dict", options=CAPABILITY_OPTIONS),
     limits=dict(type="dict"),

@@ -27,10 +27,10 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._validate import (
 )
 
 # Declared fields, in display order.
-FIELDS = ("template", "command", "init", "hostname", "env", "mounts", "capabilities", "limits",
-          "network", "autostart", "runtime")
+FIELDS = ("template", "command", "init", "hostname", "env", "secret_env", "mounts", "capabilities",
+          "limits", "network", "autostart", "runtime")
 # Changing one of these needs the container re-created (new config/rootfs).
-RECREATE_FIELDS = ("template", "command", "init", "hostname", "env", "mounts", "capabilities",
+RECREATE_FIELDS = ("template", "command", "init", "hostname", "env", "secret_env", "mounts", "capabilities",
                    "runtime")
 # These change live on a running container.
 LIVE_FIELDS = ("limits", "network", "autostart")
@@ -43,6 +43,9 @@ _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 DEFAULT_COMMAND = ["/bin/sh"]
 # What a field stored before it existed means.
 STORED_DEFAULTS = {"init": "auto"}
+# What a secret value is shown as (diff, results); a changed one says so.
+MASK = "********"
+MASK_CHANGED = "******** (changed)"
 
 
 def template_meta(layout, template):
@@ -93,16 +96,18 @@ def norm_hostname(value):
     return value
 
 
-def norm_env(value):
+def norm_env(value, field="env"):
     if not isinstance(value, dict):
-        raise ValidationError("env", "expected a dict of NAME: value, got %r" % (value,))
+        raise ValidationError(field, "expected a dict of NAME: value, got %s"
+                              % ("a " + type(value).__name__ if field == "secret_env" else repr(value)))
     out = {}
     for key, val in value.items():
         if not isinstance(key, str) or not _ENV_KEY_RE.match(key):
-            raise ValidationError("env.%s" % key, "expected a variable name matching "
+            raise ValidationError("%s.%s" % (field, key), "expected a variable name matching "
                                   "[A-Za-z_][A-Za-z0-9_]*")
         if val is None or isinstance(val, (dict, list)):
-            raise ValidationError("env.%s" % key, "expected a string value, got %r" % (val,))
+            raise ValidationError("%s.%s" % (field, key), "expected a string value, got %s"
+                                  % ("a " + type(val).__name__ if field == "secret_env" else repr(val)))
         out[key] = str(val).lower() if isinstance(val, bool) else str(val)
     return out
 
@@ -179,6 +184,11 @@ def normalize(layout, name, params, stored=None):
     spec["hostname"] = norm_hostname(get("hostname") if get("hostname") is not None
                                      else stored.get("hostname", name))
     spec["env"] = norm_env(get("env")) if get("env") is not None else stored.get("env", {})
+    spec["secret_env"] = (norm_env(get("secret_env"), "secret_env") if get("secret_env") is not None
+                          else stored.get("secret_env", {}))
+    both = sorted(set(spec["env"]) & set(spec["secret_env"]))
+    if both:
+        raise ValidationError("secret_env.%s" % both[0], "also set in env; give each variable once")
     spec["mounts"] = norm_mounts(get("mounts")) if get("mounts") is not None \
         else stored.get("mounts", [])
     spec["capabilities"] = _oci.normalize_capabilities(
@@ -202,9 +212,21 @@ def _norm_network(value, name):
     return _netconf.normalize(value, name)
 
 
-def declared(spec):
-    """Only the declared fields of a stored spec (for diffs)."""
-    return {key: spec[key] for key in FIELDS if key in (spec or {})}
+def mask(secrets, before=None):
+    """``secret_env`` as shown anywhere: names kept, values masked (``before``: the
+    masked or clear values it is compared with; a value that differs says changed)."""
+    before = before or {}
+    return {k: (MASK_CHANGED if k in before and before[k] not in (v, MASK) else MASK)
+            for k, v in sorted((secrets or {}).items())}
+
+
+def declared(spec, before=None):
+    """Only the declared fields of a stored spec (for diffs), secret values masked.
+    ``before``: the stored spec (clear values) the result is the after side of."""
+    out = {key: spec[key] for key in FIELDS if key in (spec or {})}
+    if "secret_env" in out:
+        out["secret_env"] = mask(out["secret_env"], (before or {}).get("secret_env"))
+    return out
 
 
 def changed_fields(old, new):

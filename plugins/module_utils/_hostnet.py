@@ -9,12 +9,21 @@ the current network namespace. NAT is nftables: one dedicated table
 ``inet ctrhost`` that this library owns as a whole; its rules are derived from
 every bridge with ``nat: true``, compared with what ``nft -j`` reports, and the
 table is replaced in one atomic ``nft -f`` transaction when they differ.
+
+Each managed bridge has a pinned MAC (``mac``, default ``stable_mac``): a
+bridge left alone takes the lowest MAC of its ports, so every port that
+joins or leaves (a container created, removed, migrated) could change it,
+and the containers' ARP/neighbour entries for their gateway would point at
+a MAC that is gone until they expire. An address set explicitly is one the
+kernel never recalculates.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
+import os
 import re
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _netlink
@@ -28,6 +37,26 @@ NFT_FAMILY = "inet"
 SYSCTL = {"ipv4": "/proc/sys/net/ipv4/ip_forward", "ipv6": "/proc/sys/net/ipv6/conf/all/forwarding"}
 IFA_F_NODAD = 0x02
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+MACHINE_ID = "/etc/machine-id"
+
+
+def stable_mac(bridge, machine_id=None, hostname=None):
+    """Locally administered unicast MAC of ``bridge`` on this machine: a digest of the
+    machine id, the host name and the bridge name, so the same on every run and boot,
+    and different on two hosts whose bridges share a segment (also clones that kept
+    the machine id)."""
+    if machine_id is None:
+        try:
+            with open(MACHINE_ID) as handle:
+                machine_id = handle.read().strip()
+        except OSError:
+            machine_id = ""
+    hostname = os.uname().nodename if hostname is None else hostname
+    digest = hashlib.sha256(("ctrhost-bridge/%s/%s/%s" % (machine_id, hostname, bridge)).encode()).digest()
+    octets = bytearray(digest[:6])
+    octets[0] = (octets[0] & 0xFC) | 0x02
+    return ":".join("%02x" % b for b in octets)
 
 
 def _kind(link):
@@ -59,7 +88,7 @@ def read_bridges(ipr=None):
             stp = data.get_attr("IFLA_BR_STP_STATE") if data else 0
             out[link.get_attr("IFLA_IFNAME")] = dict(
                 name=link.get_attr("IFLA_IFNAME"), mtu=link.get_attr("IFLA_MTU"), stp=bool(stp),
-                index=link["index"], up=bool(link["flags"] & 1),
+                index=link["index"], up=bool(link["flags"] & 1), mac=link.get_attr("IFLA_ADDRESS"),
                 ports=sorted(p.get_attr("IFLA_IFNAME") for p in links
                              if p.get_attr("IFLA_MASTER") == link["index"]),
                 **_link_addrs(ipr, link["index"]))
@@ -111,7 +140,14 @@ def normalize_bridges(bridges):
         mtu = raw.get("mtu")
         if mtu is not None and not (isinstance(mtu, int) and 68 <= mtu <= 65535):
             raise ValidationError(field + ".mtu", "expected an integer between 68 and 65535, got %r" % (mtu,))
+        mac = raw.get("mac")
+        if mac is not None:
+            mac = str(mac).strip().lower().replace("-", ":")
+            if not _MAC_RE.match(mac) or int(mac[:2], 16) & 1 or mac == "00:00:00:00:00:00":
+                raise ValidationError(field + ".mac", "expected a unicast MAC like 02:00:00:00:00:01, got %r"
+                                      % (raw.get("mac"),))
         b = dict(name=name, state=state, mtu=mtu, stp=bool(raw.get("stp", False)),
+                 mac=mac or stable_mac(name),
                  nat=bool(raw.get("nat", False)),
                  ipv4=_cidrs(raw.get("ipv4"), field + ".ipv4", 4),
                  ipv6=_cidrs(raw.get("ipv6"), field + ".ipv6", 6))
@@ -246,12 +282,13 @@ def _routes(ipr):
 def _bridge_view(b):
     if b is None:
         return None
-    return {k: b[k] for k in ("mtu", "stp", "ipv4", "ipv6")}
+    return {k: b[k] for k in ("mtu", "stp", "mac", "ipv4", "ipv6")}
 
 
 def _want_view(want, have):
-    view = _bridge_view(have) or dict(mtu=None, stp=False, ipv4=[], ipv6=[])
+    view = _bridge_view(have) or dict(mtu=None, stp=False, mac=None, ipv4=[], ipv6=[])
     view["stp"] = want["stp"]
+    view["mac"] = want["mac"]
     for key in ("mtu", "ipv4", "ipv6"):
         if want[key] is not None:
             view[key] = want[key]
@@ -272,10 +309,12 @@ def _apply_bridge(ipr, want, have, check_mode):
     if check_mode:
         return True
     if have is None:
-        ipr.link("add", ifname=name, kind="bridge", br_stp_state=int(want["stp"]))
+        ipr.link("add", ifname=name, kind="bridge", br_stp_state=int(want["stp"]), address=want["mac"])
         have = read_bridges(ipr)[name]
     index = have["index"]
     args = dict(index=index, kind="bridge", br_stp_state=int(want["stp"]), state="up")
+    if have["mac"] != want["mac"]:
+        args["address"] = want["mac"]
     if want["mtu"]:
         args["mtu"] = want["mtu"]
     ipr.link("set", **args)

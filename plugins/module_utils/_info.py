@@ -16,6 +16,7 @@ import contextlib
 import os
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import _netns, _oci, _sysctr
+from ansible_collections.ctrhost.fleet.plugins.module_utils._ctrspec import mask
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     CtrhostError,
     MissingToolError,
@@ -84,7 +85,7 @@ def container_info(layout, name, spec, runtimes=None, runtime_path=None, network
         template=spec.get("template"), template_sha256=spec.get("template_sha256"),
         runtime=rname, command=spec.get("command"), hostname=spec.get("hostname"),
         init=spec.get("init") or "auto", system=_sysctr.is_system(spec),
-        env=spec.get("env") or {}, mounts=spec.get("mounts") or [],
+        env=spec.get("env") or {}, secret_env=mask(spec.get("secret_env")), mounts=spec.get("mounts") or [],
         capabilities=spec.get("capabilities") or {}, autostart=bool(spec.get("autostart")),
         created=spec.get("created"), started=(rt_state or {}).get("created") if pid else None,
         bundle=bundle, rootfs=rootfs, rootfs_mounted=is_mounted(rootfs),

@@ -66,6 +66,7 @@ BOOTSTRAP = (
 
 def _mods():
     from ansible_collections.ctrhost.fleet.plugins.module_utils import (
+        _addrguard,
         _checkpoint,
         _criu,
         _paths,
@@ -74,7 +75,7 @@ def _mods():
         _sysinfo,
         _template,
     )
-    return dict(checkpoint=_checkpoint, criu=_criu, paths=_paths, restore=_restore,
+    return dict(addrguard=_addrguard, checkpoint=_checkpoint, criu=_criu, paths=_paths, restore=_restore,
                 state=_state, sysinfo=_sysinfo, template=_template)
 
 
@@ -117,12 +118,15 @@ class Agent(Preflight):
         base = self.layout.checkpoint_dir(self.name)
         for path in (self.layout.checkpoints_dir, base):
             os.makedirs(path, mode=0o700, exist_ok=True)
+            os.chmod(path, 0o700)  # the images hold the container's memory and secrets
         self.incoming = os.path.join(base, ".incoming-%s" % self.meta["id"])
         shutil.rmtree(self.incoming, ignore_errors=True)
         os.makedirs(os.path.join(self.incoming, "images"), mode=0o700)
         os.chmod(self.incoming, 0o700)
         if req.get("config"):
-            with open(os.path.join(self.incoming, "config.json"), "w") as handle:
+            fd = os.open(os.path.join(self.incoming, "config.json"),
+                         os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w") as handle:
                 json.dump(req["config"], handle)
         t0 = time.monotonic()
         self.staged = True  # from here on an abort removes what was staged

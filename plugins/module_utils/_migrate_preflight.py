@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import shutil
@@ -62,7 +61,8 @@ class Preflight:
                             % (name, layout.container_dir(name)))
         if os.path.lexists(m["paths"].Layout.netns_path(name)):
             problems.append("network namespace %s exists here" % m["paths"].Layout.netns_path(name))
-        problems += self._ip_conflicts(layout, name, spec)
+        problems += m["addrguard"].problems(layout, name, spec.get("network") or [],
+                                            own_macs=[i.get("mac") for i in spec.get("network") or []])
         disk = shutil.disk_usage(_existing_parent(layout.root))
         facts["disk_free"] = disk.free
         if req.get("disk_needed") and disk.free < req["disk_needed"]:
@@ -86,22 +86,6 @@ class Preflight:
             return None
         self.m["restore"].remove_incoming(layout, name, spec, runtime_path)
         return True
-
-    def _ip_conflicts(self, layout, name, spec):
-        mine = {str(ipaddress.ip_interface(i[k]).ip) for i in spec.get("network") or []
-                for k in ("ipv4", "ipv6") if i.get(k)}
-        problems = []
-        store = self.m["state"].ContainerStore(layout)
-        for other in store.names():
-            if other == name:
-                continue
-            theirs = store.load(other) or {}
-            for iface in theirs.get("network") or []:
-                for key in ("ipv4", "ipv6"):
-                    if iface.get(key) and str(ipaddress.ip_interface(iface[key]).ip) in mine:
-                        problems.append("address %s is used by container %s here"
-                                        % (iface[key], other))
-        return problems
 
 
 def _existing_parent(path):

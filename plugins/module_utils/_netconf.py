@@ -6,10 +6,12 @@
 Pure functions except ``check_conflicts``, which reads the host's bridges
 through netlink unless it is given them. A normalised interface is a dict::
 
-    {ifname, bridge, ipv4, gateway, ipv6, gateway6, mac, mtu, rate, host_veth}
+    {ifname, bridge, ipv4, gateway, ipv6, gateway6, mac, mtu, rate, filtering, host_veth}
 
 ``ipv4``/``ipv6`` are canonical CIDR strings (host address + prefix) or None,
 ``rate`` is an int in bits per second or None, ``mtu`` an int or None,
+``filtering`` a bool (default true: the host-side port drops what the
+container sends from another MAC or address, see ``_portfilter``),
 ``host_veth`` the host-side veth name derived from the container name and the
 interface's index.
 """
@@ -24,7 +26,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import Valid
 
 IFNAMSIZ = 15  # usable characters of a Linux interface name
 MAX_INTERFACES = 64
-KEYS = ("ifname", "bridge", "ipv4", "gateway", "ipv6", "gateway6", "mac", "mtu", "rate")
+KEYS = ("ifname", "bridge", "ipv4", "gateway", "ipv6", "gateway6", "mac", "mtu", "rate", "filtering")
 FIELDS = KEYS + ("host_veth",)
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
@@ -164,6 +166,12 @@ def _one(raw, index, container_name):
     out["mac"] = mac or derive_mac(container_name, ifname)
     out["mtu"] = _int(raw["mtu"], index, "mtu", 68, 65535) if raw.get("mtu") not in (None, "") else None
     out["rate"] = _rate(raw["rate"], index) if raw.get("rate") not in (None, "", 0) else None
+    filtering = raw.get("filtering", True)
+    if filtering is None:
+        filtering = True
+    if not isinstance(filtering, bool):
+        raise ValidationError(_field(index, "filtering"), "expected true or false, got %r" % (filtering,))
+    out["filtering"] = filtering
     out["host_veth"] = host_veth_name(container_name, index)
     return out
 

@@ -17,6 +17,9 @@ Per interface (a normalised dict from ``_netconf``):
   policing: it shapes instead of dropping, so TCP holds the rate closely, and
   it needs no police action in the kernel.)
 
+- ``filtering`` (default on): the port's anti-spoofing chain (``_portfilter``),
+  installed before the host veth is created or brought up.
+
 ``attach`` and ``update`` converge the live state to the declared list and
 report the actions (the same list in check mode, where nothing is changed).
 """
@@ -28,7 +31,7 @@ import ipaddress
 import os
 import socket
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _syscall
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _portfilter, _syscall
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     CtrhostError,
     NotFoundError,
@@ -291,6 +294,7 @@ def _converge(name, netns_path, old, new, check_mode, host_up=True):
                 raise ValidationError("network[%d].bridge" % i, "bridge %r does not exist on this host"
                                       % iface["bridge"])
             bridges[iface["ifname"]] = index
+        _portfilter.converge(name, new, act, check_mode)
         has_ns = os.path.exists(netns_path)
         if not has_ns and not check_mode:
             raise NotFoundError("network namespace %s of container %s does not exist" % (netns_path, name))
@@ -378,6 +382,8 @@ def update(name, netns_path, old, new, check_mode=False):
 def detach(name, interfaces, check_mode=False):
     """Remove the host veths (their peers go with them), qdiscs and IFBs."""
     actions = []
+    if not check_mode:
+        _portfilter.remove(name, actions.append)
     host = ipr()
     try:
         for iface in interfaces or []:

@@ -191,6 +191,7 @@ def build_config(name, spec, netns_path, resources=None, cgroups=None, seccomp=T
     caps = effective_capabilities(spec.get("capabilities"))
     env = {"PATH": DEFAULT_PATH, "HOME": "/root", "TERM": "xterm", "container": "ctrhost"}
     env.update(spec.get("env") or {})
+    env.update(spec.get("secret_env") or {})
     linux = {
         "namespaces": namespaces(netns_path, cgroupns),
         "cgroupsPath": cgroups or cgroups_path(name),

@@ -39,7 +39,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     NotFoundError,
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
-from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore
+from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore, private_dir
 from ansible_collections.ctrhost.fleet.plugins.module_utils._storage import Overlay, is_mounted
 from ansible_collections.ctrhost.fleet.plugins.module_utils._validate import validate_name
 
@@ -163,7 +163,7 @@ def stage(layout, name, meta, image_dir, created=None, incoming=None):
             _cli.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls",
                       "-C", overlay.upper, "-xf", tar], msg="unpack the rootfs changes",
                      timeout=3600)
-        os.makedirs(layout.container_dir(name), mode=0o755, exist_ok=True)
+        private_dir(layout.container_dir(name))
         netns_path = _netns.ensure(name)
         if spec.get("network"):
             from ansible_collections.ctrhost.fleet.plugins.module_utils import _netlink

@@ -49,6 +49,12 @@ def atomic_write_json(path, data, mode=0o644, durable=True):
         raise
 
 
+def private_dir(path):
+    """Make ``path`` (and its parents) and keep it root's only: 0700."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
 def read_json(path, default=None):
     try:
         with open(path) as handle:
@@ -74,8 +80,9 @@ class ContainerStore:
         return read_json(self.spec_path(name))
 
     def save(self, name, spec):
-        os.makedirs(self.layout.container_dir(name), exist_ok=True)
-        atomic_write_json(self.spec_path(name), spec)
+        """spec.json (0600, it holds ``secret_env``) in the container's directory (0700)."""
+        private_dir(self.layout.container_dir(name))
+        atomic_write_json(self.spec_path(name), spec, mode=0o600)
 
     def names(self):
         """Names of every container with a spec, sorted."""

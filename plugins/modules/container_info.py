@@ -117,6 +117,11 @@ containers:
       description: Declared environment.
       type: dict
       returned: always
+    secret_env:
+      description: Names of the secret environment variables; every value is C(********).
+      type: dict
+      returned: always
+      sample: {"DB_PASSWORD": "********"}
     mounts:
       description: Declared mounts.
       type: list

@@ -55,6 +55,15 @@ options:
       mtu:
         description: MTU of the bridge; left as is when omitted.
         type: int
+      mac:
+        description:
+          - MAC address of the bridge, pinned so that container ports joining or leaving (creation,
+            removal, every migration) never change it; a bridge left alone takes the lowest MAC of
+            its ports, and the containers' neighbour entries for their gateway go stale with it.
+          - Default - a stable locally administered MAC derived from the machine id, the host name
+            and the bridge name. Give the same value on every host for a gateway MAC that stays
+            the same when a container moves between hosts (bridges not sharing a segment).
+        type: str
       stp:
         description: Spanning tree protocol.
         type: bool
@@ -161,7 +170,8 @@ bridges:
   description: The managed bridges after the run (in check mode, as they would be); null when absent.
   returned: always
   type: dict
-  sample: {"ctr0": {"mtu": 1500, "stp": false, "ipv4": ["10.10.1.1/24"], "ipv6": ["fd10:0:0:1::1/64"]}}
+  sample: {"ctr0": {"mtu": 1500, "stp": false, "mac": "02:5c:1e:0a:33:7d", "ipv4": ["10.10.1.1/24"],
+                    "ipv6": ["fd10:0:0:1::1/64"]}}
 nat:
   description: Subnets masqueraded by table C(inet ctrhost), as C(ip SUBNET) / C(ip6 SUBNET).
   returned: always
@@ -201,6 +211,7 @@ ARGS = _module.argument_spec(
         ipv4=dict(type="list", elements="str"),
         ipv6=dict(type="list", elements="str"),
         mtu=dict(type="int"),
+        mac=dict(type="str"),
         stp=dict(type="bool", default=False),
         nat=dict(type="bool", default=False),
         state=dict(type="str", default="present", choices=["present", "absent"]),

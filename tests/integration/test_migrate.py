@@ -6,6 +6,7 @@ host. Every effect is read back by an independent path inside the lab hosts: the
 runtime's state directory, /proc, the container's rootfs, ``ip`` in its netns.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -152,9 +153,11 @@ def setup_host(lab, i, host):
     uplink(lab, host, "mhu%d" % (i + 1), "mhc", "mhup", "mhbr0")
 
 
-@pytest.fixture(scope="module")
-def mg():
-    lab = Lab("mh", 2)
+@contextlib.contextmanager
+def segment_lab(name, containers=(NAME,)):
+    """A 2-host lab whose container bridges share one segment (``setup_host``); the
+    ``containers`` are removed from both hosts and the lab taken down at the end."""
+    lab = Lab(name, 2)
     lab.down()
     lab.up()
     try:
@@ -164,8 +167,15 @@ def mg():
         yield lab
     finally:
         for host in lab.hosts:
-            helper(lab, host, "remove", name=NAME, check=False)
+            for each in containers:
+                helper(lab, host, "remove", name=each, check=False)
         lab.down()
+
+
+@pytest.fixture(scope="module")
+def mg():
+    with segment_lab("mh") as lab:
+        yield lab
 
 
 def helper(lab, host, op, check=True, **args):

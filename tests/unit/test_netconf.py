@@ -27,7 +27,7 @@ def test_defaults():
     out = normalize([dict(bridge="br0", ipv4="10.1.0.2/24"), dict(bridge="br1")], "web1")
     assert [i["ifname"] for i in out] == ["eth0", "eth1"]
     assert out[0] == dict(ifname="eth0", bridge="br0", ipv4="10.1.0.2/24", gateway=None, ipv6=None,
-                          gateway6=None, mac=derive_mac("web1", "eth0"), mtu=None, rate=None,
+                          gateway6=None, mac=derive_mac("web1", "eth0"), mtu=None, rate=None, filtering=True,
                           host_veth=host_veth_name("web1", 0))
     assert out[1]["host_veth"] != out[0]["host_veth"]
 
