@@ -98,6 +98,10 @@ from ansible.utils.display import Display
 
 display = Display()
 
+# What the host answers when the container cannot be entered because it is not running.
+NOT_RUNNING_RC = 125
+NOT_RUNNING_MARK = "ctrhost.fleet.container"
+
 
 class Connection(ConnectionBase):
     """The container's commands, wrapped in the runtime's exec, over the host's ssh connection."""
@@ -133,23 +137,41 @@ class Connection(ConnectionBase):
                 os.path.join(self.get_option("runtime_state_root"), runtime)]
 
     def host_command(self, cmd):
-        """The command the container host runs for ``cmd`` (a shell command line)."""
+        """The command line the container host runs for ``cmd`` (a shell command line).
+
+        When the runtime fails with its own 255 (it could not exec: the container
+        is not running), the host answers ``NOT_RUNNING_RC`` and a message naming
+        the container's state instead, which becomes an unreachable host."""
         name = self.get_option("container_name")
         prefix = ["sudo", "-n", "--"] if self.get_option("host_become") else []
+        runtime = " ".join(shlex.quote(p) for p in prefix + self._runtime_cmd())
+        status = ("$(%s state %s 2>/dev/null | sed -n 's/^ *\"status\": *\"\\(.*\\)\".*/\\1/p')"
+                  % (runtime, shlex.quote(name)))
         if self.get_option("exec_method") == "nsenter":
-            state = " ".join(shlex.quote(p) for p in self._runtime_cmd() + ["state", name])
-            pid = "$(%s | sed -n 's/^ *\"pid\": *\\([0-9]*\\).*/\\1/p')" % state
-            inner = " ".join(shlex.quote(p) for p in prefix + ["nsenter", "--all", "--target"])
-            return "%s %s -- /bin/sh -c %s" % (inner, pid, shlex.quote(cmd))
-        argv = prefix + self._runtime_cmd() + ["exec", name, "/bin/sh", "-c", cmd]
-        return " ".join(shlex.quote(p) for p in argv)
+            pid = ("$(%s state %s | sed -n 's/^ *\"pid\": *\\([0-9]*\\).*/\\1/p')"
+                   % (runtime, shlex.quote(name)))
+            run = "%s nsenter --all --target %s -- /bin/sh -c %s" % (
+                " ".join(shlex.quote(p) for p in prefix), pid, shlex.quote(cmd))
+        else:
+            run = "%s exec %s /bin/sh -c %s" % (runtime, shlex.quote(name), shlex.quote(cmd))
+        # 255: runc could not exec; 1: nsenter found no pid (or the command's own 1).
+        return ("%s; rc=$?; if [ $rc -eq 255 ] || [ $rc -eq 1 ]; then s=%s; "
+                "if [ \"$s\" != running ]; then echo \"%s: container \"%s\" is ${s:-stopped} on $(hostname), "
+                "not running\" >&2; rc=%d; fi; fi; exit $rc"
+                % (run, status, NOT_RUNNING_MARK, shlex.quote(name), NOT_RUNNING_RC))
 
     def exec_command(self, cmd, in_data=None, sudoable=True):
         super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
         self._connect()
-        display.vvv("EXEC in container %s: %s" % (self.get_option("container_name"), cmd),
-                    host=self._play_context.remote_addr)
-        return self.ssh_type_conn.exec_command(self.host_command(cmd), in_data=in_data, sudoable=sudoable)
+        name = self.get_option("container_name")
+        display.vvv("EXEC in container %s: %s" % (name, cmd), host=self._play_context.remote_addr)
+        rc, stdout, stderr = self.ssh_type_conn.exec_command(self.host_command(cmd), in_data=in_data,
+                                                             sudoable=sudoable)
+        if rc == NOT_RUNNING_RC:  # with a tty (-tt) the message arrives on stdout
+            for line in (stderr + b"\n" + stdout).splitlines():
+                if line.startswith(to_bytes(NOT_RUNNING_MARK + ":")):
+                    raise AnsibleConnectionFailure(to_native(line).strip())
+        return rc, stdout, stderr
 
     # -- files --------------------------------------------------------------------
     def put_file(self, in_path, out_path):
