@@ -220,3 +220,26 @@ def test_stopped_container_fails_clearly(lab, fleet):
     assert out.get("unreachable"), out
     assert re.search(r"container %s is (stopped|created) on %s, not running" % (NAMES["stop"], fleet["h1"]),
                      out["msg"]), out
+
+
+def test_template_and_checkpoint_info_on_a_lab_host(lab, fleet):
+    h1, name = fleet["h1"], NAMES["run1"]
+    [tpl] = lab.ansible(h1, "ctrhost.fleet.template_info", {"name": ["acpython"]})[h1]["templates"]
+    assert tpl["users"] == sorted([NAMES["run1"], NAMES["stop"]]) and tpl["in_use"]
+    installed = json.loads(lab.host_exec(h1, "cat /var/lib/ctrhost/templates/acpython/template.json").stdout)
+    assert tpl["sha256"] == installed["sha256"] and tpl["disk_usage"] > 10 * 1024 * 1024
+
+    taken = lab.ansible(h1, "ctrhost.fleet.container_checkpoint", {"name": name, "leave_running": True})[h1]
+    try:
+        info = lab.ansible(h1, "ctrhost.fleet.checkpoint_info", {"name": [name], "checksum": True})[h1]
+        [ckpt] = info["checkpoints"]
+        assert ckpt["id"] == taken["id"] and ckpt["latest"] and ckpt["container_exists"]
+        assert ckpt["restorable_here"] and ckpt["template_sha256"] == tpl["sha256"]
+        on_disk = lab.host_exec(h1, f"find {ckpt['path']} -type f -printf '%s\\n'").stdout.split()
+        assert ckpt["disk_usage"] == sum(int(n) for n in on_disk) == info["total_size"]
+        assert re.fullmatch(r"[0-9a-f]{64}", ckpt["sha256"])
+        again = lab.ansible(h1, "ctrhost.fleet.template_info", {"name": ["acpython"]})[h1]["templates"][0]
+        assert again["checkpoints"] == [f"{name}/{taken['id']}"]
+    finally:
+        lab.ansible(h1, "ctrhost.fleet.container_checkpoint",
+                    {"name": name, "id": taken["id"], "state": "absent"})
