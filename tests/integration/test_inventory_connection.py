@@ -34,8 +34,8 @@ def fleet(lab, tmp_path_factory):
     template = subprocess.run([os.path.join(ROOT, "scripts", "make-python-template")],
                               capture_output=True, text=True, check=True).stdout.strip()
     h1, h2 = lab.hosts[:2]
-    run = lab.playbook(SETUP, extra_vars=dict(ac_template=template, ac_hosts=[h1, h2],
-                                               ac_names=NAMES, ac_state="present"))
+    run = lab.playbook(SETUP, extra_vars=dict(ac_template=template, ac_hosts=[h1, h2], ac_names=NAMES,
+                                              ac_state="present"))
     assert run.failed == 0
     work = tmp_path_factory.mktemp("acinv")
     yield dict(h1=h1, h2=h2, work=work)

@@ -51,8 +51,8 @@ def test_python_of(interp, expected):
 
 
 def test_host_entries_vars_groups_and_connection():
-    reports = {"h1": dict(root="/srv/ctr", containers=[ctr("web1"), ctr("db.1", state="stopped",
-                                                                         template="deb 12")]),
+    stopped = ctr("db.1", state="stopped", template="deb 12")
+    reports = {"h1": dict(root="/srv/ctr", containers=[ctr("web1"), stopped]),
                "h2": dict(root="/var/lib/ctrhost", containers=[ctr("web2", ipv4=None)])}
     entries = {name: (hv, groups) for name, hv, groups in _inventory.host_entries(reports, HOSTVARS)}
     assert sorted(entries) == ["db.1", "web1", "web2"]
@@ -74,8 +74,8 @@ def test_host_entries_states_format_prefix_and_no_connection():
     reports = {"h1": dict(containers=[ctr("a"), ctr("b", state="stopped")])}
     entries = _inventory.host_entries(reports, HOSTVARS, prefix="x_", name_format="{host}-{name}",
                                       states=["running"], connection=None)
-    assert [(n, g) for n, _, g in entries] == [("h1-a", ["x_containers", "x_host_h1", "x_state_running",
-                                                          "x_template_busybox"])]
+    groups = ["x_containers", "x_host_h1", "x_state_running", "x_template_busybox"]
+    assert [(n, g) for n, _, g in entries] == [("h1-a", groups)]
     assert "ansible_connection" not in entries[0][1] and entries[0][1]["x_container_name"] == "a"
 
 
