@@ -74,6 +74,13 @@ checkpoints:
   returned: always
   type: list
   elements: dict
+  sample:
+    - id: 20261130T080000Z
+      name: web1
+      size: 7340032
+      age_seconds: 3600
+      latest: true
+      restorable_here: true
   contains:
     id:
       description: Checkpoint id.

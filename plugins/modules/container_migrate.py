@@ -33,6 +33,10 @@ description:
     same as in the foreground.
 author:
   - ctrhost.fleet maintainers (@ctrhost)
+requirements:
+  - Python 3 with pyroute2 on the source and the destination
+  - runc or crun and a CRIU that passes C(criu check) on both
+  - rsync and ssh on both
 options:
   name:
     description: Container name.

@@ -188,6 +188,7 @@ commands:
   returned: always
   type: list
   elements: str
+  sample: ["nft -f /dev/stdin"]
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -154,10 +154,12 @@ name:
   description: Template name.
   returned: always
   type: str
+  sample: "busybox"
 state:
   description: The requested state.
   returned: always
   type: str
+  sample: "present"
 template_dir:
   description: Template directory (holds C(rootfs) and C(template.json)).
   returned: always
@@ -167,18 +169,22 @@ rootfs:
   description: Root filesystem of the template (the lower layer of its containers).
   returned: always
   type: str
+  sample: "/var/lib/ctrhost/templates/busybox/rootfs"
 sha256:
   description: Content checksum recorded in template.json (in check mode, the one expected).
   returned: when state is present
   type: str
+  sample: "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
 size:
   description: Apparent size in bytes of the files in the root filesystem (hard links once).
   returned: when the template is installed (not in check mode before a first install)
   type: int
+  sample: 2205696
 duration:
   description: Seconds this task spent (checking, building and swapping in).
   returned: always
   type: float
+  sample: 0.84
 template:
   description:
     - template.json after the task (C(name), C(source), C(sha256), C(size), C(created),
@@ -186,21 +192,32 @@ template:
       for images). Null after removal.
   returned: always
   type: dict
+  sample:
+    name: busybox
+    source:
+      type: src
+      src: /srv/templates/busybox.tar.gz
+    sha256: 2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae
+    size: 1031654
+    created: '2026-12-01T10:00:00+00:00'
 users:
   description: Containers whose spec.json names this template.
   returned: always
   type: list
   elements: str
+  sample: ["web1", "web2"]
 commands:
   description: Commands run (or, in check mode, that would run).
   returned: always
   type: list
   elements: str
+  sample: []
 notes:
   description: Remarks about the install, such as device nodes that were skipped.
   returned: when the template was installed
   type: list
   elements: str
+  sample: ["skipped 3 device nodes under /dev"]
 """
 
 from ansible.module_utils.basic import AnsibleModule

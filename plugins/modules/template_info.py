@@ -68,6 +68,14 @@ templates:
   returned: always
   type: list
   elements: dict
+  sample:
+    - name: debian12
+      sha256: 9f2c1c3d6c0e4f1f0b8e2a7d5c4b3a29181716151413121110f0e0d0c0b0a090
+      size: 31457280
+      age_seconds: 86400
+      users:
+      - web1
+      in_use: true
   contains:
     name:
       description: Template name.
