@@ -20,8 +20,13 @@ LAB_ONLY = ("demo.yml", "network_example.yml")
 GALAXY = os.path.join(ROOT, ".venv", "bin", "ansible-galaxy")
 
 
+def read(path):
+    with open(path) as handle:
+        return handle.read()
+
+
 def block(path, name):
-    src = open(path).read()
+    src = read(path)
     start = src.index(name + ' = r"""') + len(name + ' = r"""')
     return yaml.safe_load(src[start:src.index('"""', start)])
 
@@ -58,7 +63,7 @@ def shipped_playbooks():
 
 @pytest.mark.parametrize("path", shipped_playbooks(), ids=os.path.basename)
 def test_shipped_playbooks_become_and_let_the_inventory_win(path):
-    for play in yaml.safe_load(open(path)):
+    for play in yaml.safe_load(read(path)):
         if "import_playbook" in play:
             continue
         assert play.get("become") is True, "%s: play %r does not set become" % (path, play.get("name"))
