@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 name: container
 short_description: Run tasks inside a container of a container host, through the host's SSH connection
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Runs every command of a task inside a system container managed by this collection, on a remote container
     host reached with Ansible's own P(ansible.builtin.ssh#connection) connection. All of that connection's

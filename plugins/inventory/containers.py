@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 name: containers
 short_description: The containers of the container hosts as Ansible hosts
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Lists every container of the container hosts already in the inventory (for example an INI or YAML
     inventory given before this source with C(-i)) as an Ansible host of its own.

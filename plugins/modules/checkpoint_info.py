@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: checkpoint_info
 short_description: The checkpoints kept on a host, their sizes, checksums, age and what they need
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Lists the complete checkpoints under O(root) (of every container, or of the named ones), read-only, oldest
     first per container.

@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: template_info
 short_description: The OS templates installed on a host, their sizes, checksums, age and users
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Lists the templates installed under O(root) (or the named ones), read-only.
   - For each, the recorded source and sha256 of its content, the size of the source, the space its rootfs takes
