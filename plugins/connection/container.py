@@ -85,6 +85,7 @@ EXAMPLES = r"""
       ansible.builtin.copy:
         content: "managed\n"
         dest: /etc/motd
+        mode: "0644"
 """
 
 import os
