@@ -54,8 +54,10 @@ def test_ansible_builder_accepts_the_collection(tmp_path, builder):
     assert (tmp_path / "context" / "Containerfile").exists()
     assert (tmp_path / "context" / "_build" / "requirements.yml").exists()
 
-    subprocess.run([GALAXY, "collection", "install", "-p", str(tmp_path / "coll"), str(tmp_path / tarball)],
-                   check=True, capture_output=True)
+    # --force, from tmp_path: the repository's ansible.cfg names collections/ where it is installed
+    subprocess.run([GALAXY, "collection", "install", "--force", "-p", str(tmp_path / "coll"), str(tmp_path / tarball)],
+                   check=True, capture_output=True, cwd=tmp_path,
+                   env={k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")})
     found = subprocess.run([builder, "introspect", str(tmp_path / "coll")], capture_output=True, text=True,
                            check=True).stdout
     data = yaml.safe_load(found[found.index("---"):])

@@ -12,6 +12,7 @@ destination.
 
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -73,3 +74,18 @@ def test_a_container_that_is_nowhere_fails_naming_both_places(lab, moving):
     assert res.get("failed") and res["field"] == "name", res
     assert "does not exist under /var/lib/ctrhost/containers" in res["msg"] and dest in res["msg"], res
     assert (status(lab, h1), status(lab, h2)) == ("running", "absent")  # the real one did not move
+
+
+def test_evacuation_prints_one_line_per_container(lab, moving):
+    h1, h2 = moving
+    run = lab.playbook(os.path.join(ROOT, "playbooks", "evacuate.yml"), limit=f"{h1},{h2}",
+                       extra_vars=dict(ctrhost_evacuate_host=h1, ctrhost_evacuate_mode="cold"))
+    try:
+        lines = [res["msg"] for _task, host, res in run.results("Progress (one line per container)")
+                 if host == h1]
+        assert len(lines) == 1, run.stdout[-3000:]
+        assert re.fullmatch(r"%s: moved to %s \(cold, downtime [0-9.]+ s, [0-9.]+ (Bytes|[KMGT]B)\)" % (NAME, h2),
+                            lines[0]), lines
+        assert (status(lab, h1), status(lab, h2)) == ("absent", "running")
+    finally:
+        lab.ansible(h1, "ctrhost.fleet.host_state", dict(state="active", force=True), check=False)
