@@ -49,7 +49,7 @@ apt-get install -y -q --no-install-recommends grub-pc >/dev/null
 update-initramfs -u -k all >/dev/null 2>&1
 mkdir -p /boot/grub/i386-pc
 cp /usr/lib/grub/i386-pc/*.mod /usr/lib/grub/i386-pc/*.lst /boot/grub/i386-pc/
-kver="$(ls /boot/vmlinuz-* | sed 's|/boot/vmlinuz-||' | sort -V | tail -n1)"
+kver="$(find /boot -maxdepth 1 -name 'vmlinuz-*' | sed 's|/boot/vmlinuz-||' | sort -V | tail -n1)"
 cat > /boot/grub/grub.cfg <<CFG
 serial --speed=115200 --unit=0
 terminal_input serial
