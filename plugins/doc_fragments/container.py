@@ -127,30 +127,92 @@ limits:
   description:
     - Resource limits, applied live to a running container through the runtime's C(update) and
       verified against the cgroup files. Human units are accepted (V(512M), V(1G)); values are
-      normalised before comparison (V(1G) equals V(1024M)).
-    - Keys - C(cpus) (e.g. V(1.5)), C(cpu_weight) (1-10000), C(cpuset_cpus), C(cpuset_mems), C(memory),
-      C(memory_swap) (memory plus swap, V(-1) unlimited), C(memory_reservation), C(pids),
-      C(io_weight) (10-1000), C(io_read_bps) and C(io_write_bps) (lists of C({device, rate})).
-    - Lowering C(memory) below the current usage steps down or fails stating usage and the request;
+      normalised before comparison (V(1G) equals V(1024M)). A key not given has no limit.
+    - Lowering O(limits.memory) below the current usage steps down or fails stating usage and the request;
       it never kills the workload silently.
-    - An unknown key fails and names it.
   type: dict
+  suboptions:
+    cpus:
+      description: CPU time as a number of cpus (V(1.5)), a CFS quota over a 100000 us period, at most the host's cpus.
+      type: raw
+    cpu_weight:
+      description: Relative cpu weight, 1-10000 (cgroup v2 C(cpu.weight); C(cpu.shares) on v1).
+      type: int
+    cpuset_cpus:
+      description: Cpus the container may run on, such as V(0-1,3).
+      type: str
+    cpuset_mems:
+      description: Memory nodes the container may use, such as V(0).
+      type: str
+    memory:
+      description: Memory limit, at least V(4M) (V(256M), V(1G), a number of bytes).
+      type: raw
+    memory_swap:
+      description: Memory plus swap (as in OCI), at least O(limits.memory); V(-1) or V(unlimited) for no limit.
+      type: raw
+    memory_reservation:
+      description: Soft memory limit, at most O(limits.memory).
+      type: raw
+    pids:
+      description: Maximum number of tasks, 1-4194304.
+      type: int
+    io_weight:
+      description: Relative block io weight, 10-1000 (needs the blkio weight file, BFQ on cgroup v1).
+      type: int
+    io_read_bps:
+      description:
+        - Read throttles, a list of C({device, rate}) where C(device) is a block device path or C(MAJ:MIN) and
+          C(rate) a size per second (V(10M)); a mapping of device to rate is accepted too.
+      type: raw
+    io_write_bps:
+      description: Write throttles, in the form of O(limits.io_read_bps).
+      type: raw
 network:
   description:
-    - Interfaces of the container, each a veth pair whose host side joins the C(bridge) of the interface.
-      Changes apply live.
-    - Keys - C(ifname) (required), C(bridge), C(ipv4) (CIDR), C(gateway), C(ipv6), C(gateway6), C(mac),
-      C(mtu), C(rate) (egress limit, e.g. V(100mbit)), C(filtering). An unknown key fails and names it.
+    - Interfaces of the container, each a veth pair whose host side joins the O(network[].bridge) of the
+      interface. Changes apply live.
     - An address another container of the host holds, or that answers a duplicate address probe on
       the bridge (ARP for IPv4, neighbour solicitation for IPv6), is refused naming the field and the
       holder; nothing is created or changed.
-    - C(filtering) (default V(true)) - anti-spoofing on the host-side port (nftables, bridge family) -
-      frames from another MAC, IPv4/ARP from another address than C(ipv4), IPv6/neighbour
-      advertisements from another address than C(ipv6) or the link-local of C(mac), router
-      advertisements and other ether types (VLAN tags) are dropped before the bridge. V(false) opts
-      the interface out. Needs the nftables Python binding (C(python3-nftables)) on the host.
   type: list
   elements: dict
+  suboptions:
+    ifname:
+      description: Interface name inside the container. Default - C(eth<N>), N its position in the list from 0.
+      type: str
+    bridge:
+      description: Host bridge the host side of the veth joins (see M(ctrhost.fleet.host_network)).
+      type: str
+      required: true
+    ipv4:
+      description: IPv4 address with its prefix (V(10.0.0.5/24)).
+      type: str
+    gateway:
+      description: IPv4 default gateway, inside the subnet of O(network[].ipv4).
+      type: str
+    ipv6:
+      description: IPv6 address with its prefix (not link-local; the kernel makes that one).
+      type: str
+    gateway6:
+      description: IPv6 default gateway.
+      type: str
+    mac:
+      description: MAC address; kept stable across restarts and migration. Generated when omitted.
+      type: str
+    mtu:
+      description: MTU of both ends of the veth (68-65535); the bridge's when omitted.
+      type: int
+    rate:
+      description: Rate limit of the interface in both directions, as V(100mbit) or a number of bits per second.
+      type: raw
+    filtering:
+      description:
+        - Anti-spoofing on the host-side port (nftables, bridge family), default V(true). Frames from another
+          MAC, IPv4/ARP from another address than O(network[].ipv4), IPv6/neighbour advertisements from another
+          address than O(network[].ipv6) or the link-local of O(network[].mac), router advertisements and other
+          ether types (VLAN tags) are dropped before the bridge. V(false) opts the interface out.
+        - Needs the nftables Python binding (C(python3-nftables)) on the host.
+      type: bool
 autostart:
   description:
     - Start the container when its host boots (stored; honoured by the C(host) role). Default V(false).

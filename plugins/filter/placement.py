@@ -19,7 +19,7 @@ description:
     within C(cpus * cpu_overcommit). A host already past either bound takes nothing.
   - What a container needs is its declared C(limits.memory) and C(limits.cpus). A container without a memory
     limit counts its current C(usage.memory_current) (0 when unknown); one without a cpus limit counts 0 cpus.
-  - Containers with a pinned O(_input[].dest) go there first (it must be eligible and have room). The others
+  - Containers with a pinned C(dest) (see O(_input)) go there first (it must be eligible and have room). The others
     are placed largest first (memory, then cpus, then name), each on the fitting host that is least loaded
     afterwards (its higher fraction of memory or cpu capacity used, then the lower one, then the fewest
     containers, then the host name), which spreads load. The answer does not depend on the order of the

@@ -208,8 +208,7 @@ def inspect(layout, rt, name, spec, state, criu_path, options):
 
 
 def dump_command(rt, criu_path, name, image_dir, work_dir, options, extra=()):
-    args = criu_args(rt, criu_path) + ["checkpoint", "--image-path", image_dir,
-                                   "--work-path", work_dir]
+    args = criu_args(rt, criu_path) + ["checkpoint", "--image-path", image_dir, "--work-path", work_dir]
     args += [CRIU_FLAGS[key] for key in OPTIONS if options.get(key)]
     return rt.base_cmd() + args + list(extra) + [name]
 

@@ -33,6 +33,35 @@ CAPABILITY_OPTIONS = dict(
     drop=dict(type="list", elements="str"),
 )
 
+# ``limits`` (validated and normalised by _limits; sizes and cpus keep their human form).
+LIMIT_OPTIONS = dict(
+    cpus=dict(type="raw"),
+    cpu_weight=dict(type="int"),
+    cpuset_cpus=dict(type="str"),
+    cpuset_mems=dict(type="str"),
+    memory=dict(type="raw"),
+    memory_swap=dict(type="raw"),
+    memory_reservation=dict(type="raw"),
+    pids=dict(type="int"),
+    io_weight=dict(type="int"),
+    io_read_bps=dict(type="raw"),
+    io_write_bps=dict(type="raw"),
+)
+
+# One item of ``network`` (validated and normalised by _netconf).
+NETWORK_OPTIONS = dict(
+    ifname=dict(type="str"),
+    bridge=dict(type="str", required=True),
+    ipv4=dict(type="str"),
+    gateway=dict(type="str"),
+    ipv6=dict(type="str"),
+    gateway6=dict(type="str"),
+    mac=dict(type="str"),
+    mtu=dict(type="int"),
+    rate=dict(type="raw"),
+    filtering=dict(type="bool"),
+)
+
 # The options of one container (every option of the container module but root).
 CONTAINER_OPTIONS = dict(
     name=dict(type="str", required=True),
@@ -45,8 +74,8 @@ CONTAINER_OPTIONS = dict(
     secret_env=dict(type="dict", no_log=True),
     mounts=dict(type="list", elements="dict", options=MOUNT_OPTIONS),
     capabilities=dict(type="dict", options=CAPABILITY_OPTIONS),
-    limits=dict(type="dict"),
-    network=dict(type="list", elements="dict"),
+    limits=dict(type="dict", options=LIMIT_OPTIONS),
+    network=dict(type="list", elements="dict", options=NETWORK_OPTIONS),
     autostart=dict(type="bool"),
     runtime=dict(type="str", choices=["runc", "crun"]),
     runtime_path=dict(type="path"),

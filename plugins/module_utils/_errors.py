@@ -57,3 +57,14 @@ class CommandError(CtrhostError):
 
 class LimitError(CtrhostError):
     """A resource limit could not be applied or verified."""
+
+
+class MissingLibraryError(MissingToolError):
+    """A Python library the managed host needs (pyroute2) cannot be imported; modules
+    report it with Ansible's ``missing_required_lib`` message."""
+
+    def __init__(self, library, reason, exception=None):
+        super().__init__("%s: not importable (%s), needed %s" % (library, exception, reason),
+                         library=library)
+        self.library = library
+        self.reason = reason

@@ -56,6 +56,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_recover imp
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_run import MigrationError, Run, _result, timings  # noqa: F401 (API)
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_ssh import LEASE, Link
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_stream import Receiver
+from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_where import already_moved
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_window import _cold, _lazy, _tree_state
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
 from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore
@@ -105,6 +106,11 @@ def migrate(root, name, dest, mode="cold", dest_root=None, ssh_config=None, iden
         raise ValidationError("mode", "expected one of %s, got %r" % (", ".join(MODES), mode))
     if not dest or not isinstance(dest, str):
         raise ValidationError("dest", "expected the destination host name or address")
+    moved = already_moved(layout, name, dest, dest_root, lambda: Link(
+        dest, layout.root, ssh_config, identity, ssh_port, ssh_user, dest_python or sys.executable or "python3"),
+        mode, runtime_path)
+    if moved is not None:  # a rerun after the move: nothing to do
+        return moved
     store = ContainerStore(layout)
     spec = store.load(name)
     if spec is None:

@@ -145,8 +145,7 @@ class Link:
                                             "%s:%s/" % (self.dest, dst_path.rstrip("/"))]
         result = _cli.run(cmd, timeout=timeout, msg="rsync to %s" % self.dest, check=not vanished_ok)
         if vanished_ok and result.rc not in (0, 24):
-            raise CommandError("rsync to %s failed (rc=%d): %s" % (self.dest, result.rc,
-                                                                  result.stderr.strip()),
+            raise CommandError("rsync to %s failed (rc=%d): %s" % (self.dest, result.rc, result.stderr.strip()),
                                cmd, result.rc, result.stdout, result.stderr)
         return _sent_bytes(result.stdout)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import traceback
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CtrhostError
+from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CtrhostError, MissingLibraryError
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import DEFAULT_ROOT
 
 # Options every module accepts; documented once in doc_fragments/common.py.
@@ -49,6 +49,14 @@ def run(module, func, *args, **kwargs):
     """
     try:
         result = func(*args, **kwargs)
+    except MissingLibraryError as exc:
+        # Imported here: the library (and _ctrargs, which the host's boot helper loads
+        # through _container) stays importable without Ansible.
+        from ansible.module_utils.basic import missing_required_lib
+
+        details = exc.to_result()
+        details.pop("msg")
+        module.fail_json(msg=missing_required_lib(exc.library, reason=exc.reason), **details)
     except CtrhostError as exc:
         module.fail_json(**exc.to_result())
     except Exception as exc:  # pragma: no cover - unexpected bugs keep a trace

@@ -34,6 +34,7 @@ import socket
 from ansible_collections.ctrhost.fleet.plugins.module_utils import _portfilter, _syscall
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     CtrhostError,
+    MissingLibraryError,
     NotFoundError,
     ValidationError,
 )
@@ -51,7 +52,10 @@ def ipr(netns=None):
     pyroute2 0.8 and newer open the socket in ``netns`` themselves; older releases (0.7,
     Debian 12's) have no such argument, and the socket is opened by a thread that entered
     the namespace (a netlink socket stays in the namespace it was made in)."""
-    from pyroute2 import IPRoute
+    try:
+        from pyroute2 import IPRoute
+    except ImportError as exc:
+        raise MissingLibraryError("pyroute2", "for links, addresses, routes and qdiscs (netlink)", exc) from None
 
     if not netns:
         return IPRoute()

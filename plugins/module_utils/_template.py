@@ -197,29 +197,39 @@ def wanted_sha256(source):
 
 # --- builders (write into work/rootfs; return extra metadata) -------------------------------
 
-def _download(url, path, sha256):
+# Module options of a download -> keyword arguments of Ansible's open_url (proxy from the
+# *_proxy variables unless use_proxy=false, TLS verified against ca_path or the system's CAs).
+URL_OPTIONS = ("headers", "validate_certs", "ca_path", "use_proxy", "url_username", "url_password",
+               "force_basic_auth", "client_cert", "client_key")
+
+
+def _download(url, path, sha256, http=None):
+    from ansible.module_utils import urls
+
+    http = dict(http or {})
+    timeout = http.pop("timeout", None) or DOWNLOAD_TIMEOUT
+    kwargs = {k: v for k, v in http.items() if k in URL_OPTIONS and v is not None}
     digest = hashlib.sha256()
     try:
-        # An opener honours the *_proxy variables and verifies TLS certificates.
-        opener = urllib.request.build_opener()
-        with opener.open(url, timeout=DOWNLOAD_TIMEOUT) as resp, open(path, "wb") as out:
+        resp = urls.open_url(url, timeout=timeout, http_agent="ctrhost.fleet-template", **kwargs)
+        with contextlib.closing(resp), open(path, "wb") as out:
             for chunk in iter(lambda: resp.read(1 << 20), b""):
                 digest.update(chunk)
                 out.write(chunk)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, urls.ConnectionError, urls.SSLValidationError, OSError, ValueError) as exc:
         raise ValidationError("url", "download of %s failed: %s" % (url, exc))
     if digest.hexdigest() != sha256:
         raise ValidationError("checksum", "%s has sha256:%s, expected sha256:%s; nothing was "
                               "unpacked" % (url, digest.hexdigest(), sha256))
 
 
-def _build_tarball(source, work, rootfs, recorder, sha256):
+def _build_tarball(source, work, rootfs, recorder, sha256, http=None):
     """``src`` and ``url``: the tarball is verified, then unpacked by _tarsafe."""
     tarball, field = source.get("src"), source["type"]
     if field == "url":
         tarball = os.path.join(work, "download")
         recorder.add(["download", source["url"], tarball])
-        _download(source["url"], tarball, sha256)
+        _download(source["url"], tarball, sha256, http)
     stats = _tarsafe.extract(tarball, rootfs, field=field, workdir=work, recorder=recorder)
     if field == "url":
         os.unlink(tarball)
@@ -341,14 +351,15 @@ def _swap_in(work, target, recorder):
     _tarsafe.safe_rmtree(work, recorder=recorder)
 
 
-def _install(layout, name, source, sha256, recorder, started):
+def _install(layout, name, source, sha256, recorder, started, http=None):
     os.makedirs(layout.templates_dir, mode=0o755, exist_ok=True)
     work = tempfile.mkdtemp(prefix=".%s.tmp-" % name, dir=layout.templates_dir)
     try:
         os.chmod(work, 0o755)
         rootfs = os.path.join(work, "rootfs")
         os.mkdir(rootfs, 0o755)
-        extra = BUILDERS[source["type"]](source, work, rootfs, recorder, sha256)
+        kwargs = dict(http=http) if source["type"] == "url" else {}
+        extra = BUILDERS[source["type"]](source, work, rootfs, recorder, sha256, **kwargs)
         meta = dict(name=name, source=source, sha256=extra.pop("sha256"),
                     size=_tarsafe.tree_size(rootfs),
                     created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -377,7 +388,7 @@ def _result(layout, name, state, changed, before, after, recorder, started, **ex
     return result
 
 
-def present(layout, name, source, force=False, check_mode=False):
+def present(layout, name, source, force=False, check_mode=False, http=None):
     """Install ``source`` as template ``name`` unless the same content is already there."""
     started = time.monotonic()
     recorder = _cli.Recorder()
@@ -405,7 +416,7 @@ def present(layout, name, source, force=False, check_mode=False):
         after = dict(name=name, source=source, sha256=sha256)
         return _result(layout, name, "present", True, before, after, recorder, started,
                        users=users)
-    after = _install(layout, name, source, sha256, recorder, started)
+    after = _install(layout, name, source, sha256, recorder, started, http)
     skipped = after.get("files", {}).get("skipped") or []
     notes = ["skipped %d device node(s) (the runtime provides /dev): %s"
              % (len(skipped), ", ".join(skipped[:10]))] if skipped else []
@@ -435,8 +446,9 @@ def absent(layout, name, force=False, check_mode=False):
 
 
 def ensure(root, name, state="present", src=None, url=None, checksum=None, debootstrap=None,
-           image=None, force=False, check_mode=False):
-    """Entry point of the template module."""
+           image=None, force=False, check_mode=False, http=None):
+    """Entry point of the template module; ``http`` holds the download options (URL_OPTIONS
+    and timeout), never recorded in template.json."""
     layout = Layout(root)
     validate_name(name)
     if state == "absent":  # source options are ignored: a task may flip only its state
@@ -445,4 +457,4 @@ def ensure(root, name, state="present", src=None, url=None, checksum=None, deboo
         raise ValidationError("state", "%r is not one of present, absent" % state)
     source = normalize_source(src=src, url=url, checksum=checksum, debootstrap=debootstrap,
                               image=image)
-    return present(layout, name, source, force=force, check_mode=check_mode)
+    return present(layout, name, source, force=force, check_mode=check_mode, http=http)

@@ -30,6 +30,10 @@ description:
     C(/run/ctrhost/locks).
 author:
   - ctrhost.fleet maintainers (@ctrhost)
+requirements:
+  - Python 3 on the managed host; pyroute2 for containers with O(network)
+  - runc or crun
+  - overlayfs in the kernel
 extends_documentation_fragment:
   - ctrhost.fleet.container
   - ctrhost.fleet.common
@@ -203,10 +207,14 @@ commands:
   returned: always
   type: list
   elements: str
+  sample:
+    - /usr/sbin/runc --root /run/ctrhost/runtime/runc run -d --pid-file /run/ctrhost/web1.pid -b /var/lib/ctrhost/containers/web1
+      web1
 diff:
   description: Declared spec before and after.
   returned: when changed
   type: dict
+  sample: {"before": {"limits": {"memory": 268435456}}, "after": {"limits": {"memory": 536870912}}}
 """
 
 from ansible.module_utils.basic import AnsibleModule

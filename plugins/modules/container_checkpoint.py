@@ -23,6 +23,10 @@ description:
     it was left frozen) and the task fails with a classified C(cause) and the relevant CRIU log lines.
 author:
   - ctrhost.fleet maintainers (@ctrhost)
+requirements:
+  - Python 3 on the managed host
+  - runc or crun
+  - CRIU that passes C(criu check) (4.2 or newer on kernels 6.16 and newer)
 options:
   name:
     description: Container name.
@@ -106,10 +110,12 @@ checkpoint_dir:
   description: Directory of the checkpoint.
   returned: state=present
   type: str
+  sample: "/var/lib/ctrhost/checkpoints/web1/20260101T120000Z"
 size:
   description: Bytes on disk of the checkpoint (images, logs, rootfs changes).
   returned: state=present and not check mode
   type: int
+  sample: 7340032
 stats:
   description:
     - CRIU's dump statistics; times in seconds (and C(*_us) in microseconds).
@@ -121,20 +127,30 @@ options:
   description: The dump options used.
   returned: state=present
   type: dict
+  sample: {"leave_running": true, "tcp_established": false, "file_locks": false, "ext_unix_sk": false}
 checkpoint:
   description: The checkpoint's metadata (checkpoint.json without the spec).
   returned: state=present
   type: dict
+  sample:
+    id: 20260101T120000Z
+    name: web1
+    created: '2026-01-01T12:00:00+00:00'
+    template: busybox
+    criu_version: 4.2.1
+    size: 7340032
 pruned:
   description: Ids deleted by O(keep).
   returned: state=present
   type: list
   elements: str
+  sample: ["20251231T120000Z"]
 deleted:
   description: Ids deleted by O(state=absent).
   returned: state=absent
   type: list
   elements: str
+  sample: ["20260101T120000Z"]
 cause:
   description:
     - On failure, the classified cause (V(tcp_established), V(ext_unix_sk), V(file_locks),
@@ -143,16 +159,21 @@ cause:
       V(process_gone), V(unknown)).
   returned: failure of the dump
   type: str
+  sample: "tcp_established"
 criu_log:
   description: On failure, the error lines of CRIU's dump log.
   returned: failure of the dump
   type: list
   elements: str
+  sample: ["Error (criu/sk-inet.c:188): inet: Connected TCP socket, consider using --tcp-established option."]
 commands:
   description: Commands run (or that would run in check mode).
   returned: always
   type: list
   elements: str
+  sample:
+    - /usr/sbin/runc --root /run/ctrhost/runtime/runc checkpoint --image-path /var/lib/ctrhost/checkpoints/web1/.20260101T120000Z/images
+      --leave-running web1
 """
 
 from ansible.module_utils.basic import AnsibleModule

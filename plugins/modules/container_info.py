@@ -17,6 +17,9 @@ description:
   - The result is a list of flat dictionaries so that C(json_query) and C(selectattr) filter it easily.
 author:
   - ctrhost.fleet maintainers (@ctrhost)
+requirements:
+  - Python 3 on the managed host; pyroute2 to read interfaces back (left out without it)
+  - runc or crun
 options:
   name:
     description:
@@ -226,10 +229,12 @@ missing:
   returned: always
   type: list
   elements: str
+  sample: ["web9"]
 count:
   description: Number of containers reported.
   returned: always
   type: int
+  sample: 1
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -23,6 +23,9 @@ description:
   - Works on cgroup v1, hybrid and v2 hosts, with the cgroupfs driver (C(cgroupsPath) such as C(/ctrhost/host1/web1)).
 author:
   - ctrhost.fleet maintainers (@ctrhost)
+requirements:
+  - Python 3 on the managed host
+  - runc or crun
 options:
   name:
     description: Name of an existing container.
@@ -116,22 +119,32 @@ changes:
   description: Declared keys that changed, each with C(before) and C(after).
   returned: always
   type: dict
+  sample: {"memory": {"before": 536870912, "after": 1073741824}}
 effective:
   description: Limits read back from the cgroup files after the change (predicted in check mode).
   returned: when the container runs
   type: dict
+  sample: {"memory": 1073741824, "cpus": 0.5, "pids": 512}
 effective_before:
   description: Limits read from the cgroup files before the change.
   returned: when the container runs
   type: dict
+  sample: {"memory": 536870912, "cpus": 1.0}
 live_changes:
   description: Keys whose cgroup files had to change, each with C(before) and C(after).
   returned: when the container runs
   type: dict
+  sample: {"memory": {"before": 536870912, "after": 1073741824}}
 usage:
   description: Current usage read from the cgroup, null when the container is not running.
   returned: always
   type: dict
+  sample:
+    memory_current: 1056768
+    memory_peak: 2199552
+    cpu_ns: 14000000
+    pids_current: 2
+    oom_kills: 0
   contains:
     memory_current: {description: Memory charged now (bytes)., type: int}
     memory_peak: {description: Highest memory charged (bytes); null where the kernel has no peak file., type: int}
@@ -142,10 +155,12 @@ running:
   description: Whether the container was running (or frozen), so the change was applied live.
   returned: always
   type: bool
+  sample: true
 pid:
   description: Host pid of the container's init, the same before and after the change.
   returned: always
   type: int
+  sample: 12345
 """
 
 from ansible.module_utils.basic import AnsibleModule

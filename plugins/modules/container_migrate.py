@@ -25,8 +25,18 @@ description:
   - Whatever fails before the destination took over, the container ends up running on the source
     (resumed, or restored from the local images when the dump had stopped it), and the destination removes
     what it had restored.
+  - A rerun after the move converges - when the container does not run here but runs on O(dest) (and is not an
+    unfinished incoming copy there), nothing is done and the result says RV(already_moved=true) with RV(where).
+    Only then is the destination asked before the move, in one SSH call.
+  - A move can take minutes. Run it with C(async) and C(poll) (the task prints nothing until it ends) or
+    C(async), C(poll=0) and M(ansible.builtin.async_status) to follow several moves at once; the result is the
+    same as in the foreground.
 author:
   - ctrhost.fleet maintainers (@ctrhost)
+requirements:
+  - Python 3 with pyroute2 on the source and the destination
+  - runc or crun and a CRIU that passes C(criu check) on both
+  - rsync and ssh on both
 options:
   name:
     description: Container name.
@@ -79,8 +89,13 @@ attributes:
   diff_mode:
     support: none
   idempotent:
-    support: none
-    details: Each run moves the container; a container that is not here fails with C(name) named.
+    support: full
+    details:
+      - A container already running on O(dest) and not here is reported with C(changed=false); a container that
+        is neither here nor there fails with C(name) named.
+  async:
+    support: full
+    description: Supports being used with the C(async) keyword.
 seealso:
   - module: ctrhost.fleet.container_checkpoint
   - module: ctrhost.fleet.container_restore
@@ -99,55 +114,136 @@ EXAMPLES = r"""
     name: web1
     dest: host2
   check_mode: true
+
+- name: Several moves at once, in the background
+  ctrhost.fleet.container_migrate:
+    name: "{{ item }}"
+    dest: host2
+  loop: [web1, web2, db1]
+  async: 900
+  poll: 0
+  register: moves
+
+- name: Wait for every move, one line per container
+  ansible.builtin.async_status:
+    jid: "{{ item.ansible_job_id }}"
+  loop: "{{ moves.results }}"
+  loop_control:
+    label: "{{ item.item }}"
+  register: moved
+  until: moved.finished
+  retries: 900
+  delay: 1
 """
 
 RETURN = r"""
+name:
+  description: Container name.
+  returned: always
+  type: str
+  sample: web1
+dest:
+  description: The destination as given.
+  returned: always
+  type: str
+  sample: host2
 mode:
   description: Mode used.
   returned: always
   type: str
+  sample: cold
 mode_requested:
   description: Mode asked for.
   returned: always
   type: str
+  sample: live
 fallback:
   description: Why the mode used differs from the one asked for (null when it does not).
   returned: always
   type: str
+  sample: "live (pre-copy) is impossible here: no soft-dirty tracking; used cold (stop-and-copy)"
 downtime:
   description: Seconds from the freeze on the source to the container running on the destination (measured).
   returned: success
   type: float
+  sample: 1.42
 total_time:
   description: Seconds the whole move took.
   returned: always
   type: float
+  sample: 4.87
 bytes_moved:
   description: Bytes rsync sent (rootfs and images; lazy pages travel through the page server).
   returned: always
   type: int
+  sample: 41943040
 stats:
   description: CRIU's statistics - C(dump) (frozen_time, memdump_time, pages_written, pages_lazy, ...),
     C(restore) and for lazy mode C(lazy_pages).
   returned: success
   type: dict
+  sample: {dump: {frozen_time: 210000, memdump_time: 90000, pages_written: 8300}, restore: {restore_time: 300000}}
 where:
   description: Host the container runs on at the end.
   returned: always
   type: str
+  sample: host2
 pid:
   description: Pid of the container's init on the destination (in the destination's pid namespace).
   returned: success
   type: int
+  sample: 48211
+already_moved:
+  description: The container already ran on O(dest) and not here; nothing was done.
+  returned: when the container was already on the destination
+  type: bool
+  sample: true
+source_leftover:
+  description: With RV(already_moved), whether a stopped copy of the container is still declared here.
+  returned: when the container was already on the destination
+  type: bool
+  sample: false
+state:
+  description: With RV(already_moved), the state of the container on the destination.
+  returned: when the container was already on the destination
+  type: str
+  sample: running
 preflight:
-  description: The destination's preflight answer (ok, problems, facts).
+  description: The destination's preflight answer (ok, problems, facts); null when nothing was asked.
   returned: always
   type: dict
+  sample: {ok: true, problems: [], facts: {lazy_pages: true, pre_dump: false, memory_available: 8589934592}}
 steps:
   description: Steps with their time since the start, in seconds.
   returned: always
   type: list
   elements: dict
+  sample: [{step: preflight, t: 0.41}, {step: staged, t: 0.52}, {step: restored, t: 3.9}]
+timings:
+  description: Seconds each step took.
+  returned: always
+  type: dict
+  sample: {preflight: 0.41, staged: 0.11, restored: 3.38}
+dest_timings:
+  description: Seconds the destination's own steps took, as it reported them.
+  returned: success
+  type: dict
+  sample: {restore: 0.8}
+rootfs_delta:
+  description: What of the rootfs changed after the pre-sync and travelled in the frozen window.
+  returned: success
+  type: dict
+  sample: {files: 3, bytes: 12288}
+fence:
+  description: What the destination did with its copy after a failure (null when nothing failed).
+  returned: always
+  type: dict
+  sample: null
+kernel:
+  description: Kernel release of the source.
+  returned: always
+  type: str
+  sample: 6.1.0-28-amd64
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -24,6 +24,10 @@ description:
     C(cause) and CRIU's log lines.
 author:
   - ctrhost.fleet maintainers (@ctrhost)
+requirements:
+  - Python 3 with pyroute2 on the managed host
+  - runc or crun
+  - CRIU that passes C(criu check)
 options:
   name:
     description: Container name.
@@ -68,14 +72,17 @@ id:
   description: Checkpoint id restored from.
   returned: always
   type: str
+  sample: "20260101T120000Z"
 checkpoint_dir:
   description: Directory of the checkpoint.
   returned: always
   type: str
+  sample: "/var/lib/ctrhost/checkpoints/web1/20260101T120000Z"
 pid:
   description: Host pid of the restored container's init.
   returned: success
   type: int
+  sample: 23456
 stats:
   description: CRIU's restore statistics (times in seconds, C(*_us) in microseconds).
   returned: changed and not check mode
@@ -85,24 +92,31 @@ duration:
   description: Seconds the runtime's restore took.
   returned: changed and not check mode
   type: float
+  sample: 0.41
 created:
   description: Whether the container did not exist on this host before (restored from another host).
   returned: changed and not check mode
   type: bool
+  sample: false
 cause:
   description: On failure, the classified cause (see M(ctrhost.fleet.container_checkpoint)).
   returned: failure of the restore
   type: str
+  sample: "pid_conflict"
 criu_log:
   description: On failure, the error lines of CRIU's restore log.
   returned: failure of the restore
   type: list
   elements: str
+  sample: ["Error (criu/cr-restore.c:1480): Can't fork for 42: File exists"]
 commands:
   description: Commands run (or that would run in check mode).
   returned: always
   type: list
   elements: str
+  sample:
+    - /usr/sbin/runc --root /run/ctrhost/runtime/runc restore -d --image-path /var/lib/ctrhost/checkpoints/web1/20260101T120000Z/images
+      -b /var/lib/ctrhost/containers/web1 web1
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -20,6 +20,10 @@ description:
   - With O(purge=true), containers on the host that the list does not declare are removed first.
 author:
   - ctrhost.fleet maintainers (@ctrhost)
+requirements:
+  - Python 3 on the managed host; pyroute2 for containers with a C(network)
+  - runc or crun
+  - overlayfs in the kernel
 options:
   purge:
     description:
@@ -120,6 +124,7 @@ diff:
   description: Declared specs of the changed containers, before and after, keyed by name.
   returned: when changed
   type: dict
+  sample: {"web1": {"before": {"limits": {"memory": 268435456}}, "after": {"limits": {"memory": 536870912}}}}
 """
 
 from ansible.module_utils.basic import AnsibleModule

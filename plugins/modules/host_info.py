@@ -22,6 +22,8 @@ description:
   - Results of external commands are computed once per run.
 author:
   - ctrhost.fleet maintainers (@ctrhost)
+requirements:
+  - Python 3 on the managed host (runc, crun and CRIU are reported when present)
 options:
   gather:
     description:
@@ -77,10 +79,12 @@ gathered:
   returned: always
   type: list
   elements: str
+  sample: ["min", "runtime", "criu"]
 root:
   description: The root whose C(host.json) and containers were read.
   returned: always
   type: str
+  sample: "/var/lib/ctrhost"
 cpus:
   description: CPUs this process may run on (its affinity), as C(nproc) counts them.
   returned: when cpu is gathered
@@ -90,18 +94,22 @@ cpus_online:
   description: CPUs online on the host.
   returned: when cpu is gathered
   type: int
+  sample: 8
 memory_total:
   description: Total memory in bytes (C(MemTotal)).
   returned: when memory is gathered
   type: int
+  sample: 16777216000
 memory_available:
   description: Memory available for new work in bytes (C(MemAvailable)).
   returned: when memory is gathered
   type: int
+  sample: 12884901888
 swap_total:
   description: Swap in bytes.
   returned: when memory is gathered
   type: int
+  sample: 0
 kernel:
   description: Kernel release, as C(uname -r) prints it.
   returned: when kernel is gathered
@@ -151,6 +159,20 @@ criu:
   description: CRIU found on the host.
   returned: when criu, criu_check or criu_features is gathered
   type: dict
+  sample:
+    path: /usr/sbin/criu
+    version: 4.2.1
+    check_passed: true
+    check_output: Looks good.
+    features:
+      uffd: true
+      mem_dirty_track: false
+      lazy_pages: true
+      pre_dump: false
+    cap_sys_resource: true
+    pipe_max_size: 1048576
+    pipe_size_needed: 4194304
+    lazy_pages_reason: null
   contains:
     path:
       description: Path of C(criu), or null.
@@ -198,10 +220,17 @@ host_state_detail:
   description: The whole content of C(host.json) (empty when absent).
   returned: when host_state is gathered
   type: dict
+  sample: {"state": "active", "since": null, "history": []}
 committed:
   description: What the containers under O(root) declared, summed.
   returned: when committed is gathered
   type: dict
+  sample:
+    memory: 4294967296
+    cpus: 3.5
+    containers: 6
+    without_memory_limit: 1
+    without_cpus_limit: 2
   contains:
     memory:
       description: Sum of C(limits.memory) in bytes.
@@ -222,6 +251,7 @@ container_count:
   description: Containers declared under O(root).
   returned: when committed is gathered
   type: int
+  sample: 6
 """
 
 from ansible.module_utils.basic import AnsibleModule

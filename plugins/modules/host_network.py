@@ -25,7 +25,7 @@ description:
   - Everything applies to the running kernel at once. With O(persist=true) (the default) the
     module also records the declaration in C(<root>/host-network.json), which the host's boot
     unit C(ctrhost-autostart.service) (installed by the C(host) role) applies again at every
-    boot, through the same code, before it starts the containers: bridges, forwarding, NAT and
+    boot, through the same code, before it starts the containers; so bridges, forwarding, NAT and
     routes come back with the host's own boot.
 author:
   - ctrhost.fleet maintainers (@ctrhost)
@@ -115,7 +115,7 @@ options:
   persist:
     description:
       - Record what this task declares in C(<root>/host-network.json) for the next boot (merged
-        with earlier tasks: a bridge or route by name or destination; V(absent) entries leave the
+        with earlier tasks, a bridge or route by name or destination; V(absent) entries leave the
         file). V(false) changes the running kernel only.
     type: bool
     default: true
@@ -198,6 +198,7 @@ commands:
   returned: always
   type: list
   elements: str
+  sample: ["nft -f /dev/stdin"]
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -24,6 +24,8 @@ description:
     after a crash can resume (the C(evacuate) role records its placement and the containers it moved).
 author:
   - ctrhost.fleet maintainers (@ctrhost)
+requirements:
+  - Python 3 on the managed host
 options:
   state:
     description:
@@ -98,6 +100,7 @@ reason:
   description: The reason stored with the state.
   returned: always
   type: str
+  sample: "kernel upgrade"
 since:
   description: When the host entered its state (UTC, ISO 8601), null for a host that never changed state.
   returned: always
@@ -113,10 +116,12 @@ progress:
   description: The recorded progress data.
   returned: always
   type: dict
+  sample: {"evacuation": {"started": 1764576000, "moved": {"web1": {"dest": "host2", "mode": "cold"}}}}
 transition:
   description: The transition made by this task (from, to, reason, at), or null.
   returned: always
   type: dict
+  sample: {"from": "active", "to": "draining", "reason": "kernel upgrade", "at": "2026-12-01T10:00:00Z"}
 file:
   description:
     - Path of C(host.json). (Not C(path) - Ansible would add the file's attributes to the result, C(state) among

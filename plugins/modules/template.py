@@ -58,6 +58,45 @@ options:
       - Expected sha256 of the tarball, as C(sha256:<hex>) or bare hex. Required with O(url),
         optional with O(src).
     type: str
+  headers:
+    description:
+      - HTTP headers of the O(url) request, for example an authorization token.
+    type: dict
+  validate_certs:
+    description:
+      - Verify the server's TLS certificate for O(url). Only set V(false) on networks you control.
+    type: bool
+    default: true
+  ca_path:
+    description:
+      - PEM file of the certificate authorities to verify O(url) against, instead of the system's.
+    type: path
+  use_proxy:
+    description:
+      - Use the proxy of the C(http_proxy), C(https_proxy) and C(no_proxy) environment variables for O(url)
+        (set them with the task's C(environment)).
+    type: bool
+    default: true
+  url_username:
+    description: User name for HTTP basic authentication to O(url).
+    type: str
+  url_password:
+    description: Password for HTTP basic authentication to O(url).
+    type: str
+  force_basic_auth:
+    description: Send the basic authentication header with the first request instead of after a 401.
+    type: bool
+    default: false
+  client_cert:
+    description: PEM client certificate (may hold the key) for TLS client authentication to O(url).
+    type: path
+  client_key:
+    description: PEM private key of O(client_cert) when that file does not hold it.
+    type: path
+  timeout:
+    description: Seconds to wait for the O(url) server to answer.
+    type: int
+    default: 60
   debootstrap:
     description:
       - Build a Debian (or derivative) root filesystem with C(debootstrap).
@@ -130,6 +169,11 @@ EXAMPLES = r"""
     name: alpine
     url: https://example.org/images/alpine-minirootfs-3.20.0-x86_64.tar.gz
     checksum: sha256:2b1f5d9e8c3e5a3b6f3c5d2e7a6b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b
+    headers:
+      Authorization: "Bearer {{ templates_token }}"
+    ca_path: /etc/pki/internal-ca.pem
+  environment:
+    https_proxy: http://proxy.example.org:3128
 
 - name: Debian minbase template
   ctrhost.fleet.template:
@@ -154,10 +198,12 @@ name:
   description: Template name.
   returned: always
   type: str
+  sample: "busybox"
 state:
   description: The requested state.
   returned: always
   type: str
+  sample: "present"
 template_dir:
   description: Template directory (holds C(rootfs) and C(template.json)).
   returned: always
@@ -167,18 +213,22 @@ rootfs:
   description: Root filesystem of the template (the lower layer of its containers).
   returned: always
   type: str
+  sample: "/var/lib/ctrhost/templates/busybox/rootfs"
 sha256:
   description: Content checksum recorded in template.json (in check mode, the one expected).
   returned: when state is present
   type: str
+  sample: "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
 size:
   description: Apparent size in bytes of the files in the root filesystem (hard links once).
   returned: when the template is installed (not in check mode before a first install)
   type: int
+  sample: 2205696
 duration:
   description: Seconds this task spent (checking, building and swapping in).
   returned: always
   type: float
+  sample: 0.84
 template:
   description:
     - template.json after the task (C(name), C(source), C(sha256), C(size), C(created),
@@ -186,21 +236,32 @@ template:
       for images). Null after removal.
   returned: always
   type: dict
+  sample:
+    name: busybox
+    source:
+      type: src
+      src: /srv/templates/busybox.tar.gz
+    sha256: 2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae
+    size: 1031654
+    created: '2026-12-01T10:00:00+00:00'
 users:
   description: Containers whose spec.json names this template.
   returned: always
   type: list
   elements: str
+  sample: ["web1", "web2"]
 commands:
   description: Commands run (or, in check mode, that would run).
   returned: always
   type: list
   elements: str
+  sample: []
 notes:
   description: Remarks about the install, such as device nodes that were skipped.
   returned: when the template was installed
   type: list
   elements: str
+  sample: ["skipped 3 device nodes under /dev"]
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -213,10 +274,11 @@ SOURCES = ("src", "url", "debootstrap", "image")
 
 def _main(module):
     params = module.params
+    http = {key: params[key] for key in _template.URL_OPTIONS + ("timeout",)}
     return _template.ensure(
         params["root"], params["name"], state=params["state"], src=params["src"],
         url=params["url"], checksum=params["checksum"], debootstrap=params["debootstrap"],
-        image=params["image"], force=params["force"], check_mode=module.check_mode)
+        image=params["image"], force=params["force"], check_mode=module.check_mode, http=http)
 
 
 def main():
@@ -236,6 +298,16 @@ def main():
             )),
             image=dict(type="str"),
             force=dict(type="bool", default=False),
+            headers=dict(type="dict"),
+            validate_certs=dict(type="bool", default=True),
+            ca_path=dict(type="path"),
+            use_proxy=dict(type="bool", default=True),
+            url_username=dict(type="str"),
+            url_password=dict(type="str", no_log=True),
+            force_basic_auth=dict(type="bool", default=False),
+            client_cert=dict(type="path"),
+            client_key=dict(type="path"),
+            timeout=dict(type="int", default=60),
         ),
         mutually_exclusive=[SOURCES, ("checksum", "debootstrap"), ("checksum", "image")],
         required_if=[("state", "present", SOURCES, True)],

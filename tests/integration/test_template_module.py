@@ -315,3 +315,58 @@ def test_debootstrap_minbase(root, tmp_path):
     rc, res = play(str(tmp_path), task)
     assert rc == 0 and res["changed"] is False
     assert residue(root) == ["tpdeb"]
+
+
+# ----------------------------------------------------------------------- url (Ansible's open_url)
+
+@pytest.fixture
+def tarball_server(busybox):
+    """The busybox tarball on 127.0.0.1, only for requests with the header X-Token: t0k and
+    basic auth fleet:s3cret; every request's headers are recorded."""
+    import base64
+    import http.server
+    import threading
+
+    seen = []
+    with open(busybox, "rb") as handle:
+        body = handle.read()
+    wanted = "Basic " + base64.b64encode(b"fleet:s3cret").decode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(dict(self.headers))
+            if self.headers.get("X-Token") != "t0k" or self.headers.get("Authorization") != wanted:
+                self.send_response(403)
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield "http://127.0.0.1:%d/busybox.tar.gz" % server.server_address[1], seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_url_with_headers_auth_and_no_proxy(busybox, root, tarball_server, tmp_path, monkeypatch):
+    url, seen = tarball_server
+    # a proxy that does not exist: the download only works because use_proxy=false is honoured
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    task = dict(name="tpurl", url=url, checksum="sha256:" + sha256(busybox), root=root, use_proxy=False,
+                url_username="fleet", url_password="s3cret", force_basic_auth=True)
+    rc, res = play(str(tmp_path), dict(task, headers={"X-Token": "wrong"}))
+    assert rc != 0 and res["field"] == "url" and "403" in res["msg"], res
+    assert residue(root) == []  # nothing left by the failed download
+    rc, res = play(str(tmp_path), dict(task, headers={"X-Token": "t0k"}))
+    assert rc == 0 and res["changed"] and res["sha256"] == sha256(busybox), res
+    assert os.path.isfile(os.path.join(root, "templates", "tpurl", "rootfs", "bin", "busybox"))
+    assert seen[-1]["X-Token"] == "t0k" and seen[-1]["User-Agent"] == "ctrhost.fleet-template"
+    recorded = json.dumps(res["template"])
+    assert "s3cret" not in recorded and "t0k" not in recorded  # credentials never stored

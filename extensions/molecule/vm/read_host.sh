@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # What one VM host shows (read directly, not through the collection's modules):
 #   kernel RUNNING NEWEST-INSTALLED
 #   ctr NAME PROCS TOKEN COUNTER MARKER MEMORY.MAX PIDS.MAX CPU.MAX(2 words) ADDRESS
