@@ -12,6 +12,9 @@ REPO_DIR=/var/lib/ctrhost-lab/apt
 printf 'localhost\n' > /etc/hostname
 printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' > /etc/hosts
 printf 'LABEL=vmroot / ext4 errors=remount-ro 0 1\n' > /etc/fstab
+# Every VM makes its own machine id at its first boot (bridge MACs derive from it).
+: > /etc/machine-id
+rm -f /var/lib/dbus/machine-id
 install -m 0755 /tmp/ctrhost-guest/ctrhost-lab-identity /usr/local/sbin/ctrhost-lab-identity
 install -m 0644 /tmp/ctrhost-guest/ctrhost-lab-identity.service /etc/systemd/system/
 mkdir -p /etc/systemd/system/sysinit.target.wants
