@@ -232,9 +232,9 @@ def _create_iface(host, netns_path, iface, act, check_mode):
 def _converge_iface(host, ns, ns_index, iface, bridge_index, act, check_mode, host_up=True):
     host_index = lookup(host, iface["host_veth"])
     hlink = _link(host, host_index) if host_index else None
+    mtu_differs = hlink is not None and iface["mtu"] and hlink.get_attr("IFLA_MTU") != iface["mtu"]
     if hlink is None or hlink.get_attr("IFLA_MASTER") != bridge_index or \
-            bool(hlink["flags"] & 1) != host_up or (
-            iface["mtu"] and hlink.get_attr("IFLA_MTU") != iface["mtu"]):
+            bool(hlink["flags"] & 1) != host_up or mtu_differs:
         act("attach %s to bridge %s, %s" % (iface["host_veth"], iface["bridge"],
                                              "up" if host_up else "down"))
         if not check_mode:
