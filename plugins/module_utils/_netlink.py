@@ -235,8 +235,8 @@ def _converge_iface(host, ns, ns_index, iface, bridge_index, act, check_mode, ho
     mtu_differs = hlink is not None and iface["mtu"] and hlink.get_attr("IFLA_MTU") != iface["mtu"]
     if hlink is None or hlink.get_attr("IFLA_MASTER") != bridge_index or \
             bool(hlink["flags"] & 1) != host_up or mtu_differs:
-        act("attach %s to bridge %s, %s" % (iface["host_veth"], iface["bridge"],
-                                             "up" if host_up else "down"))
+        updown = "up" if host_up else "down"
+        act("attach %s to bridge %s, %s" % (iface["host_veth"], iface["bridge"], updown))
         if not check_mode:
             args = dict(index=host_index, master=bridge_index, state="up" if host_up else "down")
             if iface["mtu"]:
