@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ansible_collections.ctrhost.fleet.plugins.module_utils import _container, _hostnet
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CtrhostError
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
+from ansible_collections.ctrhost.fleet.plugins.module_utils._probecache import atomic_write
 from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore
 
 NETWORK_FILE = "host-network.json"
@@ -73,14 +74,7 @@ def persist_network(root, bridges, forwarding, routes, check_mode=False):
     if new == saved and os.path.exists(network_path(root)):
         return False
     if not check_mode:
-        path = network_path(root)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = "%s.tmp" % path
-        with open(tmp, "w") as handle:
-            json.dump(new, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        atomic_write(network_path(root), json.dumps(new, indent=2, sort_keys=True) + "\n")
     return True
 
 
@@ -115,14 +109,10 @@ def _each_container(root, want, action):
 
 
 def _keep_report(root, kind, started, report, failed):
-    path = os.path.join(Layout(root).root, REPORT_FILES[kind])
-    tmp = "%s.tmp" % path
-    with open(tmp, "w") as handle:
-        json.dump(dict(at=time.time(), seconds=round(time.monotonic() - started, 2),
-                       failed=failed, steps=report), handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    report = dict(at=time.time(), seconds=round(time.monotonic() - started, 2), failed=failed,
+                  steps=report)
+    atomic_write(os.path.join(Layout(root).root, REPORT_FILES[kind]),
+                 json.dumps(report, indent=2, sort_keys=True) + "\n")
 
 
 def boot(root):
