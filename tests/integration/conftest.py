@@ -2,7 +2,8 @@
 # Copyright: ctrhost.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Integration fixtures: ``lab`` is a lab named ``it`` with 2 hosts, shared by the
-whole session (and by concurrent sessions) and taken down at the end.
+whole session (and by concurrent sessions) and taken down at the end. Set
+``CTRHOST_IT_LAB`` to give a second checkout's runs a lab of their own name.
 
 Mark tests that need it with ``@pytest.mark.lab`` (done automatically for
 tests that use the fixture).
@@ -14,7 +15,7 @@ import shutil
 import pytest
 from lab import Lab, shared_lab
 
-LAB_NAME = "it"
+LAB_NAME = os.environ.get("CTRHOST_IT_LAB") or "it"
 LAB_HOSTS = 2
 LAB_TOOLS = ("ip", "nsenter", "unshare", "ssh", "ssh-keygen", "/usr/sbin/sshd")
 
@@ -40,7 +41,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def lab():
-    """The shared integration lab: hosts ``it1``, ``it2`` reached over SSH."""
+    """The shared integration lab: hosts ``it1``, ``it2`` (by default) reached over SSH."""
     with shared_lab(LAB_NAME, LAB_HOSTS) as shared:
         yield shared
 

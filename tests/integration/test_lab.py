@@ -81,9 +81,9 @@ def lt():
 
 
 def test_shared_lab_fixture(lab):
-    assert lab.hosts == ["it1", "it2"]
-    assert {h: r["ping"] for h, r in lab.ansible("all", "ping").items()} == {"it1": "pong",
-                                                                             "it2": "pong"}
+    names = [f"{lab.name}1", f"{lab.name}2"]
+    assert lab.hosts == names
+    assert {h: r["ping"] for h, r in lab.ansible("all", "ping").items()} == dict.fromkeys(names, "pong")
 
 
 def test_inventory_describes_hosts(lt):
