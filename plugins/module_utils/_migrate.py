@@ -8,8 +8,9 @@ preflight there -> stage there -> rsync the rootfs upper layer while the
 container runs -> start the transfer's receiver there -> freeze and dump ->
 stream the images and the rootfs delta into that receiver (``_migrate_stream``)
 -> restore there -> it runs -> commit -> remove it here. Modes: ``cold`` (stop-and-copy), ``live``
-(pre-copy; where the kernel tracks no dirty memory it falls back to cold and
-says why), ``lazy`` (post-copy: restore at once, pages pulled on demand from
+(pre-copy, ``_migrate_precopy``: pre-dump rounds streamed while it runs, then the final
+dump holds only the delta; where either kernel tracks no dirty memory it falls back to
+cold and says why), ``lazy`` (post-copy: restore at once, pages pulled on demand from
 the source's page server through an SSH port forward).
 
 Failures before the commit leave the container running here: a failed dump
@@ -18,6 +19,7 @@ restored from the local images. The destination removes an uncommitted
 restore itself when the session ends (see ``_migrate_agent``).
 
 Files: this one (entry, preflight, staging), ``_migrate_run`` (state, result),
+``_migrate_precopy`` (live: the pre-dump rounds and their policy),
 ``_migrate_window`` (the frozen window), ``_migrate_stream`` (its transfer),
 ``_migrate_recover`` (fencing and resuming), ``_migrate_ssh`` (the SSH link),
 ``_migrate_agent`` (+ ``_migrate_preflight``, ``_migrate_proc``: destination).
@@ -35,6 +37,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _checkpoint,
     _criu,
     _criuconf,
+    _migrate_precopy,
     _oci,
     _restore,
 )
@@ -78,13 +81,11 @@ def _memory_needed(layout, spec, rt, name):
 
 
 def _choose_mode(run, src_criu, dst_facts):
-    if run.mode_requested == "live":
+    if run.mode_requested == "live":  # pre-dumps need both kernels' soft-dirty tracking
         if not src_criu["pre_dump"] or not dst_facts.get("pre_dump"):
             run.mode, run.fallback = "cold", "live (pre-copy) is impossible here: %s; used cold " \
                 "(stop-and-copy)" % (src_criu["pre_dump_reason"] or "the destination has no dirty "
                                      "memory tracking")
-        else:  # pre-dump iterations need soft-dirty tracking; no kernel here has it
-            run.mode, run.fallback = "cold", "pre-copy iterations are not implemented; used cold"
     elif run.mode_requested == "lazy":
         why = None
         if not src_criu["lazy_pages"]:
@@ -98,7 +99,7 @@ def _choose_mode(run, src_criu, dst_facts):
 def migrate(root, name, dest, mode="cold", dest_root=None, ssh_config=None, identity=None,
             ssh_port=None, ssh_user=None, dest_python=None, tcp_established=False,
             file_locks=False, ext_unix_sk=False, timeout=600, runtime_path=None, criu_path=None,
-            check_mode=False, hooks=None):
+            check_mode=False, hooks=None, precopy=None):
     """Move container ``name`` to ``dest``; return the module result."""
     layout = Layout(root)
     validate_name(name, "name")
@@ -106,6 +107,7 @@ def migrate(root, name, dest, mode="cold", dest_root=None, ssh_config=None, iden
         raise ValidationError("mode", "expected one of %s, got %r" % (", ".join(MODES), mode))
     if not dest or not isinstance(dest, str):
         raise ValidationError("dest", "expected the destination host name or address")
+    policy = _migrate_precopy.Policy.from_options(precopy)
     moved = already_moved(layout, name, dest, dest_root, lambda: Link(
         dest, layout.root, ssh_config, identity, ssh_port, ssh_user, dest_python or sys.executable or "python3"),
         mode, runtime_path)
@@ -127,6 +129,7 @@ def migrate(root, name, dest, mode="cold", dest_root=None, ssh_config=None, iden
     options = dict(leave_running=True, tcp_established=bool(tcp_established),
                    file_locks=bool(file_locks), ext_unix_sk=bool(ext_unix_sk))
     run = Run(layout, name, spec, mode, dest, hooks)
+    run.policy = policy
     cid = "migrate-" + _checkpoint.default_id()
     meta = _checkpoint.build_meta(layout, name, cid, spec, src_criu, rt, options, {}, "/nonexistent")
     with store.lock(name):
@@ -168,6 +171,10 @@ def _move(run, rt, criu, meta, pre, upper, dest_root, options, timeout, runtime_
     layout, name, link = run.layout, run.name, run.link
     run.dest_root, run.runtime_path = dest_root, runtime_path
     config = _oci.load_config(os.path.join(layout.container_dir(name), "config.json"))
+    run.images = layout.checkpoint_dir(name, "." + meta["id"])
+    shutil.rmtree(run.images, ignore_errors=True)
+    for path in (layout.checkpoints_dir, layout.checkpoint_dir(name), run.images):
+        os.makedirs(path, mode=0o700, exist_ok=True)
     try:
         prep = link.call("prepare", root=dest_root, name=name, meta=meta,
                          runtime_path=runtime_path, criu_path=criu_path, config=config,
@@ -181,6 +188,8 @@ def _move(run, rt, criu, meta, pre, upper, dest_root, options, timeout, runtime_
         run.upper_snapshot = _tree_state(upper)
         run.bytes += link.rsync(upper, run.dest_upper, timeout, vanished_ok=True)  # still running
         run.step("presync")
+        if run.mode == "live":  # pre-dump rounds while it runs; the final dump sends the rest
+            run.parent = _migrate_precopy.iterate(run, rt, criu, options, timeout)
         if run.spec.get("network"):
             run.links = _restore.HostLinks(run.spec["network"])
         # The receiver of the frozen window's transfer, started now: inside the window
@@ -194,15 +203,13 @@ def _move(run, rt, criu, meta, pre, upper, dest_root, options, timeout, runtime_
     except Exception as exc:
         _close_receiver(run)
         run.fence = _fence(run)
+        shutil.rmtree(run.images, ignore_errors=True)  # pre-dump rounds, if any
         if isinstance(exc, CtrhostError):
             raise MigrationError("migration of %s to %s failed before the freeze: %s; the "
                                  "container runs on source" % (name, run.dest, exc.msg),
-                                 where="source", changed=False, fence=run.fence, steps=run.steps)
+                                 where="source", changed=False, fence=run.fence, steps=run.steps,
+                                 iterations=run.iterations, dump_log=exc.details.get("dump_log"))
         raise
-    run.images = layout.checkpoint_dir(name, "." + meta["id"])
-    shutil.rmtree(run.images, ignore_errors=True)
-    for path in (layout.checkpoints_dir, layout.checkpoint_dir(name), run.images):
-        os.makedirs(path, mode=0o700, exist_ok=True)
     try:
         if run.mode == "lazy":
             answer = _lazy(run, rt, criu, meta, pre, upper, options, timeout)

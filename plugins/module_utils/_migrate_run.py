@@ -44,6 +44,10 @@ class Run:
         self.links_down = False  # the source's host veths are down (after the dump)
         self.links = None  # the source's host veths, looked up before the freeze
         self.receiver = None  # the transfer's receiver on the destination (_migrate_stream)
+        self.policy = None  # live mode: when to stop pre-dumping (_migrate_precopy.Policy)
+        self.iterations = []  # live mode: each pre-dump round (pages, bytes, seconds)
+        self.precopy = None  # live mode: why the rounds stopped, after how many
+        self.parent = None  # live mode: the final dump's --parent-path (the last round)
 
     def step(self, what):
         self.steps.append(dict(step=what, t=round(time.monotonic() - self.t_start, 3)))
@@ -61,7 +65,17 @@ def _result(run, changed, preflight, where, pid=None):
                 where=where, pid=pid, preflight=preflight, steps=run.steps,
                 timings=timings(run.steps), dest_timings=run.dest_timings,
                 rootfs_delta=run.upper_delta, fence=run.fence,
+                iterations=run.iterations, precopy=_precopy(run),
                 kernel=_sysinfo.kernel_release())
+
+
+def _precopy(run):
+    """Live mode's stop of the rounds plus what the final dump wrote and how long it froze."""
+    if run.precopy is None:
+        return None
+    final = run.stats.get("dump") or {}
+    return dict(run.precopy, final_pages_written=final.get("pages_written"),
+                final_frozen_time=final.get("frozen_time"))
 
 
 def timings(steps):

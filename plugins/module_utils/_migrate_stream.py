@@ -79,10 +79,12 @@ class Receiver:
                 self._write(b"\0" * pad)
 
     def add_dir_files(self, src, dest_dir):
-        """Every regular file directly in ``src`` (CRIU's flat image directory)."""
+        """Every regular file and symlink directly in ``src`` (CRIU's flat image
+        directory; its ``parent`` link names the previous pre-dump, relatively)."""
         for leaf in sorted(os.listdir(src)):
             full = os.path.join(src, leaf)
-            if stat.S_ISREG(os.lstat(full).st_mode):
+            mode = os.lstat(full).st_mode
+            if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
                 self.add(full, posixpath.join(dest_dir, leaf))
 
     def finish(self, timeout):

@@ -10,7 +10,8 @@ cgroup: CRIU returns the freezer to the state it found), with every process
 intact, until the destination has committed; only then is it killed (still
 frozen). Whatever fails before, thawing it is the whole recovery: no restore.
 
-``_cold`` dumps to local images and ships them; ``_lazy`` dumps all but the
+``_cold`` dumps to local images and ships them (in live mode only what changed since
+the last pre-dump, ``_migrate_precopy``); ``_lazy`` dumps all but the
 memory pages, which the destination's ``criu lazy-pages`` pulls from the dump's
 page server through an SSH port forward after the restore.
 """
@@ -89,9 +90,10 @@ def _restore_request(run, options, **extra):
 
 def _cold(run, rt, criu, meta, upper, options, timeout):
     name, link = run.name, run.link
+    parent = ["--parent-path", run.parent] if run.parent else []  # live: only the delta
     _freeze(run, rt)
     try:
-        _cli.run(_dump_cmd(rt, criu, name, run.images, options), timeout=timeout,
+        _cli.run(_dump_cmd(rt, criu, name, run.images, options, parent), timeout=timeout,
                  msg="checkpoint of %s" % name)
     except CtrhostError as exc:
         raise _checkpoint.dump_failure(exc, run.images, "dump for migration", rt, name, run.spec)

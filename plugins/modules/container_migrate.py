@@ -18,8 +18,12 @@ description:
     name and IP addresses free) -> rsync of the rootfs upper layer while the container runs -> freeze and
     dump -> rsync of the delta and the images -> restore on the destination (same IP and MAC) -> verify it
     runs there -> only then remove it from the source. The frozen window holds no Ansible round trip."
-  - Modes - V(cold) stop-and-copy; V(live) pre-copy, which needs dirty memory tracking in the kernel and
-    otherwise falls back to V(cold) (the result says so in RV(fallback)); V(lazy) post-copy - the container
+  - Modes - V(cold) stop-and-copy; V(live) pre-copy - while the container runs, rounds of CRIU pre-dumps
+    (C(runc checkpoint --pre-dump), each round only the pages dirtied since the one before) stream to the
+    destination until O(precopy) says stop, then the final dump in the frozen window holds only what changed
+    since the last round. It needs dirty memory tracking (soft-dirty) in the kernels of both hosts (C(pre_dump)
+    in their CRIU facts) and otherwise falls back to V(cold) (the result says so in RV(fallback));
+    V(lazy) post-copy - the container
     is restored at once and its memory pages are pulled on demand from the source's CRIU page server
     through an SSH port forward (falls back to V(cold) when either host cannot do it).
   - Whatever fails before the destination took over, the container ends up running on the source
@@ -76,6 +80,29 @@ options:
     description: Seconds any one step (dump, transfer, restore) may take before the move is abandoned.
     type: int
     default: 600
+  precopy:
+    description:
+      - When V(live) pre-copy stops its rounds and does the final dump (ignored by the other modes).
+      - A round stops the rounds when its dirty set is at most O(precopy.dirty_threshold), when it shrank by less
+        than O(precopy.min_progress) percent against the round before, or when it is round
+        O(precopy.max_iterations).
+    type: dict
+    default: {}
+    suboptions:
+      max_iterations:
+        description: Most pre-dump rounds (1 to 100).
+        type: int
+        default: 5
+      dirty_threshold:
+        description: Dirty memory small enough to freeze for (a size such as V(2M) or a number of bytes).
+        type: str
+        default: 2M
+      min_progress:
+        description:
+          - Percentage by which each round's dirty set must shrink against the one before for another round;
+            V(0) turns this rule off (then only the threshold and O(precopy.max_iterations) stop the rounds).
+        type: int
+        default: 10
 extends_documentation_fragment:
   - ctrhost.fleet.common
   - ctrhost.fleet.common.CRIU
@@ -108,6 +135,15 @@ EXAMPLES = r"""
     dest: host2
     mode: lazy
     tcp_established: true
+
+- name: Move db1 live (pre-copy), at most 8 rounds, frozen once at most 4 MiB are dirty
+  ctrhost.fleet.container_migrate:
+    name: db1
+    dest: host2
+    mode: live
+    precopy:
+      max_iterations: 8
+      dirty_threshold: 4M
 
 - name: What would happen (preflight only)
   ctrhost.fleet.container_migrate:
@@ -178,11 +214,30 @@ bytes_moved:
   type: int
   sample: 41943040
 stats:
-  description: CRIU's statistics - C(dump) (frozen_time, memdump_time, pages_written, pages_lazy, ...),
-    C(restore) and for lazy mode C(lazy_pages).
+  description: CRIU's statistics - C(dump) (frozen_time, memdump_time, pages_written, pages_lazy, ...; in live
+    mode those of the final dump, so C(pages_written) is the delta after the last round), C(restore) and for
+    lazy mode C(lazy_pages).
   returned: success
   type: dict
   sample: {dump: {frozen_time: 210000, memdump_time: 90000, pages_written: 8300}, restore: {restore_time: 300000}}
+iterations:
+  description:
+    - Live mode, each pre-dump round while the container ran - C(iteration), C(pages_written) and C(bytes_dirty)
+      (the pages dirtied since the round before; the first round holds all), C(bytes_sent) to the destination,
+      C(frozen_time) (seconds CRIU held it frozen to collect the pages), C(dump_seconds), C(transfer_seconds)
+      and C(seconds). Empty in the other modes.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{iteration: 1, pages_written: 17000, bytes_dirty: 69632000, bytes_sent: 69700000, frozen_time: 0.21,
+            dump_seconds: 1.1, transfer_seconds: 0.7, seconds: 1.8}]
+precopy:
+  description: Live mode, why the rounds stopped (C(stop) - converged, not_shrinking or max_iterations - and C(why)),
+    after how many (C(iterations)), and the policy in force; null in the other modes.
+  returned: always
+  type: dict
+  sample: {iterations: 3, stop: converged, why: "409600 bytes dirty, at most the threshold of 2097152",
+           policy: {max_iterations: 5, dirty_threshold: 2097152, min_progress: 10}}
 where:
   description: Host the container runs on at the end.
   returned: always
@@ -248,7 +303,7 @@ kernel:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _migrate
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _migrate, _migrate_precopy
 from ansible_collections.ctrhost.fleet.plugins.module_utils._module import COMMON_ARGS, CRIU_ARGS, CRIU_TOOL_ARGS, argument_spec, run
 
 
@@ -266,6 +321,7 @@ def main():
             ssh_user=dict(type="str"),
             dest_python=dict(type="str"),
             timeout=dict(type="int", default=600),
+            precopy=dict(type="dict", default={}, options=_migrate_precopy.OPTIONS),
         ),
         supports_check_mode=True,
     )
@@ -275,7 +331,7 @@ def main():
         ssh_port=p["ssh_port"], ssh_user=p["ssh_user"], dest_python=p["dest_python"],
         tcp_established=p["tcp_established"], file_locks=p["file_locks"],
         ext_unix_sk=p["ext_unix_sk"], timeout=p["timeout"], runtime_path=p["runtime_path"],
-        criu_path=p["criu_path"], check_mode=module.check_mode)
+        criu_path=p["criu_path"], check_mode=module.check_mode, precopy=p["precopy"])
 
 
 if __name__ == "__main__":

@@ -132,7 +132,8 @@ elif op == "migrate":
     try:
         out = _migrate.migrate(R, a["name"], a["dest"], mode=a.get("mode", "cold"),
                                timeout=a.get("timeout", 120), hooks=hooks,
-                               runtime_path=a.get("runtime_path"),
+                               runtime_path=a.get("runtime_path"), criu_path=a.get("criu_path"),
+                               precopy=a.get("precopy"),
                                tcp_established=a.get("tcp_established", False),
                                check_mode=a.get("check", False))
     except Exception as exc:
