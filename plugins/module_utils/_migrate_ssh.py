@@ -156,8 +156,13 @@ class Link:
         self.agent = subprocess.Popen(
             self.ssh_cmd(self.dest, _quote(self.python), "-c", _quote(BOOTSTRAP), str(len(data))),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.agent.stdin.write(data)
-        self.agent.stdin.flush()
+        try:
+            self.agent.stdin.write(data)
+            self.agent.stdin.flush()
+        except OSError as exc:  # the session ended at once (SSH cut, no python there)
+            self.agent.wait()
+            raise CommandError("migration agent on %s: connection lost at its start (%s)"
+                               % (self.dest, exc), ["start_agent"], -1, stderr=self._stderr())
         hello = self._read(30)
         self.agent_id = hello.get("agent")
         stop = threading.Event()
