@@ -8,6 +8,7 @@ host Python entering the init's time namespace; the host's clocks are the contro
 that the gap really happened.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -211,3 +212,105 @@ def test_container_started_without_a_time_namespace_keeps_working(root, monkeypa
     assert ns(pid1) != ns("self") and 0 <= u1 - u0 < 1.5, (u0, u1)
     up_exec = float(rt.exec(name, ["cut", "-d", " ", "-f1", "/proc/uptime"]).stdout)
     assert abs(up_exec - fresh_clk(layout, name)[1]) < 1.0
+
+
+# ---------------------------------------------------------------- between lab hosts
+
+# Runs inside a lab host: python -c LAB_HELPER OP JSON-ARGS -> one JSON line.
+LAB_HELPER = r'''
+import json, os, shutil, subprocess, sys, time
+sys.path.insert(0, os.path.join(@ROOT@, ".cache", "pytest-collections"))
+from ansible_collections.ctrhost.fleet.plugins.module_utils import (
+    _checkpoint, _container, _migrate, _paths, _timens)
+R = "/var/lib/ctrhost"
+op, a = sys.argv[1], json.loads(sys.argv[2])
+out = {}
+if op == "template":
+    base = R + "/templates/busybox"
+    if not os.path.exists(base + "/template.json"):
+        for d in ("bin", "etc", "dev", "proc", "sys", "root", "tmp", "run"):
+            os.makedirs(base + "/rootfs/" + d, exist_ok=True)
+        bb = shutil.which("busybox")
+        shutil.copy2(bb, base + "/rootfs/bin/busybox")
+        for x in subprocess.run([bb, "--list"], capture_output=True, text=True).stdout.split():
+            if x != "busybox":
+                os.symlink("busybox", base + "/rootfs/bin/" + x)
+        json.dump(dict(name="busybox", sha256="d" * 64, source=dict(type="src", src="t"),
+                       size=0, created="2000-01-01T00:00:00Z"), open(base + "/template.json", "w"))
+elif op == "start":
+    _container.ensure(dict(root=R, name=a["name"], template="busybox", state="started",
+                           command=a["command"]))
+elif op == "remove":
+    _container.ensure(dict(root=R, name=a["name"], state="absent"))
+elif op == "clock":
+    st = _checkpoint.runtime_for(_paths.Layout(R), {}).state(a["name"])
+    out = dict(status=(st or {}).get("status", "absent"))
+    if out["status"] == "running":
+        path = R + "/containers/%s/upper/tmp/clk" % a["name"]
+        first = open(path).read().split()
+        for _ in range(100):  # a line written after this call
+            time.sleep(0.03)
+            line = open(path).read().split()
+            if len(line) == 2 and line != first:
+                break
+        mono = subprocess.run(["nsenter", "--time=/proc/%d/ns/time" % st["pid"], "--", sys.executable,
+                               "-c", "import time; print(time.clock_gettime(time.CLOCK_MONOTONIC))"],
+                              capture_output=True, text=True, check=True).stdout
+        out.update(counter=int(line[0]), uptime=float(line[1]), monotonic=float(mono),
+                   host_uptime=float(open("/proc/uptime").read().split()[0]),
+                   clock=_timens.clock(st["pid"]))
+elif op == "migrate":
+    def pause(run):  # the container stays dumped a while before it travels
+        time.sleep(a["gap"])
+    try:
+        out = _migrate.migrate(R, a["name"], a["dest"], mode=a["mode"], timeout=120,
+                               hooks=dict(dumped=pause))
+    except Exception as exc:
+        out = dict(failed=True, msg=str(exc))
+print(json.dumps(out, default=str))
+'''
+
+
+def lab_helper(lab, host, op, **args):
+    from lab import ROOT
+
+    code = LAB_HELPER.replace("@ROOT@", repr(ROOT))
+    proc = lab.host_exec(host, [os.path.join(ROOT, ".venv", "bin", "python"), "-c", code, op,
+                                json.dumps(args)], timeout=300)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["cold", "lazy"])
+def test_clock_continues_across_a_migration(lab, mode):
+    """(c) The lab's hosts share one kernel clock, so a pause after the dump stands for
+    the time a migration takes between hosts: inside, the clocks move on by much less."""
+    a, b = lab.hosts
+    name = "tnmig%s" % mode[0]
+    for host in (a, b):
+        lab_helper(lab, host, "template")
+        lab_helper(lab, host, "remove", name=name)
+    try:
+        lab_helper(lab, a, "start", name=name, command=CLOCK)
+        before = lab_helper(lab, a, "clock", name=name)
+        assert before["clock"]["own_namespace"], before
+        res = lab_helper(lab, a, "migrate", name=name, dest=lab.host(b)["address"], mode=mode, gap=GAP)
+        assert not res.get("failed"), res
+        if res["mode"] != mode:
+            pytest.skip("%s migration unusable here: %s" % (mode, res["fallback"]))
+        after = lab_helper(lab, b, "clock", name=name)
+        assert lab_helper(lab, a, "clock", name=name)["status"] == "absent"
+        print("%s: host uptime %.2f -> %.2f; container uptime %.2f -> %.2f, monotonic %.2f -> %.2f, "
+              "counter %d -> %d, offsets there %s" % (
+                  mode, before["host_uptime"], after["host_uptime"], before["uptime"], after["uptime"],
+                  before["monotonic"], after["monotonic"], before["counter"], after["counter"],
+                  after["clock"]["offsets"]))
+        assert after["host_uptime"] - before["host_uptime"] >= GAP  # control: the gap happened
+        assert 0 <= after["uptime"] - before["uptime"] < after["host_uptime"] - before["host_uptime"] - GAP / 2
+        assert 0 <= after["monotonic"] - before["monotonic"] < \
+            after["host_uptime"] - before["host_uptime"] - GAP / 2
+        assert before["counter"] < after["counter"] < before["counter"] + 200
+        assert after["clock"]["own_namespace"] and after["clock"]["offsets"]["boottime"] < -GAP * 0.8
+    finally:
+        for host in (a, b):
+            lab_helper(lab, host, "remove", name=name)
