@@ -10,7 +10,10 @@ How, and why this way:
   time namespace: ``unshare --fork --kill-child --time -- runc run ...``. The
   runtime's children, and so the container's init, are born in it (offsets 0:
   the container's clocks read as the host's until its first restore). crun
-  starts the same way, so both runtimes share one mechanism.
+  starts the same way, so both runtimes share one mechanism. The offsets must
+  stay 0 at birth (no ``--boottime``/``--monotonic``): the runtime records its
+  init's start time as its own namespace sees it (below) and would otherwise take
+  a running container for stopped.
 * CRIU (3.14 and later, ``criu/timens.c``) dumps the clocks of the dumped tree's
   time namespace (``timens.img``; the host's clocks when the tree is in the host's
   namespace) and on restore creates a new time namespace whose offsets make

@@ -213,8 +213,8 @@ commands:
   type: list
   elements: str
   sample:
-    - /usr/sbin/runc --root /run/ctrhost/runtime/runc run -d --pid-file /run/ctrhost/web1.pid -b /var/lib/ctrhost/containers/web1
-      web1
+    - /usr/bin/unshare --fork --kill-child --time -- /usr/sbin/runc --root /run/ctrhost/runtime/runc run
+      --bundle /var/lib/ctrhost/containers/web1 --detach --pid-file /run/ctrhost/runtime/runc.pids/web1 web1
 diff:
   description: Declared spec before and after.
   returned: when changed

@@ -156,6 +156,35 @@ def test_clocks_continue_across_restore_and_exec_joins_the_namespace(root):
     assert not [d for d in os.listdir(os.path.dirname(rt.state_root)) if ".exec-" in d]
 
 
+@pytest.mark.skipif(not shutil.which("crit"), reason="needs CRIU's crit")
+def test_restore_on_a_host_with_a_smaller_uptime_never_goes_backward(root):
+    """A checkpoint whose time namespace stood a day ahead of this host's clocks (as if
+    dumped on a host up for longer: its ``timens`` image edited with CRIU's own ``crit``)
+    restores with positive offsets: the clocks continue from the dump, never backward."""
+    name = "tnahead"
+    layout, rt = start(root, name)
+    _checkpoint.ensure(dict(root=root, name=name, id="ahead"))
+    images = layout.checkpoint_dir(name, "ahead")
+    [image] = [os.path.join(images, f) for f in os.listdir(images) if f.startswith("timens-")]
+    decoded = json.loads(subprocess.run(["crit", "decode", "-i", image], capture_output=True, text=True,
+                                        check=True).stdout)
+    entry = decoded["entries"][0]
+    dumped = entry["boottime"]["tv_sec"] + entry["boottime"]["tv_nsec"] / 1e9 + 86400
+    for clock in ("monotonic", "boottime"):
+        entry[clock]["tv_sec"] += 86400
+    subprocess.run(["crit", "encode", "-o", image], input=json.dumps(decoded), text=True, check=True)
+    _restore.restore(root, name, "ahead")
+    pid = init_pid(rt, name)
+    _i, up = fresh_clk(layout, name)
+    mono = monotonic_in(pid)
+    print("ahead: dumped boottime %.2f, container uptime after restore %.2f, monotonic %.2f, host %.2f"
+          % (dumped, up, mono, host_uptime()))
+    assert host_uptime() < dumped - 86000  # control: this host's clocks are far behind the dump's
+    assert 0 <= up - dumped < 1.5 and 0 <= mono - dumped < 1.5, (dumped, up, mono)
+    offsets = _info.gather(root, [name], network=False)["containers"][0]["clock"]["offsets"]
+    assert 86000 < offsets["boottime"] < 86400 and 86000 < offsets["monotonic"] < 86400, offsets
+
+
 def sleepers(rt, name):
     """Host pids of the container's ``sleep 1000`` processes."""
     pids = []
