@@ -80,7 +80,7 @@ class Runtime:
             self.recorder.add(cmd)
 
     def _run(self, args, mutating=True, check=True, input=None, timeout=120, msg=None, base=None):
-        cmd = (base or self.base_cmd()) + list(args)
+        cmd = (base or _timens.birth_argv(args[0], self.cache_dir) + self.base_cmd()) + list(args)
         if mutating and self.dry_run:
             self.record(cmd)
             return None

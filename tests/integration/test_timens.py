@@ -186,13 +186,20 @@ def test_restore_on_a_host_with_a_smaller_uptime_never_goes_backward(root):
 
 
 def sleepers(rt, name):
-    """Host pids of the container's ``sleep 1000`` processes."""
-    pids = []
-    for pid in rt.ps(name):
-        with open("/proc/%d/cmdline" % pid) as handle:
-            if handle.read().split("\0")[:2] == ["sleep", "1000"]:
-                pids.append(pid)
-    return pids
+    """Host pids of the container's ``sleep 1000`` processes (waits up to 3 s for one)."""
+    for _ in range(100):
+        pids = []
+        for pid in rt.ps(name):
+            try:
+                with open("/proc/%d/cmdline" % pid) as handle:
+                    if handle.read().split("\0")[:2] == ["sleep", "1000"]:
+                        pids.append(pid)
+            except OSError:
+                continue
+        if pids:
+            return pids
+        time.sleep(0.03)
+    return []
 
 
 def test_checkpoint_after_exec(root):
