@@ -20,6 +20,8 @@ How, and why this way:
   CLOCK_MONOTONIC and CLOCK_BOOTTIME continue from the dumped values: a restore
   later on the same host, or on a host (or a rebooted host) with a smaller uptime,
   never jumps the container's clocks. ``runc restore`` needs nothing for this.
+  CRIU 3.17 (Debian 12's) has the same code (``prepare_timens``, called by the
+  root task before it forks the tree).
 * ``runc exec`` joins only the namespaces named in ``config.json``: an exec'd
   process would see the host's clocks and, living in a second time namespace,
   make every later dump fail. Anything that execs into a container therefore
@@ -32,7 +34,8 @@ How, and why this way:
   for dead ("cannot exec in a stopped container"). The exec therefore runs with
   a private copy of the runtime's state of that container whose recorded start
   time is the one seen from inside (``exec_argv``); the runtime's own state,
-  read by every other call from the host's namespace, is never touched.
+  read by every other call from the host's namespace, is never touched. crun
+  keeps the start time in another file under another key (``START_KEYS``).
 
 A host without time namespaces (kernel before 5.6, util-linux before 2.36, CRIU
 before 3.14) runs its containers in the host's time namespace, as before;
