@@ -18,6 +18,7 @@ import importlib.util
 import json
 import os
 import sys
+import threading
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     CommandError,
@@ -28,6 +29,9 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
 SYSTEM_SITES = ("/usr/lib/python3/dist-packages", "/usr/lib64/python3/site-packages",
                 "/usr/lib/python3/site-packages")
 _HANDLE = []
+# One libnftables context per process, not reentrant: the threads of a batch of
+# migrations take turns.
+_LOCK = threading.RLock()
 
 
 def _import():
@@ -52,6 +56,11 @@ def _import():
 
 def handle():
     """The process's libnftables context (JSON output), made once."""
+    with _LOCK:
+        return _handle()
+
+
+def _handle():
     if not _HANDLE:
         module = _import()
         try:
@@ -67,7 +76,8 @@ def handle():
 
 def run(script, what):
     """Run ``script`` (nftables syntax, several lines) as one transaction."""
-    rc, out, err = handle().cmd(script)
+    with _LOCK:
+        rc, out, err = handle().cmd(script)
     if rc != 0:
         raise CommandError("nftables (%s): %s" % (what, (err or out).strip()), ["libnftables", script],
                            rc, out, err)
@@ -76,7 +86,8 @@ def run(script, what):
 
 def listing(what):
     """The JSON objects of ``list <what>`` (e.g. ``table bridge x``); [] when it does not exist."""
-    rc, out, err = handle().cmd("list %s" % what)
+    with _LOCK:
+        rc, out, err = handle().cmd("list %s" % what)
     if rc != 0:
         if "No such file or directory" in (err or ""):
             return []
