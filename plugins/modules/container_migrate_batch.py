@@ -109,7 +109,6 @@ attributes:
     description: Supports being used with the C(async) keyword.
 seealso:
   - module: ctrhost.fleet.container_migrate
-  - role: ctrhost.fleet.evacuate
 """
 
 EXAMPLES = r"""
