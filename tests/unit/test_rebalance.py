@@ -168,3 +168,16 @@ def test_bad_inputs_are_refused_naming_the_field():
     with pytest.raises(ValidationError) as err:
         plan(dict(a=dict(cpus=2, host_state="active")), {}, 0.5, 0.5)
     assert err.value.field == "hosts[a].memory_total"
+
+
+def test_filter_wrapper_returns_the_plan_and_raises_ansible_filter_error():
+    from ansible.errors import AnsibleFilterError
+
+    from ansible_collections.ctrhost.fleet.plugins.filter.rebalance_plan import FilterModule
+
+    flt = FilterModule().filters()["rebalance_plan"]
+    hosts = dict(a=host(10), b=host(10))
+    out = flt(hosts, dict(a=[ctr("a1", 4096), ctr("a2", 2048)], b=[]), 0.5, 0.5)
+    assert [m["name"] for m in out["moves"]] == ["a2"] and out["lines"][0] == "a2: a -> b (memory 2.00G, cpus 0.00)"
+    with pytest.raises(AnsibleFilterError, match="memory_threshold"):
+        flt(hosts, {}, 2, 0.5)
