@@ -27,22 +27,27 @@ import sides as sides_mod
 REPO = sides_mod.REPO
 EVACUATE_COUNT = 20
 COUNTER = ["/bin/sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/c; sleep 1; done"]
-SKEWED = dict(bnf_rb1=dict(memory="2G"), bnf_rb2=dict(memory="1G", cpus=1), bnf_rb3=dict(memory="1G", cpus=0.5),
-              bnf_rb4=dict(memory="512M"), bnf_rb5=dict(memory="512M"))
+SKEWED = {"bnf-rb1": dict(memory="2G"), "bnf-rb2": dict(memory="1G", cpus=1), "bnf-rb3": dict(memory="1G", cpus=0.5),
+          "bnf-rb4": dict(memory="512M"), "bnf-rb5": dict(memory="512M")}
 THRESHOLDS = dict(ctrhost_rebalance_memory_threshold=0.15, ctrhost_rebalance_cpu_threshold=0.5)
 
 
 def _env():
+    # the integration tests' JSON callback (results of every task, stats)
     return dict(os.environ, ANSIBLE_COLLECTIONS_PATH=sides_mod.COLLECTIONS, ANSIBLE_NOCOLOR="1",
-                ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_FORKS="10")
+                ANSIBLE_STDOUT_CALLBACK="lab_json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+                ANSIBLE_CALLBACK_PLUGINS=os.path.join(REPO, "tests", "integration", "callback_plugins"),
+                ANSIBLE_FORKS="10")
 
 
 def _lab(args, *cmd, timeout=1800):
     proc = subprocess.run([os.path.join(REPO, "scripts", "lab"), "--name", args.lab, "exec", "--", *cmd],
                           cwd=REPO, capture_output=True, text=True, env=_env(), stdin=subprocess.DEVNULL,
                           timeout=timeout)
-    start = proc.stdout.find("{")
-    data = json.loads(proc.stdout[start:]) if start >= 0 else {}
+    # the json callback's document starts on a line of its own (warnings may come first)
+    text = proc.stdout
+    start = 0 if text.startswith("{") else text.find("\n{") + 1
+    data = json.loads(text[start:]) if start > 0 or text.startswith("{") else {}
     return proc, data
 
 
@@ -53,15 +58,22 @@ def playbook(args, name, extra):
                       os.path.join(REPO, "playbooks", name), "-e", json.dumps(extra))
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise RuntimeError("%s rc=%d: %s" % (name, proc.returncode, (proc.stdout + proc.stderr)[-1500:]))
+        raise RuntimeError("%s rc=%d: %s" % (name, proc.returncode, failures(data) or proc.stderr[-500:]))
     return elapsed, data
+
+
+def failures(data):
+    """The msg of every failed task result, on one line."""
+    return " | ".join("%s: %s" % (host, res.get("msg")) for play in data.get("plays", [])
+                      for task in play.get("tasks", []) for host, res in task.get("hosts", {}).items()
+                      if res.get("failed"))
 
 
 def module(args, host, name, params):
     proc, data = _lab(args, os.path.join(REPO, ".venv", "bin", "ansible"), host, "-m", "ctrhost.fleet." + name,
                       "-a", json.dumps(params), timeout=900)
     if proc.returncode != 0:
-        raise RuntimeError("%s on %s rc=%d: %s" % (name, host, proc.returncode, proc.stdout[-1500:]))
+        raise RuntimeError("%s on %s rc=%d: %s" % (name, host, proc.returncode, failures(data) or proc.stderr[-500:]))
     return data
 
 
@@ -104,7 +116,7 @@ def bench_fleet(args, hosts, results):
 
 def one_evacuation(args, hosts, results):
     try:
-        start(args, hosts[0], {"bnf_ev%02d" % i: dict(memory="32M") for i in range(EVACUATE_COUNT)})
+        start(args, hosts[0], {"bnf-ev%02d" % i: dict(memory="32M") for i in range(EVACUATE_COUNT)})
         for host in hosts[1:3]:
             module(args, host, "template", dict(name=sides_mod.TEMPLATE, src=args.tarball))
         elapsed, data = playbook(args, "evacuate.yml", dict(ctrhost_evacuate_host=hosts[0], ctrhost_evacuate_mode="cold",
@@ -124,7 +136,7 @@ def one_evacuation(args, hosts, results):
 def one_rebalance(args, hosts, results):
     try:
         start(args, hosts[0], SKEWED)
-        start(args, hosts[1], dict(bnf_rc1=dict(memory="256M")))
+        start(args, hosts[1], {"bnf-rc1": dict(memory="256M")})
         module(args, hosts[2], "template", dict(name=sides_mod.TEMPLATE, src=args.tarball))
         extra = dict(THRESHOLDS, ctrhost_target=",".join(hosts[:3]))
         elapsed, data = playbook(args, "rebalance.yml", extra)

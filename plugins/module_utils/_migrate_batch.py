@@ -18,7 +18,8 @@ The frozen windows are bounded apart (``frozen``): a move waits after its rootfs
 pre-copy (step ``presync``, its container still running) until fewer than
 ``frozen`` moves are between that step and their restore, so that the moves'
 expensive but harmless parts (SSH, the agent, preflight, pre-copy) overlap while
-their downtimes do not compete for the cpus.
+few frozen windows compete with each other for the cpus (the other moves' early
+parts still do: on a loaded host the downtimes grow with ``parallel``).
 
 A move that fails does not disturb the others: its result says where its
 container runs, and the others go on. With ``fallback_cold`` a failed live or

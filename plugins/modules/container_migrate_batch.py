@@ -69,7 +69,10 @@ options:
   frozen:
     description:
       - Moves at once in their frozen window (from the end of their rootfs pre-copy to their restore on the
-        destination); the others wait, still running, so that downtimes do not compete for the cpus.
+        destination); the others wait there, their containers still running, so that few frozen windows compete
+        for the cpus.
+      - The other moves' earlier steps (SSH, the destination's agent, preflight, pre-copy) still run meanwhile; where
+        the cpus are scarce, downtimes grow with O(parallel) - lower it when downtime matters more than the total.
     type: int
     default: 2
   memory_in_flight:
