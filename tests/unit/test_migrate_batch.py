@@ -215,3 +215,55 @@ def test_a_callers_hook_still_runs_with_the_window(monkeypatch, tmp_path):
     migrate_batch(str(tmp_path), [dict(name="a", dest="h"), dict(name="b", dest="h")], frozen=1,
                   hooks={"a": {"presync": seen.append}})
     assert seen == ["run-of-a"]
+
+
+def test_probe_cache_writes_from_many_threads_never_collide(tmp_path):
+    """The migrations of a batch share the process's probe cache files (``_probecache.atomic_write``)."""
+    from ansible_collections.ctrhost.fleet.plugins.module_utils._probecache import atomic_write
+
+    path = str(tmp_path / "cache" / "criu.json")
+    errors = []
+    barrier = threading.Barrier(8)
+
+    def write(i):
+        barrier.wait()
+        try:
+            for _ in range(50):
+                atomic_write(path, "value %d\n" % i)
+        except OSError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert (tmp_path / "cache" / "criu.json").read_text().startswith("value ")
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["criu.json"]  # no temp file left
+
+
+@pytest.mark.parametrize("failures, stderr, calls, raised", [
+    (2, 'level=error msg="unable to freeze"', 3, False),  # FREEZING under load: tried again
+    (3, 'level=error msg="unable to freeze"', 3, True),  # three times in all, then the error
+    (1, 'level=error msg="container not running"', 1, True),  # anything else: at once
+])
+def test_a_pause_left_freezing_is_tried_again(monkeypatch, tmp_path, failures, stderr, calls, raised):
+    from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _runtime
+    from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CommandError
+
+    seen = []
+
+    def run(cmd, **kwargs):  # the runc command line: the boundary
+        seen.append(cmd)
+        if len(seen) <= failures:
+            raise CommandError("runc pause failed", cmd, 1, stderr=stderr)
+
+    monkeypatch.setattr(_cli, "run", run)
+    rt = _runtime.Runtime("runc", path="/bin/true", state_root=str(tmp_path))
+    if raised:
+        with pytest.raises(CommandError):
+            rt.pause("c1")
+    else:
+        rt.pause("c1")
+    assert len(seen) == calls and seen[0][-2:] == ["pause", "c1"]
