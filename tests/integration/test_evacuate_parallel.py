@@ -7,7 +7,8 @@
 host 1 for hosts 2 and 3 through ``ansible-playbook playbooks/evacuate.yml`` (wall time
 and worst downtime printed); then a
 batch with a fault injected into one move (its images damaged on the destination)
-leaves that one on its source and moves the others. Where each container runs is read
+leaves that one on its source and moves the others; a move the destination refuses
+leaves the host cordoned and the same playbook run again finishes the drain. Where each container runs is read
 from the runtime's state on every host; that it was restored (not restarted) from its
 counter, which only grows.
 """
@@ -111,4 +112,33 @@ def test_a_fault_in_one_move_leaves_it_on_its_source_and_the_others_move(fleet):
         later = counters(fleet, after)
         assert all(later[n] >= counts[n] for n in names), (counts, later)
     finally:
+        purge(fleet, (h1, h2, h3))
+
+
+def test_a_refused_move_leaves_the_host_cordoned_and_a_rerun_resumes(fleet):
+    """One destination already holds a (stopped) container of the same name: its preflight refuses
+    that move, the others go; once the name is free there, the same playbook finishes the drain."""
+    h1, h2, h3 = fleet.hosts
+    names = ["evr%d" % i for i in range(4)]
+    start(fleet, h1, names)
+    fleet.ansible(h2, "ctrhost.fleet.container", dict(name="evr2", template="evbusybox", state="stopped",
+                                                      command=["/bin/sh", "-c", "sleep 1000"]))
+    extra = dict(ctrhost_evacuate_host=h1, ctrhost_evacuate_mode="cold", ctrhost_evacuate_placement=dict(evr2=h2))
+    try:
+        first = fleet.playbook(os.path.join(ROOT, "playbooks", "evacuate.yml"), extra_vars=extra, expect_rc=2)
+        batch = task_result(first, "Migrate the containers, several at once", h1)
+        assert batch["failed_moves"] == ["evr2"] and sorted(batch["moved"]) == ["evr0", "evr1", "evr3"], batch
+        after = where(fleet, names)
+        assert after["evr2"] == [h1] and all(len(after[n]) == 1 and after[n][0] != h1 for n in names if n != "evr2")
+        state = fleet.ansible(h1, "ctrhost.fleet.host_state", dict(root="/var/lib/ctrhost"))[h1]
+        assert state["state"] == "cordoned" and "evr2" in state["reason"], state
+
+        fleet.ansible(h2, "ctrhost.fleet.container", dict(name="evr2", state="absent"))
+        fleet.playbook(os.path.join(ROOT, "playbooks", "evacuate.yml"), extra_vars=extra)
+        final = where(fleet, names)
+        assert final["evr2"] == [h2] and all(final[n] == after[n] for n in names if n != "evr2"), final
+        state = fleet.ansible(h1, "ctrhost.fleet.host_state", dict(root="/var/lib/ctrhost"))[h1]
+        assert state["state"] == "drained" and sorted(state["progress"]["evacuation"]["moved"]) == names, state
+    finally:
+        fleet.ansible(h1, "ctrhost.fleet.host_state", dict(state="active", force=True), check=False)
         purge(fleet, (h1, h2, h3))
