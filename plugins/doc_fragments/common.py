@@ -59,3 +59,33 @@ options:
     description: Absolute path of the container's runtime binary; found on C(PATH) when omitted.
     type: path
 """
+
+    # How a migration reaches its destination (container_migrate, container_migrate_batch).
+    MIGRATE_SSH = r"""
+options:
+  dest_root:
+    description: Layout root on the destination; the same as O(root) when omitted.
+    type: path
+  ssh_config:
+    description: SSH client config; C(<root>/ssh/config) when omitted and present.
+    type: path
+  identity:
+    description: SSH private key; C(<root>/ssh/id_ed25519) when omitted and present.
+    type: path
+  ssh_port:
+    description: SSH port of the destination.
+    type: int
+  ssh_user:
+    description: SSH user on the destination.
+    type: str
+  dest_python:
+    description:
+      - Python interpreter that runs the migration agent on the destination; it needs pyroute2.
+      - When omitted, the interpreter this module runs under on the source (its
+        C(ansible_python_interpreter)), at the same path on the destination.
+    type: str
+  timeout:
+    description: Seconds any one step (dump, transfer, restore) may take before the move is abandoned.
+    type: int
+    default: 600
+"""

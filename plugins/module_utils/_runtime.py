@@ -343,8 +343,17 @@ class Runtime:
             with contextlib.suppress(OSError):
                 os.unlink(self.pid_file(cid))
 
-    def pause(self, cid):
-        return self._run(["pause", cid], timeout=60)
+    def pause(self, cid, attempts=3):
+        """Freeze ``cid``. A cgroup v1 freezer can stay FREEZING under load (runc then says
+        "unable to freeze" and thaws it back), which several migrations at once make
+        likelier: tried again, ``attempts`` times in all."""
+        for attempt in range(attempts):
+            try:
+                return self._run(["pause", cid], timeout=60)
+            except CommandError as exc:
+                if attempt + 1 >= attempts or "unable to freeze" not in (exc.stderr or "") + (exc.stdout or ""):
+                    raise
+                time.sleep(0.05)
 
     def resume(self, cid):
         return self._run(["resume", cid], timeout=60)
