@@ -9,7 +9,8 @@
 
 GROUPs: create (create+start, stop), checkpoint (idle and 256 MB: checkpoint to
 disk, restore), density (100 idle containers), migrate (lab host 1 -> 2),
-converge (ansible-playbook, 50 containers on lab host 1). With ``--lab`` the
+converge (ansible-playbook, 50 containers on lab host 1), fleet (evacuation of 20
+containers and a rebalance, ansible-playbook on 3 lab hosts). With ``--lab`` the
 measurements run inside the lab's hosts (``scripts/bench`` brings a lab named
 ``bench`` up and down); without it, create/checkpoint/density run in this
 process's namespaces and migrate/converge are skipped.
@@ -34,12 +35,13 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bench_stats
+import fleet
 import scenarios
 import sides as sides_mod
 
 REPO = sides_mod.REPO
 RESULTS = os.path.join(REPO, "benchmarks", "results")
-GROUPS = ("create", "checkpoint", "density", "migrate", "converge")
+GROUPS = ("create", "checkpoint", "density", "migrate", "converge", "fleet")
 PEERS = ("podman", "lxc")
 CONVERGE_COUNT = 50
 
@@ -75,6 +77,12 @@ OPS = (
     ("converge_batch_first", "converge (batch module), 50 containers: first run", "s", None),
     ("converge_batch_second", "converge (batch module), 50 containers: idempotent run", "s",
      a(15)),
+    ("fleet_evacuate_wall", "evacuate.yml, 20 containers onto 2 hosts: playbook", "s", None),
+    ("fleet_evacuate_batch", "evacuate.yml, 20 containers: the moves (one task)", "s", a(15)),
+    ("fleet_evacuate_downtime", "evacuate.yml, 20 containers: worst downtime", "s", a(1)),
+    ("fleet_rebalance_wall", "rebalance.yml, skewed 3-host lab: playbook", "s", None),
+    ("fleet_rebalance_moves", "rebalance.yml, skewed 3-host lab: moves (two are the fewest)", "moves", None),
+    ("fleet_rebalance_second", "rebalance.yml, balanced: second run (changed=0)", "s", None),
 )
 NOTES = {
     "create_start_proc": "ours: `python -c` importing the library and converging one container "
@@ -88,6 +96,10 @@ NOTES = {
                        "host; Podman column empty: no Podman Ansible content installed here",
     "converge_batch_second": "ctrhost.fleet.containers: the same 50 containers in one task "
                              "(one module run), over SSH to the same lab host",
+    "fleet_evacuate_batch": "idle busybox, 32M memory limit each, cold, lab hosts 1 -> 2 and 3 "
+                            "(benchmarks/fleet.py); ours only",
+    "fleet_rebalance_moves": "host 1 at 21% memory / 75% cpu, thresholds 15% / 50%, host 3 cordoned "
+                             "is not used",
 }
 
 
@@ -264,7 +276,7 @@ def lab_hosts(lab):
                           "--json"], capture_output=True, text=True)
     state = json.loads(out.stdout or "{}")
     if not state.get("healthy"):
-        raise SystemExit("run.py: lab %r is not up and healthy (scripts/lab --name %s up 2)"
+        raise SystemExit("run.py: lab %r is not up and healthy (scripts/lab --name %s up 3)"
                          % (lab, lab))
     hosts = state["hosts"]
     return sorted(hosts, key=lambda h: hosts[h]["index"])
@@ -399,9 +411,14 @@ def controller(args):
                 results.merge(run_phase(args, "migrate", hosts[0], dest=hosts[1]))
         if "converge" in args.only:
             bench_converge(args, hosts[0], results)
+        if "fleet" in args.only:
+            if len(hosts) < 3:
+                results.notes.append("fleet not measured: it needs a lab of 3 hosts")
+            else:
+                fleet.bench_fleet(args, hosts, results)
     else:
         phase_local(args, results)
-        skipped = [g for g in ("migrate", "converge") if g in args.only]
+        skipped = [g for g in ("migrate", "converge", "fleet") if g in args.only]
         if skipped:
             results.notes.append("%s not measured: they need a lab (--lab NAME)"
                                  % " and ".join(skipped))

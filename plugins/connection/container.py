@@ -17,6 +17,9 @@ description:
   - Commands enter the container with the OCI runtime's C(exec) (the container's namespaces, cgroup,
     capabilities and environment) or, with O(exec_method=nsenter), with C(nsenter) into the namespaces of its
     init process.
+  - Either way a command joins the container's time namespace, so that it reads the container's clocks and
+    a later checkpoint meets one time namespace; the runtime's C(exec) is wrapped in C(nsenter --time) for this
+    (util-linux 2.36 or later; without it the command runs in the host's time namespace).
   - Files are streamed through the same command channel, so ownership inside a user-namespaced container is
     the container's root; C(put_file) and C(fetch_file) hold one file in memory at a time.
   - The P(ctrhost.fleet.containers#inventory) inventory sets the host variables this plugin needs.
@@ -97,6 +100,8 @@ from ansible.plugins.connection import ConnectionBase
 from ansible.plugins.loader import connection_loader
 from ansible.utils.display import Display
 
+from ansible_collections.ctrhost.fleet.plugins.module_utils._timens import exec_argv
+
 display = Display()
 
 # What the host answers when the container cannot be entered because it is not running.
@@ -153,8 +158,9 @@ class Connection(ConnectionBase):
                    % (runtime, shlex.quote(name)))
             run = "%s nsenter --all --target %s -- /bin/sh -c %s" % (
                 " ".join(shlex.quote(p) for p in prefix), pid, shlex.quote(cmd))
-        else:
-            run = "%s exec %s /bin/sh -c %s" % (runtime, shlex.quote(name), shlex.quote(cmd))
+        else:  # the runtime's exec, in the container's time namespace too (see _timens)
+            run = " ".join(shlex.quote(p) for p in prefix + exec_argv(
+                self.get_option("runtime"), self._runtime_cmd(), name) + ["exec", name, "/bin/sh", "-c", cmd])
         # 255: runc could not exec; 1: nsenter found no pid (or the command's own 1).
         return ("%s; rc=$?; if [ $rc -eq 255 ] || [ $rc -eq 1 ]; then s=%s; "
                 "if [ \"$s\" != running ]; then echo \"%s: container \"%s\" is ${s:-stopped} on $(hostname), "

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _sysinfo
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _sysinfo, _timens
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ValidationError
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
 
@@ -155,6 +155,10 @@ def criu(parts, path=None, base="/"):
         result.update(check_passed=passed, check_output=output)
     if "criu_features" in parts and found:
         result.update(_sysinfo.criu_features(found, base, probe=base in ("/", "", None)))
+        usable, reason = _timens.continuity(result["features"].get("timens"),
+                                            _sysinfo.host_path(base, "/proc"))
+        result["features"]["clock_continuity"] = usable
+        result["clock_continuity_reason"] = reason
     return result
 
 

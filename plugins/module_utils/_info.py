@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _netns, _oci, _sysctr
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _netns, _oci, _sysctr, _timens
 from ansible_collections.ctrhost.fleet.plugins.module_utils._ctrspec import mask
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     CtrhostError,
@@ -82,6 +82,7 @@ def container_info(layout, name, spec, runtimes=None, runtime_path=None, network
     rootfs = os.path.join(bundle, "rootfs")
     out = dict(
         name=name, state=state, running=state in ("running", "frozen"), pid=pid or None,
+        clock=_timens.clock(pid),
         template=spec.get("template"), template_sha256=spec.get("template_sha256"),
         runtime=rname, command=spec.get("command"), hostname=spec.get("hostname"),
         init=spec.get("init") or "auto", system=_sysctr.is_system(spec),

@@ -42,6 +42,8 @@ OPTIONS = dict(
     dirty_threshold=dict(type="str", default="2M"),
     min_progress=dict(type="int", default=10),
 )
+# The module option (container_migrate, container_migrate_batch; docs: the PRECOPY fragment).
+ARGS = dict(precopy=dict(type="dict", default={}, options=OPTIONS))
 
 
 class Policy:

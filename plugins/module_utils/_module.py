@@ -33,6 +33,17 @@ CRIU_TOOL_ARGS = dict(
     runtime_path=dict(type="path"),
 )
 
+# How a migration reaches its destination (doc fragment ctrhost.fleet.common.MIGRATE_SSH).
+MIGRATE_SSH_ARGS = dict(
+    dest_root=dict(type="path"),
+    ssh_config=dict(type="path"),
+    identity=dict(type="path"),
+    ssh_port=dict(type="int"),
+    ssh_user=dict(type="str"),
+    dest_python=dict(type="str"),
+    timeout=dict(type="int", default=600),
+)
+
 
 def argument_spec(*parts, **extra):
     spec = {}

@@ -10,6 +10,12 @@ the module under another interpreter (a virtualenv, pyenv) the distribution's
 copy is loaded from its standard location, as it works with any Python 3.
 Commands go in as nftables' own syntax (one atomic transaction per call),
 listings come back as JSON; nothing parses the ``nft`` CLI's text.
+
+libnftables is not thread-safe: its parser (a flex scanner) and netlink buffers are
+shared, and two threads in ``nft_run_cmd_from_buffer`` at once crash the process
+(SIGSEGV, or flex's "start-condition stack underflow" followed by ``exit(2)``). The
+host's boot and shutdown and the batch and parallel paths start, stop and move
+containers in threads, so every call into the library holds one process-wide lock.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import importlib.util
 import json
 import os
 import sys
+import threading
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     CommandError,
@@ -28,6 +35,8 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
 SYSTEM_SITES = ("/usr/lib/python3/dist-packages", "/usr/lib64/python3/site-packages",
                 "/usr/lib/python3/site-packages")
 _HANDLE = []
+# Held around every call into libnftables (see above).
+LOCK = threading.RLock()
 
 
 def _import():
@@ -51,7 +60,7 @@ def _import():
 
 
 def handle():
-    """The process's libnftables context (JSON output), made once."""
+    """The process's libnftables context (JSON output), made once. Use it under LOCK."""
     if not _HANDLE:
         module = _import()
         try:
@@ -67,7 +76,8 @@ def handle():
 
 def run(script, what):
     """Run ``script`` (nftables syntax, several lines) as one transaction."""
-    rc, out, err = handle().cmd(script)
+    with LOCK:
+        rc, out, err = handle().cmd(script)
     if rc != 0:
         raise CommandError("nftables (%s): %s" % (what, (err or out).strip()), ["libnftables", script],
                            rc, out, err)
@@ -76,7 +86,8 @@ def run(script, what):
 
 def listing(what):
     """The JSON objects of ``list <what>`` (e.g. ``table bridge x``); [] when it does not exist."""
-    rc, out, err = handle().cmd("list %s" % what)
+    with LOCK:
+        rc, out, err = handle().cmd("list %s" % what)
     if rc != 0:
         if "No such file or directory" in (err or ""):
             return []

@@ -67,7 +67,8 @@ def _cpu_units(value, field):
     return int(round(_number(value, field) * CPU_UNITS))
 
 
-def _options(memory_headroom, cpu_overcommit):
+def check_options(memory_headroom, cpu_overcommit):
+    """(headroom, overcommit) validated: a fraction in [0, 1) and a ratio > 0."""
     headroom = _number(memory_headroom, "memory_headroom")
     if headroom >= 1:
         raise ValidationError("memory_headroom", "expected a fraction in [0, 1), got %r" % (memory_headroom,))
@@ -163,7 +164,8 @@ def _load_after(host, ctr):
     return (round(max(mem, cpu), 9), round(min(mem, cpu), 9), host["containers"], host["name"])
 
 
-def _human(nbytes):
+def human(nbytes):
+    """``nbytes`` as 1.50G, 512.00M ..."""
     for letter, power in (("T", 4), ("G", 3), ("M", 2), ("K", 1)):
         if nbytes >= 1024 ** power:
             return "%.2f%s" % (nbytes / 1024.0 ** power, letter)
@@ -174,19 +176,19 @@ def _free(host):
     if host["excluded"]:
         return "%s: not eligible (%s)" % (host["name"], host["excluded"])
     return "%s: %s memory, %.2f cpus free" % (
-        host["name"], _human(max(0, host["memory_capacity"] - host["memory_used"])),
+        host["name"], human(max(0, host["memory_capacity"] - host["memory_used"])),
         max(0, host["cpu_capacity"] - host["cpu_used"]) / CPU_UNITS)
 
 
 def _describe(ctr):
-    return "%s (memory %s, cpus %.2f%s)" % (ctr["name"], _human(ctr["memory"]), ctr["cpus"] / CPU_UNITS,
+    return "%s (memory %s, cpus %.2f%s)" % (ctr["name"], human(ctr["memory"]), ctr["cpus"] / CPU_UNITS,
                                             ", pinned to %s" % ctr["dest"] if ctr["dest"] else "")
 
 
 def plan(containers, hosts, source=None, memory_headroom=DEFAULT_MEMORY_HEADROOM,
          cpu_overcommit=DEFAULT_CPU_OVERCOMMIT):
     """Place every container; return ``(placement, host_records)`` or raise PlacementError."""
-    headroom, overcommit = _options(memory_headroom, cpu_overcommit)
+    headroom, overcommit = check_options(memory_headroom, cpu_overcommit)
     if isinstance(containers, dict):
         containers = [dict(value, name=key) if isinstance(value, dict) else value
                       for key, value in sorted(containers.items())]

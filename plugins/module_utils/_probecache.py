@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import _sysinfo
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import RUN_DIR
@@ -44,7 +45,8 @@ def leaf(binary):
 
 def atomic_write(path, text, mode=0o600):
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    tmp = "%s.%d.tmp" % (path, os.getpid())
+    # pid and thread: the threads of one process (a batch of migrations) never share one
+    tmp = "%s.%d.%d.tmp" % (path, os.getpid(), threading.get_ident())
     with open(tmp, "w") as handle:
         handle.write(text)
     os.chmod(tmp, mode)

@@ -16,7 +16,7 @@ import os
 import subprocess
 import time
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _console, _probecache
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _console, _probecache, _timens
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     CommandError,
     ConflictError,
@@ -79,8 +79,8 @@ class Runtime:
         if self.recorder is not None:
             self.recorder.add(cmd)
 
-    def _run(self, args, mutating=True, check=True, input=None, timeout=120, msg=None):
-        cmd = self.base_cmd() + list(args)
+    def _run(self, args, mutating=True, check=True, input=None, timeout=120, msg=None, base=None):
+        cmd = (base or _timens.birth_argv(args[0], self.cache_dir) + self.base_cmd()) + list(args)
         if mutating and self.dry_run:
             self.record(cmd)
             return None
@@ -113,7 +113,7 @@ class Runtime:
         is a pseudo-terminal; the runtime sends its master through
         ``--console-socket`` and the logger drains the master instead."""
         _console.reap_loggers()
-        cmd = self.base_cmd() + list(args)
+        cmd = _timens.birth_argv(args[0], self.cache_dir) + self.base_cmd() + list(args)
         if self.dry_run:
             self.record(cmd)
             return None
@@ -154,7 +154,8 @@ class Runtime:
         cid = args[-1]
         with _console.ConsoleSocket(self.state_root.rstrip("/") + CONSOLES_SUFFIX, cid) as sock:
             at = next(i for i, a in enumerate(args) if a in ("run", "create", "restore")) + 1
-            cmd = self.base_cmd() + list(args[:at]) + ["--console-socket", sock.path] + list(args[at:])
+            cmd = (_timens.birth_argv(args[0], self.cache_dir) + self.base_cmd() + list(args[:at])
+                   + ["--console-socket", sock.path] + list(args[at:]))
             self.record(cmd)
             start = time.monotonic()
             with open(log_path, "ab") as out:
@@ -342,8 +343,17 @@ class Runtime:
             with contextlib.suppress(OSError):
                 os.unlink(self.pid_file(cid))
 
-    def pause(self, cid):
-        return self._run(["pause", cid], timeout=60)
+    def pause(self, cid, attempts=3):
+        """Freeze ``cid``. A cgroup v1 freezer can stay FREEZING under load (runc then says
+        "unable to freeze" and thaws it back), which several migrations at once make
+        likelier: tried again, ``attempts`` times in all."""
+        for attempt in range(attempts):
+            try:
+                return self._run(["pause", cid], timeout=60)
+            except CommandError as exc:
+                if attempt + 1 >= attempts or "unable to freeze" not in (exc.stderr or "") + (exc.stdout or ""):
+                    raise
+                time.sleep(0.05)
 
     def resume(self, cid):
         return self._run(["resume", cid], timeout=60)
@@ -355,7 +365,7 @@ class Runtime:
 
     def exec(self, cid, args, env=None, cwd=None, input=None, timeout=120, check=True,
              detach=False):
-        """Run ``args`` inside the container and wait for it (unless ``detach``)."""
+        """Run ``args`` in the container, time namespace too; wait unless ``detach``."""
         cmd = ["exec"] + (["--detach"] if detach else [])
         for key, value in sorted((env or {}).items()):
             cmd += ["--env", "%s=%s" % (key, value)]
@@ -365,7 +375,8 @@ class Runtime:
         if self.dry_run:
             self.record(self.base_cmd() + cmd)
             return None
-        return self._run(cmd, mutating=False, check=check, input=input, timeout=timeout)
+        return self._run(cmd, mutating=False, check=check, input=input, timeout=timeout,
+                         base=_timens.exec_argv(self.name, self.base_cmd(), cid))
 
     def require_state(self, cid, *allowed):
         st = self.state(cid)

@@ -16,6 +16,11 @@ description:
   - The container runs under an OCI runtime (runc by default) with its own pid, ipc, uts, mount and
     network namespaces (and a cgroup namespace where the kernel has one). The network namespace is
     C(/run/netns/ctrhost-<name>) and exists as long as the container does, stopped or not.
+  - Every container starts in a time namespace of its own (the runtime runs under C(unshare --time); runc
+    1.1 has no time namespace in C(config.json)), so that a restore or a migration can give it clock
+    offsets and its CLOCK_MONOTONIC, CLOCK_BOOTTIME and C(/proc/uptime) continue from the dump. Its clocks
+    read as the host's until then. Where the host cannot (M(ctrhost.fleet.host_info) says why in
+    C(criu.clock_continuity_reason)), it starts in the host's time namespace as before.
   - Default isolation - no host devices beyond null, zero, full, random, urandom, tty, console and pts;
     the OCI default masked and read-only C(/proc) paths; Docker's default capability set without
     C(CAP_MKNOD); a seccomp profile (when the runtime has seccomp) that returns EPERM for calls reaching
@@ -208,8 +213,8 @@ commands:
   type: list
   elements: str
   sample:
-    - /usr/sbin/runc --root /run/ctrhost/runtime/runc run -d --pid-file /run/ctrhost/web1.pid -b /var/lib/ctrhost/containers/web1
-      web1
+    - /usr/bin/unshare --fork --kill-child --time -- /usr/sbin/runc --root /run/ctrhost/runtime/runc run
+      --bundle /var/lib/ctrhost/containers/web1 --detach --pid-file /run/ctrhost/runtime/runc.pids/web1 web1
 diff:
   description: Declared spec before and after.
   returned: when changed

@@ -87,6 +87,18 @@ containers:
       description: Host pid of the init process; null when stopped.
       type: int
       returned: always
+    clock:
+      description:
+        - The time namespace of the init process and its clock offsets (C(/proc/PID/timens_offsets)), in
+          seconds added to the host's CLOCK_MONOTONIC and CLOCK_BOOTTIME; null when stopped or unreadable.
+        - A container starts with offsets 0 in a time namespace of its own (V(own_namespace)); a restore
+          sets them so that its clocks continue from the dump (negative after a pause on the same host,
+          positive on a host that booted more recently). A container started where time namespaces are not
+          available shares the host's (V(own_namespace=false)) until its first restore.
+      type: dict
+      returned: always
+      sample: {namespace: "time:[4026532304]", own_namespace: true,
+               offsets: {monotonic: -5.116363905, boottime: -5.116380955}}
     template:
       description: Template name.
       type: str

@@ -55,58 +55,12 @@ options:
     type: str
     choices: [cold, live, lazy]
     default: cold
-  dest_root:
-    description: Layout root on the destination; the same as O(root) when omitted.
-    type: path
-  ssh_config:
-    description: SSH client config; C(<root>/ssh/config) when omitted and present.
-    type: path
-  identity:
-    description: SSH private key; C(<root>/ssh/id_ed25519) when omitted and present.
-    type: path
-  ssh_port:
-    description: SSH port of the destination.
-    type: int
-  ssh_user:
-    description: SSH user on the destination.
-    type: str
-  dest_python:
-    description:
-      - Python interpreter that runs the migration agent on the destination; it needs pyroute2.
-      - When omitted, the interpreter this module runs under on the source (its
-        C(ansible_python_interpreter)), at the same path on the destination.
-    type: str
-  timeout:
-    description: Seconds any one step (dump, transfer, restore) may take before the move is abandoned.
-    type: int
-    default: 600
-  precopy:
-    description:
-      - When V(live) pre-copy stops its rounds and does the final dump (ignored by the other modes).
-      - A round stops the rounds when its dirty set is at most O(precopy.dirty_threshold), when it shrank by less
-        than O(precopy.min_progress) percent against the round before, or when it is round
-        O(precopy.max_iterations).
-    type: dict
-    default: {}
-    suboptions:
-      max_iterations:
-        description: Most pre-dump rounds (1 to 100).
-        type: int
-        default: 5
-      dirty_threshold:
-        description: Dirty memory small enough to freeze for (a size such as V(2M) or a number of bytes).
-        type: str
-        default: 2M
-      min_progress:
-        description:
-          - Percentage by which each round's dirty set must shrink against the one before for another round;
-            V(0) turns this rule off (then only the threshold and O(precopy.max_iterations) stop the rounds).
-        type: int
-        default: 10
 extends_documentation_fragment:
   - ctrhost.fleet.common
   - ctrhost.fleet.common.CRIU
   - ctrhost.fleet.common.CRIU_TOOLS
+  - ctrhost.fleet.common.MIGRATE_SSH
+  - ctrhost.fleet.common.PRECOPY
   - ctrhost.fleet.attributes
   - ctrhost.fleet.attributes.ACTIONGROUP
 attributes:
@@ -304,24 +258,23 @@ kernel:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import _migrate, _migrate_precopy
-from ansible_collections.ctrhost.fleet.plugins.module_utils._module import COMMON_ARGS, CRIU_ARGS, CRIU_TOOL_ARGS, argument_spec, run
+from ansible_collections.ctrhost.fleet.plugins.module_utils._module import (
+    COMMON_ARGS,
+    CRIU_ARGS,
+    CRIU_TOOL_ARGS,
+    MIGRATE_SSH_ARGS,
+    argument_spec,
+    run,
+)
 
 
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(
-            COMMON_ARGS, CRIU_ARGS, CRIU_TOOL_ARGS,
+            COMMON_ARGS, CRIU_ARGS, CRIU_TOOL_ARGS, MIGRATE_SSH_ARGS, _migrate_precopy.ARGS,
             name=dict(type="str", required=True),
             dest=dict(type="str", required=True),
             mode=dict(type="str", default="cold", choices=list(_migrate.MODES)),
-            dest_root=dict(type="path"),
-            ssh_config=dict(type="path"),
-            identity=dict(type="path"),
-            ssh_port=dict(type="int"),
-            ssh_user=dict(type="str"),
-            dest_python=dict(type="str"),
-            timeout=dict(type="int", default=600),
-            precopy=dict(type="dict", default={}, options=_migrate_precopy.OPTIONS),
         ),
         supports_check_mode=True,
     )

@@ -20,6 +20,11 @@ description:
     with the same interfaces, IP addresses and MAC addresses, C(config.json) with this host's cgroups path
     and the spec's limits - then runs the runtime's C(restore) and verifies the container runs. Processes
     continue from their dumped state (same memory, same counters).
+  - CRIU restores the container in a new time namespace whose offsets make its CLOCK_MONOTONIC,
+    CLOCK_BOOTTIME and C(/proc/uptime) continue from where they stood at the dump, however long ago and
+    whatever this host's uptime (on a host that booted since, the offsets are positive; the clocks never
+    jump backward). This also holds for checkpoints of containers started without a time namespace.
+    M(ctrhost.fleet.container_info) shows the offsets (C(clock)).
   - When the restore fails, what this task created is removed again and the task fails with a classified
     C(cause) and CRIU's log lines.
 author:

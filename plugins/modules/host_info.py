@@ -16,7 +16,7 @@ description:
   - Capabilities are the kernel release, the cgroup mode (C(v1), C(v2) or C(hybrid)) with where each
     controller is mounted, the OCI runtimes (runc, crun) with whether each can run containers here,
     overlayfs support, and CRIU with its C(criu check) verdict and features (lazy pages through
-    userfaultfd, dirty-memory tracking for pre-copy).
+    userfaultfd, dirty-memory tracking for pre-copy, clock continuity through time namespaces).
   - Host state (C(active), C(cordoned), C(draining), C(drained), C(upgrading)) comes from
     C(host.json) under O(root); a host without that file is C(active).
   - Results of external commands are computed once per run.
@@ -173,6 +173,7 @@ criu:
     pipe_max_size: 1048576
     pipe_size_needed: 4194304
     lazy_pages_reason: null
+    clock_continuity_reason: null
   contains:
     path:
       description: Path of C(criu), or null.
@@ -192,7 +193,11 @@ criu:
       description:
         - Verdicts of C(criu check --feature) (V(uffd), V(uffd_noncoop), V(mem_dirty_track), V(pidfd_store),
           V(timens), V(network_lock_nftables); null when this CRIU does not know the feature) and derived
-          V(lazy_pages), V(dirty_tracking), V(pre_dump) and V(lazy_pages_usable).
+          V(lazy_pages), V(dirty_tracking), V(pre_dump), V(lazy_pages_usable) and V(clock_continuity).
+        - V(clock_continuity) is true when a restored or migrated container's CLOCK_MONOTONIC, CLOCK_BOOTTIME
+          and C(/proc/uptime) continue from where they stood at the dump. It needs a kernel with time namespaces,
+          util-linux's C(unshare) and C(nsenter) with C(--time) (containers start in a time namespace of
+          their own, commands exec'd into them join it) and a CRIU that restores time namespaces.
       type: dict
       returned: when criu_features is gathered and CRIU is found
     cap_sys_resource:
@@ -209,6 +214,13 @@ criu:
       returned: when criu_features is gathered and CRIU is found
     lazy_pages_reason:
       description: Why lazy migration will not work here, or null.
+      type: str
+      returned: when criu_features is gathered and CRIU is found
+    clock_continuity_reason:
+      description:
+        - Why clock continuity is not available here (kernel without time namespaces, C(unshare) or
+          C(nsenter) without C(--time), CRIU too old), or null. Without it a restored container's clocks may
+          jump with the host's, or commands exec'd into it read other clocks than its init.
       type: str
       returned: when criu_features is gathered and CRIU is found
 host_state:

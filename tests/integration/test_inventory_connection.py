@@ -243,3 +243,28 @@ def test_template_and_checkpoint_info_on_a_lab_host(lab, fleet):
     finally:
         lab.ansible(h1, "ctrhost.fleet.container_checkpoint",
                     {"name": name, "id": taken["id"], "state": "absent"})
+
+
+@pytest.mark.parametrize("method", ["runtime", "nsenter"])
+def test_connection_joins_the_time_namespace_after_a_restore(lab, fleet, method):
+    """A restore gives the container clock offsets; commands through the connection read
+    the container's clocks (its init's time namespace), not the host's."""
+    h1, name = fleet["h1"], NAMES["run1"]
+    taken = lab.ansible(h1, "ctrhost.fleet.container_checkpoint", {"name": name})[h1]
+    try:
+        lab.host_exec(h1, "sleep 3")
+        lab.ansible(h1, "ctrhost.fleet.container_restore", {"name": name, "id": taken["id"]})
+    finally:
+        lab.ansible(h1, "ctrhost.fleet.container_checkpoint",
+                    {"name": name, "id": taken["id"], "state": "absent"})
+    pid = host_pid(lab, h1, name)
+    source = config(fleet, "t%s.containers.yml" % method, states=["running"],
+                    compose=dict(ctrhost_container_exec_method="'%s'" % method))
+    raw = adhoc(lab, source, name, "raw", "readlink /proc/self/ns/time; cut -d' ' -f1 /proc/uptime")[name]
+    ns, uptime = raw["stdout"].replace("\r", "").split()
+    init = lab.host_exec(h1, f"readlink /proc/{pid}/ns/time; "
+                             f"nsenter --time=/proc/{pid}/ns/time cut -d' ' -f1 /proc/uptime; "
+                             "cut -d' ' -f1 /proc/uptime").stdout.split()
+    assert ns == init[0]  # the init's time namespace
+    assert abs(float(uptime) - float(init[1])) < 2.0, (uptime, init)  # the container's clock ...
+    assert float(init[2]) - float(uptime) > 2.5, (uptime, init)  # ... behind the host's by the pause

@@ -81,8 +81,9 @@ def test_evacuation_prints_one_line_per_container(lab, moving):
     run = lab.playbook(os.path.join(ROOT, "playbooks", "evacuate.yml"), limit=f"{h1},{h2}",
                        extra_vars=dict(ctrhost_evacuate_host=h1, ctrhost_evacuate_mode="cold"))
     try:
-        lines = [res["msg"] for task, host, res in run.results()
-                 if host == h1 and (task or "").endswith("Progress (one line per container)")]
+        lines = [item["msg"] for task, host, res in run.results()
+                 if host == h1 and (task or "").endswith("Progress (one line per container)")
+                 for item in res.get("results", [res])]
         assert len(lines) == 1, run.stdout[-3000:]
         assert re.fullmatch(r"%s: moved to %s \(cold, downtime [0-9.]+ s, [0-9.]+ (Bytes|[KMGT]B)\)" % (NAME, h2),
                             lines[0]), lines
