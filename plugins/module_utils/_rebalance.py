@@ -176,4 +176,3 @@ def lines(moves, report, unresolved):
             name, rep["before"]["memory"] * 100, rep["after"]["memory"] * 100, rep["before"]["cpu"] * 100,
             rep["after"]["cpu"] * 100, " (over its thresholds)" if rep["over_after"] else ""))
     return out + list(unresolved)
-
