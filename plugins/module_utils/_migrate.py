@@ -68,7 +68,9 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._validate import val
 MODES = ("cold", "live", "lazy")
 
 
-def _memory_needed(layout, spec, rt, name):
+def memory_needed(spec):
+    """Bytes a move of the container with ``spec`` carries: its memory limit, else its
+    current usage (0 when unknown)."""
     limit = (spec.get("limits") or {}).get("memory")
     if limit:
         return int(limit)
@@ -145,7 +147,7 @@ def migrate(root, name, dest, mode="cold", dest_root=None, ssh_config=None, iden
             run.link.open()
             run.link.start_agent()
             upper = layout.container_file(name, "upper")
-            need = _memory_needed(layout, spec, rt, name)
+            need = memory_needed(spec)
             pre = run.link.call("preflight", root=dest_root or layout.root, name=name, meta=meta,
                                 memory_needed=need, disk_needed=_checkpoint.dir_size(upper) + need,
                                 runtime_path=runtime_path, criu_path=criu_path, timeout=120)

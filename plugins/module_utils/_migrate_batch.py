@@ -38,7 +38,6 @@ lock in ``_nftables``).
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 
@@ -178,20 +177,6 @@ def validate(moves, mode, parallel, per_dest, memory_in_flight, after_deadline, 
     return out, memory_in_flight
 
 
-def memory_of(layout, name):
-    """Bytes a move of ``name`` carries: its memory limit, else its current usage (0 unknown)."""
-    spec = ContainerStore(layout).load(name) or {}
-    limit = (spec.get("limits") or {}).get("memory")
-    if limit:
-        with contextlib.suppress(CtrhostError, TypeError, ValueError):
-            return parse_size(limit, "limits.memory")
-    from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import Cgroup
-    with contextlib.suppress(Exception):
-        cgroup = Cgroup(spec["cgroups_path"])
-        return int(cgroup.read("memory", "memory.usage_in_bytes") or cgroup.read("memory", "memory.current"))
-    return 0
-
-
 def run_moves(moves, move_one, parallel=DEFAULT_PARALLEL, per_dest=DEFAULT_PER_DEST,
               memory_in_flight=None, deadline=None, after_deadline="skip", clock=time.time):
     """Run ``move_one(move, mode)`` for every move within the gate; results in input order.
@@ -261,8 +246,9 @@ def migrate_batch(root, moves, mode="cold", parallel=DEFAULT_PARALLEL, per_dest=
     moves, memory_in_flight = validate(moves, mode, parallel, per_dest, memory_in_flight, after_deadline, frozen)
     if deadline is not None and (isinstance(deadline, bool) or not isinstance(deadline, (int, float))):
         raise ValidationError("deadline", "expected epoch seconds, got %r" % (deadline,))
+    store = ContainerStore(layout)
     for move in moves:
-        move["memory"] = memory_of(layout, move["name"])
+        move["memory"] = _migrate.memory_needed(store.load(move["name"]) or {})
     t0 = time.monotonic()
     window = Window(frozen)
 

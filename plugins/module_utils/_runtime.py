@@ -79,8 +79,13 @@ class Runtime:
         if self.recorder is not None:
             self.recorder.add(cmd)
 
+    def command(self, args):
+        """The argv of runtime sub-command ``args``; ``run``/``create`` start in a new time
+        namespace (see ``_timens``)."""
+        return _timens.birth_argv(args[0], self.cache_dir) + self.base_cmd() + list(args)
+
     def _run(self, args, mutating=True, check=True, input=None, timeout=120, msg=None, base=None):
-        cmd = (base or _timens.birth_argv(args[0], self.cache_dir) + self.base_cmd()) + list(args)
+        cmd = base + list(args) if base else self.command(args)
         if mutating and self.dry_run:
             self.record(cmd)
             return None
@@ -113,7 +118,7 @@ class Runtime:
         is a pseudo-terminal; the runtime sends its master through
         ``--console-socket`` and the logger drains the master instead."""
         _console.reap_loggers()
-        cmd = _timens.birth_argv(args[0], self.cache_dir) + self.base_cmd() + list(args)
+        cmd = self.command(args)
         if self.dry_run:
             self.record(cmd)
             return None
@@ -154,8 +159,7 @@ class Runtime:
         cid = args[-1]
         with _console.ConsoleSocket(self.state_root.rstrip("/") + CONSOLES_SUFFIX, cid) as sock:
             at = next(i for i, a in enumerate(args) if a in ("run", "create", "restore")) + 1
-            cmd = (_timens.birth_argv(args[0], self.cache_dir) + self.base_cmd() + list(args[:at])
-                   + ["--console-socket", sock.path] + list(args[at:]))
+            cmd = self.command(list(args[:at]) + ["--console-socket", sock.path] + list(args[at:]))
             self.record(cmd)
             start = time.monotonic()
             with open(log_path, "ab") as out:
