@@ -4,7 +4,9 @@
 """Where a scenario's time goes: wall time per play and per role, and the slowest tasks.
 
 Printed at the end of each playbook run and kept as JSON (``phases-*.json`` in
-MOLECULE_EPHEMERAL_DIRECTORY) for the scenario's report.
+MOLECULE_EPHEMERAL_DIRECTORY) for the scenario's report. Failed and unreachable tasks are
+also appended to the file named by CTRHOST_FAILURES_FILE, so that a test runner can print
+them again after Molecule's destroy step has scrolled them away.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ DOCUMENTATION = """
     short_description: wall time per play, per role and of the slowest tasks
     description:
         - Used by the Molecule scenarios of ctrhost.fleet to report where their time goes.
+        - Appends each failed or unreachable task to the file named by C(CTRHOST_FAILURES_FILE), when set.
     requirements:
         - enable in ANSIBLE_CALLBACKS_ENABLED
 """
@@ -38,6 +41,7 @@ class CallbackModule(CallbackBase):
         self.plays, self.tasks = [], []
         self.current = None
         self.playbook = "playbook"
+        self.failures = []
 
     def v2_playbook_on_start(self, playbook):
         self.playbook = os.path.splitext(os.path.basename(playbook._file_name))[0]
@@ -67,6 +71,27 @@ class CallbackModule(CallbackBase):
     def v2_playbook_on_handler_task_start(self, task):
         self._task_start(task)
 
+    def _failed(self, result, what):
+        res = result._result or {}
+        text = res.get("msg") or ""
+        for key in ("stderr", "stdout", "module_stderr"):
+            if res.get(key):
+                text += "\n%s: %s" % (key, res[key][-1500:])
+        entry = "%s | %s | %s %s: %s" % (self.playbook, self.plays[-1]["play"] if self.plays else "",
+                                         what, result._host.get_name(), result._task.get_name().strip())
+        self.failures.append(entry)
+        path = os.environ.get("CTRHOST_FAILURES_FILE")
+        if path:
+            with open(path, "a") as handle:
+                handle.write("%s\n    %s\n" % (entry, str(text)[-3000:].replace("\n", "\n    ")))
+
+    def v2_runner_on_failed(self, result, ignore_errors=False):
+        if not ignore_errors:
+            self._failed(result, "FAILED")
+
+    def v2_runner_on_unreachable(self, result):
+        self._failed(result, "UNREACHABLE")
+
     def v2_playbook_on_stats(self, stats):
         self._close_task()
         now = time.monotonic()
@@ -86,6 +111,8 @@ class CallbackModule(CallbackBase):
             self._display.display("  role %-60s %7.1fs" % (key[:60], seconds))
         for task in report["slowest"][:10]:
             self._display.display("  task %-60s %7.1fs" % (task["task"][:60], task["seconds"]))
+        for entry in self.failures:
+            self._display.display("  %s" % entry)
         out_dir = os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY")
         if out_dir and os.path.isdir(out_dir):
             with open(os.path.join(out_dir, "phases-%s.json" % self.playbook), "w") as handle:
