@@ -144,8 +144,7 @@ def migrate(root, name, dest, mode="cold", dest_root=None, ssh_config=None, iden
         run.link = Link(dest, layout.root, ssh_config, identity, ssh_port, ssh_user,
                         dest_python or sys.executable or "python3")
         try:
-            run.link.open()
-            run.link.start_agent()
+            run.link.connect()
             upper = layout.container_file(name, "upper")
             need = memory_needed(spec)
             pre = run.link.call("preflight", root=dest_root or layout.root, name=name, meta=meta,

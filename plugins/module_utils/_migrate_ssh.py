@@ -34,6 +34,12 @@ CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@opens
 # it every HEARTBEAT seconds while the session lives.
 LEASE = 8.0
 HEARTBEAT = 1.0
+# What reaching a busy or rebooting destination can fail with before anything was sent:
+# tried again (Link.connect). Authentication, host keys or a missing Python are not.
+TRANSIENT = ("timed out", "connection reset", "connection refused", "connection closed",
+             "banner exchange", "kex_exchange_identification", "broken pipe", "no route to host",
+             "network is unreachable", "connection lost", "no connection after", "no answer to hello")
+CONNECT_TIMEOUT = 90
 
 
 def payload():
@@ -107,6 +113,26 @@ class Link:
         self.close()
         raise CommandError("ssh to %s: no connection after %ss" % (self.dest, timeout),
                            self.ssh_cmd(self.dest), -1)
+
+    def connect(self, timeout=CONNECT_TIMEOUT):
+        """Open the master connection and start the agent; return the agent's hello.
+
+        Nothing on either host has been touched yet, so a failure to reach the destination
+        (time-outs, resets and refusals of a busy or rebooting host, a session cut at its
+        start) is tried again until ``timeout`` seconds have passed; any other failure is
+        raised at once."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self.master is None or self.master.poll() is not None or not self.check():
+                    self.reopen(timeout=min(30, max(5, deadline - time.monotonic())))
+                return self.start_agent()
+            except CommandError as exc:
+                text = ("%s %s" % (exc, exc.stderr or "")).lower()
+                if time.monotonic() >= deadline or not any(t in text for t in TRANSIENT):
+                    raise
+                self.drop_agent()
+                time.sleep(1)
 
     def reopen(self, timeout=20):
         """A new master connection after the old one died."""
