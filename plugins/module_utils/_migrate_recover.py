@@ -104,8 +104,8 @@ def remove_source(run):
         for pid in Cgroup(run.spec["cgroups_path"]).procs():
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)  # pending until the thaw: they never run again
-    _container.ensure(dict(root=run.layout.root, name=run.name, state="absent",
-                           runtime_path=run.runtime_path), locked=True)
+    _container.ensure(dict(root=run.layout.root, run_dir=run.layout.run_dir, name=run.name,
+                           state="absent", runtime_path=run.runtime_path), locked=True)
     shutil.rmtree(run.images, ignore_errors=True)
 
 
