@@ -125,28 +125,28 @@ def migrate(root, name, dest, mode="cold", dest_root=None, ssh_config=None, iden
     options = dict(leave_running=True, tcp_established=bool(tcp_established),
                    file_locks=bool(file_locks), ext_unix_sk=bool(ext_unix_sk))
     run = Run(layout, name, spec, mode, dest, hooks, policy=policy,
-              dest_root=dest_root or layout.root, runtime_path=runtime_path)
+              dest_root=dest_root or layout.root, runtime_path=runtime_path, criu_path=criu_path)
     meta = _checkpoint.build_meta(layout, name, "migrate-" + _checkpoint.default_id(), spec,
                                   src_criu, rt, options, {}, "/nonexistent")
     with store.lock(name):
         _require_running(rt, name)
         run.link = link()
         try:
-            pre = _preflight(run, meta, src_criu, criu_path)
+            pre = _preflight(run, meta, src_criu)
             if check_mode:
                 return result(run, changed=True, preflight=pre, where="source (check mode)")
-            return _move(run, rt, src_criu, meta, pre, options, timeout, criu_path)
+            return _move(run, rt, src_criu, meta, pre, options, timeout)
         finally:
             _close(run)
 
 
-def _move(run, rt, criu, meta, pre, options, timeout, criu_path):
+def _move(run, rt, criu, meta, pre, options, timeout):
     """Stage there and pre-copy while it runs, then the frozen window, then the end."""
     upper = run.layout.container_file(run.name, "upper")
     config = _oci.load_config(os.path.join(run.layout.container_dir(run.name), "config.json"))
     _new_images(run, meta)
     try:
-        _stage(run, rt, criu, meta, config, upper, options, timeout, criu_path)
+        _stage(run, rt, criu, meta, config, upper, options, timeout)
     except Exception as exc:
         raise _failed_before_freeze(run, exc)
     try:
@@ -199,7 +199,7 @@ def _require_running(rt, name):
                             % (name, (st or {}).get("status", "stopped")), field="name")
 
 
-def _preflight(run, meta, src_criu, criu_path):
+def _preflight(run, meta, src_criu):
     """SSH there, start the agent, ask whether that host can take the container, choose
     the mode; returns the destination's answer."""
     run.link.open()
@@ -208,7 +208,7 @@ def _preflight(run, meta, src_criu, criu_path):
     upper = run.layout.container_file(run.name, "upper")
     pre = run.link.call("preflight", root=run.dest_root, name=run.name, meta=meta,
                         memory_needed=need, disk_needed=_checkpoint.dir_size(upper) + need,
-                        runtime_path=run.runtime_path, criu_path=criu_path, timeout=120)
+                        runtime_path=run.runtime_path, criu_path=run.criu_path, timeout=120)
     run.step("preflight")
     if not pre.get("ok"):
         raise MigrationError("dest: %s cannot take container %s: %s"
@@ -228,12 +228,12 @@ def _new_images(run, meta):
         os.makedirs(path, mode=0o700, exist_ok=True)
 
 
-def _stage(run, rt, criu, meta, config, upper, options, timeout, criu_path):
+def _stage(run, rt, criu, meta, config, upper, options, timeout):
     """While it runs: stage it there, pre-sync the rootfs, pre-copy its memory (live),
     start the frozen window's receiver."""
     link = run.link
     prep = link.call("prepare", root=run.dest_root, name=run.name, meta=meta,
-                     runtime_path=run.runtime_path, criu_path=criu_path, config=config,
+                     runtime_path=run.runtime_path, criu_path=run.criu_path, config=config,
                      lease=LEASE, source=os.uname().nodename, timeout=120)
     if not prep.get("ok"):
         raise MigrationError("dest: prepare failed on %s: %s" % (run.dest, prep.get("error")))

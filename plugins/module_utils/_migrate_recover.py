@@ -69,7 +69,8 @@ def recover(run, rt, meta):
         meta = dict(meta, options=dict(meta.get("options") or {}),
                     cgroup_tree=(run.before_dump or {}).get("cgroup_tree"))
         try:
-            _restore.restore_images(run.layout, run.name, run.images, meta, created=False)
+            _restore.restore_images(run.layout, run.name, run.images, meta, run.runtime_path,
+                                    run.criu_path, created=False)
         except CtrhostError as err:
             run.errors.append(dict(where="source", step="fallback restore", msg=err.msg,
                                    log=err.details.get("log")))

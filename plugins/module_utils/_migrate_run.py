@@ -31,6 +31,7 @@ class Run:
     policy: Any = None  # live mode: when to stop pre-dumping (_migrate_precopy.Policy)
     dest_root: str | None = None  # the destination's root
     runtime_path: str | None = None
+    criu_path: str | None = None
     # -- what was decided
     mode: str | None = None  # the mode used (cold when the requested one is impossible)
     fallback: str | None = None  # why the requested mode was not used

@@ -55,7 +55,7 @@ class Source:
         meta = dict(id="migrate-1", spec=SPEC, options={})
         pre = dict(ok=True, facts=dict(lazy_port=1))
         try:
-            return _migrate._move(run, rt, criu, meta, pre, dict(leave_running=True), 30, None)
+            return _migrate._move(run, rt, criu, meta, pre, dict(leave_running=True), 30)
         finally:
             _migrate._close(run)
 
