@@ -12,9 +12,9 @@ import signal
 import time
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import _checkpoint, _container, _restore
+from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import Cgroup
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CtrhostError
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_ssh import LEASE
-from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import Cgroup
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_window import end_page_server
 
 
