@@ -274,10 +274,12 @@ def validate(params, check_mode=False):
     return ctx, state
 
 
-def ensure(params, check_mode=False):
-    """Converge container ``params['name']`` to ``params['state']``; return the result."""
+def ensure(params, check_mode=False, locked=False):
+    """Converge container ``params['name']`` to ``params['state']``; return the result.
+    ``locked``: the caller holds the container's lock (a migration removing its source)."""
     ctx, state = validate(params, check_mode)  # before the lock: a bad input leaves nothing
-    with ctx.store.lock(ctx.name, remove=lambda: not os.path.isdir(ctx.bundle)):
+    with contextlib.nullcontext() if locked else \
+            ctx.store.lock(ctx.name, remove=lambda: not os.path.isdir(ctx.bundle)):
         stored = ctx.store.load(ctx.name)
         before = _ctrspec.declared(stored) if stored else {}
         if state == "absent":

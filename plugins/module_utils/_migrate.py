@@ -18,7 +18,8 @@ is resumed/thawed by ``recover_running``; after a dump that stopped it, it is
 restored from the local images. The destination removes an uncommitted
 restore itself when the session ends (see ``_migrate_agent``).
 
-Files: this one (entry, preflight, staging), ``_migrate_run`` (state, result),
+Files: this one (the spine: entry, preflight, staging, the window, the end),
+``_migrate_run`` (``Run``, the state; the result),
 ``_migrate_precopy`` (live: the pre-dump rounds and their policy),
 ``_migrate_window`` (the frozen window), ``_migrate_stream`` (its transfer),
 ``_migrate_recover`` (fencing and resuming), ``_migrate_ssh`` (the SSH link),
@@ -50,17 +51,17 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     ValidationError,
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_recover import (
-    _close_receiver,
-    _fence,
-    _recover,
-    _remove_source,
+    close_receiver,
+    fence,
     keep_failure,
+    recover,
+    remove_source,
 )
-from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_run import MigrationError, Run, _result, timings  # noqa: F401 (API)
+from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_run import MigrationError, Run, result, timings  # noqa: F401 (API)
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_ssh import LEASE, Link
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_stream import Receiver
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_where import already_moved
-from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_window import _cold, _lazy, _tree_state
+from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_window import cold, lazy, tree_state
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
 from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore
 from ansible_collections.ctrhost.fleet.plugins.module_utils._validate import validate_name
@@ -82,7 +83,9 @@ def memory_needed(spec):
     return 0
 
 
-def _choose_mode(run, src_criu, dst_facts):
+def choose_mode(run, src_criu, dst_facts):
+    """The mode used (``run.mode``): the one asked for, or cold, and why (``run.fallback``),
+    when either host cannot do it."""
     if run.mode_requested == "live":  # pre-dumps need both kernels' soft-dirty tracking
         if not src_criu["pre_dump"] or not dst_facts.get("pre_dump"):
             run.mode, run.fallback = "cold", "live (pre-copy) is impossible here: %s; used cold " \
@@ -98,145 +101,208 @@ def _choose_mode(run, src_criu, dst_facts):
             run.mode, run.fallback = "cold", "lazy (post-copy) is unusable (%s); used cold" % why
 
 
+# -- the spine: read from here down ----------------------------------------------------
 def migrate(root, name, dest, mode="cold", dest_root=None, ssh_config=None, identity=None,
             ssh_port=None, ssh_user=None, dest_python=None, tcp_established=False,
             file_locks=False, ext_unix_sk=False, timeout=600, runtime_path=None, criu_path=None,
             check_mode=False, hooks=None, precopy=None):
     """Move container ``name`` to ``dest``; return the module result."""
     layout = Layout(root)
+    policy = _validate(name, dest, mode, precopy)
+
+    def link():  # the destination's agent runs with this interpreter (it has pyroute2)
+        return Link(dest, layout.root, ssh_config, identity, ssh_port, ssh_user,
+                    dest_python or sys.executable or "python3")
+
+    moved = already_moved(layout, name, dest, dest_root, link, mode, runtime_path)
+    if moved is not None:  # a rerun after the move: nothing to do
+        return moved
+    store = ContainerStore(layout)
+    spec = _load(store, layout, name)
+    src_criu = _source_criu(layout, name, criu_path)
+    rt = _checkpoint.runtime_for(layout, spec, runtime_path)
+    # leave_running: the dump leaves the (frozen) source as it is; see _migrate_window.
+    options = dict(leave_running=True, tcp_established=bool(tcp_established),
+                   file_locks=bool(file_locks), ext_unix_sk=bool(ext_unix_sk))
+    run = Run(layout, name, spec, mode, dest, hooks, policy=policy,
+              dest_root=dest_root or layout.root, runtime_path=runtime_path, criu_path=criu_path)
+    meta = _checkpoint.build_meta(layout, name, "migrate-" + _checkpoint.default_id(), spec,
+                                  src_criu, rt, options, {}, "/nonexistent")
+    with store.lock(name):
+        _require_running(rt, name)
+        run.link = link()
+        try:
+            pre = _preflight(run, meta, src_criu)
+            if check_mode:
+                return result(run, changed=True, preflight=pre, where="source (check mode)")
+            return _move(run, rt, src_criu, meta, pre, options, timeout)
+        finally:
+            _close(run)
+
+
+def _move(run, rt, criu, meta, pre, options, timeout):
+    """Stage there and pre-copy while it runs, then the frozen window, then the end."""
+    upper = run.layout.container_file(run.name, "upper")
+    config = _oci.load_config(os.path.join(run.layout.container_dir(run.name), "config.json"))
+    _new_images(run, meta)
+    try:
+        _stage(run, rt, criu, meta, config, upper, options, timeout)
+    except Exception as exc:
+        raise _failed_before_freeze(run, exc)
+    try:
+        answer = _window(run, rt, criu, pre, upper, options, timeout)
+    except Exception as exc:
+        where = recover(run, rt, meta)
+        if where != run.dest:
+            raise _failed(run, exc, where)
+        answer = dict(pid=None)  # the destination committed; only its answer was lost
+    run.step("committed")
+    remove_source(run)
+    run.step("source_removed")
+    return result(run, changed=True, preflight=pre, where=run.dest, pid=answer.get("pid"))
+
+
+# -- the steps, in the order the spine takes them ----------------------------------------
+def _validate(name, dest, mode, precopy):
+    """Check the options before anything is touched; return the pre-copy policy."""
     validate_name(name, "name")
     if mode not in MODES:
         raise ValidationError("mode", "expected one of %s, got %r" % (", ".join(MODES), mode))
     if not dest or not isinstance(dest, str):
         raise ValidationError("dest", "expected the destination host name or address")
-    policy = _migrate_precopy.Policy.from_options(precopy)
-    moved = already_moved(layout, name, dest, dest_root, lambda: Link(
-        dest, layout.root, ssh_config, identity, ssh_port, ssh_user, dest_python or sys.executable or "python3"),
-        mode, runtime_path)
-    if moved is not None:  # a rerun after the move: nothing to do
-        return moved
-    store = ContainerStore(layout)
+    return _migrate_precopy.Policy.from_options(precopy)
+
+
+def _load(store, layout, name):
     spec = store.load(name)
     if spec is None:
         raise NotFoundError("name: container %s does not exist under %s"
                             % (name, layout.containers_dir), field="name")
+    return spec
+
+
+def _source_criu(layout, name, criu_path):
+    """This host's CRIU, checked, and the dump's CRIU options written before any freeze."""
     src_criu = _criu.discover(criu_path)
     if not src_criu["check"]:
         raise CommandError("criu: %s fails 'criu check': %s" % (src_criu["path"],
                                                                 src_criu["check_output"]), [], 1)
-    _criuconf.refresh_container_config(  # the dump's CRIU options, before any freeze
+    _criuconf.refresh_container_config(
         layout.run_dir, name, _criuconf.write_config(layout.run_dir, src_criu["path"]))
-    rt = _checkpoint.runtime_for(layout, spec, runtime_path)
-    # leave_running: the dump leaves the (frozen) source as it is; see _migrate_window.
-    options = dict(leave_running=True, tcp_established=bool(tcp_established),
-                   file_locks=bool(file_locks), ext_unix_sk=bool(ext_unix_sk))
-    run = Run(layout, name, spec, mode, dest, hooks)
-    run.policy = policy
-    cid = "migrate-" + _checkpoint.default_id()
-    meta = _checkpoint.build_meta(layout, name, cid, spec, src_criu, rt, options, {}, "/nonexistent")
-    with store.lock(name):
-        st = rt.state(name)
-        if not st or st.get("status") not in ("running", "paused"):
-            raise ConflictError("name: container %s is %s; only a running container is migrated"
-                                % (name, (st or {}).get("status", "stopped")), field="name")
-        # The destination runs the agent with the interpreter this code runs under (the
-        # module's ansible_python_interpreter, which has pyroute2) unless told otherwise.
-        run.link = Link(dest, layout.root, ssh_config, identity, ssh_port, ssh_user,
-                        dest_python or sys.executable or "python3")
-        try:
-            run.link.connect()
-            upper = layout.container_file(name, "upper")
-            need = memory_needed(spec)
-            pre = run.link.call("preflight", root=dest_root or layout.root, name=name, meta=meta,
-                                memory_needed=need, disk_needed=_checkpoint.dir_size(upper) + need,
-                                runtime_path=runtime_path, criu_path=criu_path, timeout=120)
-            run.step("preflight")
-            if not pre.get("ok"):
-                raise MigrationError("dest: %s cannot take container %s: %s"
-                                     % (dest, name, "; ".join(pre.get("problems") or
+    return src_criu
+
+
+def _require_running(rt, name):
+    st = rt.state(name)
+    if not st or st.get("status") not in ("running", "paused"):
+        raise ConflictError("name: container %s is %s; only a running container is migrated"
+                            % (name, (st or {}).get("status", "stopped")), field="name")
+
+
+def _preflight(run, meta, src_criu):
+    """SSH there, start the agent, ask whether that host can take the container, choose
+    the mode; returns the destination's answer."""
+    run.link.connect()
+    need = memory_needed(run.spec)
+    upper = run.layout.container_file(run.name, "upper")
+    pre = run.link.call("preflight", root=run.dest_root, name=run.name, meta=meta,
+                        memory_needed=need, disk_needed=_checkpoint.dir_size(upper) + need,
+                        runtime_path=run.runtime_path, criu_path=run.criu_path, timeout=120)
+    run.step("preflight")
+    if not pre.get("ok"):
+        raise MigrationError("dest: %s cannot take container %s: %s"
+                             % (run.dest, run.name, "; ".join(pre.get("problems") or
                                                               [pre.get("error", "?")])),
-                                     problems=pre.get("problems"), where="source", changed=False)
-            _choose_mode(run, src_criu, pre["facts"])
-            if check_mode:
-                return _result(run, changed=True, preflight=pre, where="source (check mode)")
-            return _move(run, rt, src_criu, meta, pre, upper, dest_root or layout.root,
-                         options, timeout, runtime_path, criu_path)
-        finally:
-            _close_receiver(run)
-            run.link.close()
-            if run.links is not None:
-                run.links.close()
+                             problems=pre.get("problems"), where="source", changed=False)
+    choose_mode(run, src_criu, pre["facts"])
+    return pre
 
 
-def _move(run, rt, criu, meta, pre, upper, dest_root, options, timeout, runtime_path, criu_path):
-    layout, name, link = run.layout, run.name, run.link
-    run.dest_root, run.runtime_path = dest_root, runtime_path
-    config = _oci.load_config(os.path.join(layout.container_dir(name), "config.json"))
-    run.images = layout.checkpoint_dir(name, "." + meta["id"])
+def _new_images(run, meta):
+    """The local image directory of this move, empty."""
+    layout = run.layout
+    run.images = layout.checkpoint_dir(run.name, "." + meta["id"])
     shutil.rmtree(run.images, ignore_errors=True)
-    for path in (layout.checkpoints_dir, layout.checkpoint_dir(name), run.images):
+    for path in (layout.checkpoints_dir, layout.checkpoint_dir(run.name), run.images):
         os.makedirs(path, mode=0o700, exist_ok=True)
-    try:
-        prep = link.call("prepare", root=dest_root, name=name, meta=meta,
-                         runtime_path=runtime_path, criu_path=criu_path, config=config,
-                         lease=LEASE, source=os.uname().nodename, timeout=120)
-        if not prep.get("ok"):
-            raise MigrationError("dest: prepare failed on %s: %s" % (run.dest, prep.get("error")))
-        run.step("staged")
-        run.incoming, run.dest_upper = prep["incoming"], prep["upper"]
-        run.before_dump = _checkpoint.inspect(layout, rt, name, run.spec, rt.state(name),
-                                              criu["path"], options)
-        run.upper_snapshot = _tree_state(upper)
-        run.bytes += link.rsync(upper, run.dest_upper, timeout, vanished_ok=True)  # still running
-        run.step("presync")
-        if run.mode == "live":  # pre-dump rounds while it runs; the final dump sends the rest
-            run.parent = _migrate_precopy.iterate(run, rt, criu, options, timeout)
-        if run.spec.get("network"):
-            run.links = _restore.HostLinks(run.spec["network"])
-        # The receiver of the frozen window's transfer, started now: inside the window
-        # only bytes flow (no SSH session or process start there).
-        run.receiver = Receiver(link, posixpath.commonpath([run.incoming, run.dest_upper]))
-        ready = link.call("ready", timeout=30)
-        run.receiver.wait_ready()  # the agent is there: only now freeze
-        if not ready.get("ok"):
-            raise MigrationError("dest: the agent on %s is not ready (fenced=%s)"
-                                 % (run.dest, ready.get("fenced")))
-    except Exception as exc:
-        _close_receiver(run)
-        run.fence = _fence(run)
-        shutil.rmtree(run.images, ignore_errors=True)  # pre-dump rounds, if any
-        if isinstance(exc, CtrhostError):
-            raise MigrationError("migration of %s to %s failed before the freeze: %s; the "
-                                 "container runs on source" % (name, run.dest, exc.msg),
-                                 where="source", changed=False, fence=run.fence, steps=run.steps,
-                                 iterations=run.iterations, dump_log=exc.details.get("dump_log"))
-        raise
-    try:
-        if run.mode == "lazy":
-            answer = _lazy(run, rt, criu, meta, pre, upper, options, timeout)
-        else:
-            answer = _cold(run, rt, criu, meta, upper, options, timeout)
-        run.step("restored")
-        commit = link.call("commit", timeout=60)
-        if not commit.get("ok"):
-            raise MigrationError("dest: commit refused: %s" % commit.get("error"))
-    except Exception as exc:
-        where = _recover(run, rt, meta, exc)
-        if where != run.dest:
-            kept = keep_failure(run, where)
-            if isinstance(exc, CtrhostError):
-                details = dict(exc.details)
-                fallback = [e for e in run.errors if e["where"] == "source"]
-                details.update(where=where, mode=run.mode, fallback=run.fallback,
-                               steps=run.steps, fence=run.fence, error=exc.msg,
-                               fallback_errors=fallback, **kept)
-                raise MigrationError("migration of %s to %s failed: %s; the container runs on %s%s"
-                                     % (name, run.dest, exc.msg, where,
-                                        "".join("; %s failed too: %s" % (e["step"], e["msg"])
-                                                for e in fallback)), **details)
-            raise
-        answer = dict(pid=None)  # the destination committed; only its answer was lost
-    run.step("committed")
-    _remove_source(run, rt)
-    run.step("source_removed")
-    return _result(run, changed=True, preflight=pre, where=run.dest, pid=answer.get("pid"))
+
+
+def _stage(run, rt, criu, meta, config, upper, options, timeout):
+    """While it runs: stage it there, pre-sync the rootfs, pre-copy its memory (live),
+    start the frozen window's receiver."""
+    link = run.link
+    prep = link.call("prepare", root=run.dest_root, name=run.name, meta=meta,
+                     runtime_path=run.runtime_path, criu_path=run.criu_path, config=config,
+                     lease=LEASE, source=os.uname().nodename, timeout=120)
+    if not prep.get("ok"):
+        raise MigrationError("dest: prepare failed on %s: %s" % (run.dest, prep.get("error")))
+    run.step("staged")
+    run.incoming, run.dest_upper = prep["incoming"], prep["upper"]
+    run.before_dump = _checkpoint.inspect(run.layout, rt, run.name, run.spec, rt.state(run.name),
+                                          criu["path"], options)
+    run.upper_snapshot = tree_state(upper)
+    run.bytes += link.rsync(upper, run.dest_upper, timeout, vanished_ok=True)  # still running
+    run.step("presync")
+    if run.mode == "live":  # pre-dump rounds while it runs; the final dump sends the rest
+        run.parent = _migrate_precopy.iterate(run, rt, criu, options, timeout)
+    if run.spec.get("network"):
+        run.links = _restore.HostLinks(run.spec["network"])
+    # The receiver of the frozen window's transfer, started now: inside the window
+    # only bytes flow (no SSH session or process start there).
+    run.receiver = Receiver(link, posixpath.commonpath([run.incoming, run.dest_upper]))
+    ready = link.call("ready", timeout=30)
+    run.receiver.wait_ready()  # the agent is there: only now freeze
+    if not ready.get("ok"):
+        raise MigrationError("dest: the agent on %s is not ready (fenced=%s)"
+                             % (run.dest, ready.get("fenced")))
+
+
+def _failed_before_freeze(run, exc):
+    """The destination fenced, the local images dropped; the error to raise (the
+    container never stopped running here)."""
+    close_receiver(run)
+    run.fence = fence(run)
+    shutil.rmtree(run.images, ignore_errors=True)  # pre-dump rounds, if any
+    if not isinstance(exc, CtrhostError):
+        return exc
+    return MigrationError("migration of %s to %s failed before the freeze: %s; the "
+                          "container runs on source" % (run.name, run.dest, exc.msg),
+                          where="source", changed=False, fence=run.fence, steps=run.steps,
+                          iterations=run.iterations, dump_log=exc.details.get("dump_log"))
+
+
+def _window(run, rt, criu, pre, upper, options, timeout):
+    """The frozen window (``_migrate_window``), then the destination's commit."""
+    if run.mode == "lazy":
+        answer = lazy(run, rt, criu, pre, upper, options, timeout)
+    else:
+        answer = cold(run, rt, criu, upper, options, timeout)
+    run.step("restored")
+    commit = run.link.call("commit", timeout=60)
+    if not commit.get("ok"):
+        raise MigrationError("dest: commit refused: %s" % commit.get("error"))
+    return answer
+
+
+def _failed(run, exc, where):
+    """After ``recover`` put the container back ``where`` (not the destination): the dump
+    log kept, and the error to raise, saying where it runs."""
+    kept = keep_failure(run, where)
+    if not isinstance(exc, CtrhostError):
+        return exc
+    details = dict(exc.details)
+    fallback = [e for e in run.errors if e["where"] == "source"]
+    details.update(where=where, mode=run.mode, fallback=run.fallback, steps=run.steps,
+                   fence=run.fence, error=exc.msg, fallback_errors=fallback, **kept)
+    return MigrationError("migration of %s to %s failed: %s; the container runs on %s%s"
+                          % (run.name, run.dest, exc.msg, where,
+                             "".join("; %s failed too: %s" % (e["step"], e["msg"])
+                                     for e in fallback)), **details)
+
+
+def _close(run):
+    """However it ended: the receiver stopped, the SSH session and master closed."""
+    close_receiver(run)
+    run.link.close()
+    if run.links is not None:
+        run.links.close()

@@ -39,12 +39,14 @@ import sys
 import threading
 import time
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_preflight import (
-    Preflight,
-    agent_dir,
-    mark_agent_dir,
-)
-from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_proc import _alive, _identity, _kill_tree, _wait_for
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _checkpoint, _criu, _migrate_preflight, _restore
+from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CtrhostError
+from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_preflight import agent_dir, mark_agent_dir
+from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_proc import alive, identity, kill_tree, wait_for
+from ansible_collections.ctrhost.fleet.plugins.module_utils._oci import cgroups_path
+from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
+from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore
+from ansible_collections.ctrhost.fleet.plugins.module_utils._storage import Overlay
 
 # The bootstrap the source runs with ``python3 -c``; argv[1] is the payload size.
 BOOTSTRAP = (
@@ -64,24 +66,13 @@ BOOTSTRAP = (
 )
 
 
-def _mods():
-    from ansible_collections.ctrhost.fleet.plugins.module_utils import (
-        _addrguard,
-        _checkpoint,
-        _criu,
-        _paths,
-        _restore,
-        _state,
-        _sysinfo,
-        _template,
-    )
-    return dict(addrguard=_addrguard, checkpoint=_checkpoint, criu=_criu, paths=_paths, restore=_restore,
-                state=_state, sysinfo=_sysinfo, template=_template)
+class Agent:
+    """One session's state on the destination; each request of ``REQUESTS`` is a method."""
 
+    REQUESTS = ("preflight", "prepare", "ready", "restore", "lazy_wait", "commit", "abort",
+                "status", "fence")
 
-class Agent(Preflight):
     def __init__(self):
-        self.m = _mods()
         self.layout = None
         self.name = None
         self.meta = None
@@ -99,94 +90,109 @@ class Agent(Preflight):
         self.fenced = self.gone = self.busy = False
         self.lease = None
         self.last_heard = time.monotonic()
-        self.me = _identity(os.getpid())
+        self.me = identity(os.getpid())
         self.links = None  # the staged host veths, looked up ahead
 
+    def handle(self, req):
+        """The answer to one request; a failure is reported, never raised (the session
+        must not die mid-protocol)."""
+        with self.work:
+            self.busy = True
+        try:
+            op = req.get("op")
+            if op not in self.REQUESTS:
+                raise KeyError(op)
+            return getattr(self, op)(req)
+        except Exception as exc:
+            return dict(ok=False, error="%s: %s" % (type(exc).__name__, exc),
+                        **getattr(exc, "details", {}))
+        finally:
+            with self.work:
+                self.busy = False
+
     # -- requests ---------------------------------------------------------------
+    def preflight(self, req):
+        """Can this host take the container? (``_migrate_preflight``)"""
+        return _migrate_preflight.check(req)
+
     def prepare(self, req):
         """Before the source freezes: the incoming dir, and everything of the container
         but its rootfs mount and processes (netns, veths with IP and MAC, config.json
         from the source's ``config``, spec.json, an empty upper layer the source
         pre-syncs into), so that only the mount and ``runtime restore`` remain for the
         frozen window."""
-        m = self.m
-        self.layout = m["paths"].Layout(req.get("root"))
+        self.layout = Layout(req.get("root"))
         self.name, self.meta = req["name"], req["meta"]
         self.runtime_path, self.criu_path = req.get("runtime_path"), req.get("criu_path")
         self.lease = req.get("lease")
         self.created = not os.path.exists(self.layout.container_dir(self.name))
-        base = self.layout.checkpoint_dir(self.name)
-        for path in (self.layout.checkpoints_dir, base):
-            os.makedirs(path, mode=0o700, exist_ok=True)
-            os.chmod(path, 0o700)  # the images hold the container's memory and secrets
-        self.incoming = os.path.join(base, ".incoming-%s" % self.meta["id"])
-        shutil.rmtree(self.incoming, ignore_errors=True)
-        os.makedirs(os.path.join(self.incoming, "images"), mode=0o700)
-        os.chmod(self.incoming, 0o700)
-        if req.get("config"):
-            fd = os.open(os.path.join(self.incoming, "config.json"),
-                         os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                json.dump(req["config"], handle)
+        self.incoming = _incoming_dir(self.layout, self.name, self.meta["id"], req.get("config"))
         t0 = time.monotonic()
         self.staged = True  # from here on an abort removes what was staged
         try:
             marker = dict(since=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                           agent=list(self.me), id=self.meta["id"], **{"from": req.get("source")})
-            m["restore"].stage(self.layout, self.name, self.meta, self.incoming, self.created,
-                               incoming=marker)
-        except m["restore"].CtrhostError as exc:
+            _restore.stage(self.layout, self.name, self.meta, self.incoming, self.created,
+                           incoming=marker)
+        except CtrhostError as exc:
             self.abort({})
             out = exc.to_result()
             return dict(ok=False, error=out.pop("msg"))
         if self.meta["spec"].get("network"):
-            self.links = m["restore"].HostLinks(self.meta["spec"]["network"])
+            self.links = _restore.HostLinks(self.meta["spec"]["network"])
         upper = self.layout.container_file(self.name, "upper")
         os.makedirs(upper, mode=0o755, exist_ok=True)
         return dict(ok=True, incoming=self.incoming, upper=upper,
                     stage_seconds=round(time.monotonic() - t0, 3))
 
     def restore(self, req):
-        m = self.m
         layout, name = self.layout, self.name
         if req.get("meta"):  # known only once the source has dumped: options, cgroup tree
             self.meta = dict(self.meta, **req["meta"])
         images = os.path.join(self.incoming, "images")
-        work = m["restore"].work_dir(layout, name, "migrate")
-        m["restore"].cleanup_work(work)
+        work = _restore.work_dir(layout, name, "migrate")
+        _restore.cleanup_work(work)
         os.makedirs(work, mode=0o700)
         lazy = bool(req.get("lazy"))
         if lazy:
-            criu = self.criu_path or m["criu"].require()["path"]
-            with open(os.path.join(work, "lazy-pages.out"), "ab") as log:
-                self.lazy_proc = subprocess.Popen(
-                    [criu, "lazy-pages", "--page-server", "--address", "127.0.0.1",
-                     "--port", str(req["port"]), "--images-dir", images, "--work-dir", work,
-                     "--log-file", "lazy-pages.log", "-v2"],
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, close_fds=True)
-            _wait_for(lambda: os.path.exists(os.path.join(work, "lazy-pages.socket"))
-                      or self.lazy_proc.poll() is not None, 10)
-            if self.lazy_proc.poll() is not None:
-                cause, hint, lines = m["criu"].classify_work_dir(work, "lazy-pages.log")
-                self.abort({})
-                return dict(ok=False, error="criu lazy-pages exited at once: %s (%s)" % (cause, hint),
-                            cause=cause, criu_log=lines)
+            failed = self._start_lazy_pages(work, images, req["port"])
+            if failed:
+                return failed
         self.restored = True  # from here on an abort must clean up
         t0 = time.monotonic()
         try:
-            facts = m["restore"].restore_images(layout, name, images, self.meta, self.runtime_path,
-                                                self.criu_path, lazy=lazy, work=work,
-                                                created=self.created, staged=True)
-        except m["restore"].CtrhostError as exc:
+            facts = _restore.restore_images(layout, name, images, self.meta, self.runtime_path,
+                                            self.criu_path, lazy=lazy, work=work,
+                                            created=self.created, staged=True)
+        except CtrhostError as exc:
             self.abort({})
             out = exc.to_result()
             return dict(ok=False, error=out.pop("msg"), **{k: v for k, v in out.items()
                                                            if k in ("cause", "criu_log", "log")})
         t1 = time.monotonic()
-        m["restore"].links_up(self.meta["spec"].get("network"), self.links)
+        _restore.links_up(self.meta["spec"].get("network"), self.links)
         facts["timings"]["links_up"] = round(time.monotonic() - t1, 3)
         facts.update(ok=True, running_at=time.time(), restore_seconds=time.monotonic() - t0)
         return facts
+
+    def _start_lazy_pages(self, work, images, port):
+        """``criu lazy-pages`` serving the restore's page faults from the source's page
+        server (forwarded to ``port``); the failed answer when it exits at once."""
+        criu = self.criu_path or _criu.require()["path"]
+        with open(os.path.join(work, "lazy-pages.out"), "ab") as log:
+            self.lazy_proc = subprocess.Popen(
+                [criu, "lazy-pages", "--page-server", "--address", "127.0.0.1",
+                 "--port", str(port), "--images-dir", images, "--work-dir", work,
+                 "--log-file", "lazy-pages.log", "-v2"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, close_fds=True)
+        wait_for(lambda: os.path.exists(os.path.join(work, "lazy-pages.socket"))
+                 or self.lazy_proc.poll() is not None, 10)
+        if self.lazy_proc.poll() is None:
+            return None
+        cause, hint, lines = _criu.classify_work_dir(work, "lazy-pages.log")
+        self.abort({})
+        return dict(ok=False, error="criu lazy-pages exited at once: %s (%s)" % (cause, hint),
+                    cause=cause, criu_log=lines)
 
     def ready(self, _req):
         """A round trip right before the source freezes: the agent is there and not fenced."""
@@ -201,11 +207,11 @@ class Agent(Preflight):
         except subprocess.TimeoutExpired:
             self.lazy_proc.kill()
             rc = self.lazy_proc.wait()
-        work = self.m["restore"].work_dir(self.layout, self.name, "migrate")
+        work = _restore.work_dir(self.layout, self.name, "migrate")
         if rc == 0:
             self.lazy_complete = True
-            return dict(ok=True, rc=0, stats=self.m["criu"].work_stats(work))
-        cause, hint, lines = self.m["criu"].classify_work_dir(work, "lazy-pages.log")
+            return dict(ok=True, rc=0, stats=_criu.work_stats(work))
+        cause, hint, lines = _criu.classify_work_dir(work, "lazy-pages.log")
         return dict(ok=False, rc=rc, error="lazy pages transfer failed: %s (%s)" % (cause, hint),
                     cause=cause, criu_log=lines)
 
@@ -213,43 +219,39 @@ class Agent(Preflight):
         with self.lock:
             if self.fenced or not self.restored:
                 return dict(ok=False, error="nothing to commit (fenced=%s)" % self.fenced)
-            self.m["restore"].clear_incoming(self.layout, self.name)
+            _restore.clear_incoming(self.layout, self.name)
             self.committed = True
         if self.incoming:
             shutil.rmtree(self.incoming, ignore_errors=True)
         if self.layout is not None:
-            self.m["restore"].cleanup_work(self.m["restore"].work_dir(self.layout, self.name,
-                                                                      "migrate"))
+            _restore.cleanup_work(_restore.work_dir(self.layout, self.name, "migrate"))
         return dict(ok=True)
 
     def abort(self, _req):
         """Remove whatever this session restored or received (never a committed container)."""
         if self.committed or self.layout is None:
             return dict(ok=True, removed=False)
-        m, layout, name = self.m, self.layout, self.name
+        layout, name = self.layout, self.name
         if self.lazy_proc is not None and self.lazy_proc.poll() is None:
             self.lazy_proc.kill()
             self.lazy_proc.wait()
-        from ansible_collections.ctrhost.fleet.plugins.module_utils._oci import cgroups_path
         spec = dict(self.meta["spec"], cgroups_path=cgroups_path(name))
         if self.restored or self.staged:
-            rt = m["checkpoint"].runtime_for(layout, spec, self.runtime_path)
-            m["restore"].forget_runtime(rt, name, spec["cgroups_path"])
-            m["restore"].kill_cgroup(spec["cgroups_path"])
+            rt = _checkpoint.runtime_for(layout, spec, self.runtime_path)
+            _restore.forget_runtime(rt, name, spec["cgroups_path"])
+            _restore.kill_cgroup(spec["cgroups_path"])
             if self.created:
-                from ansible_collections.ctrhost.fleet.plugins.module_utils._storage import Overlay
-                m["restore"].remove_created(layout, name, spec, Overlay(layout, name, spec["template"]))
-        m["restore"].cleanup_work(m["restore"].work_dir(layout, name, "migrate"))
+                _restore.remove_created(layout, name, spec, Overlay(layout, name, spec["template"]))
+        _restore.cleanup_work(_restore.work_dir(layout, name, "migrate"))
         if self.incoming:
             shutil.rmtree(self.incoming, ignore_errors=True)
         self.restored = self.staged = False
         return dict(ok=True, removed=True)
 
     def status(self, req):
-        m = self.m
-        layout = m["paths"].Layout(req.get("root"))
-        spec = m["state"].ContainerStore(layout).load(req["name"])
-        st = m["checkpoint"].runtime_for(layout, spec, req.get("runtime_path")).state(req["name"]) \
+        layout = Layout(req.get("root"))
+        spec = ContainerStore(layout).load(req["name"])
+        st = _checkpoint.runtime_for(layout, spec, req.get("runtime_path")).state(req["name"]) \
             if spec else None
         return dict(ok=True, exists=spec is not None, status=(st or {}).get("status", "absent"),
                     pid=(st or {}).get("pid"))
@@ -261,27 +263,26 @@ class Agent(Preflight):
         removes an uncommitted staging. ``state``: absent, committed (the container
         runs here for good), fenced (removed, by the old agent itself or now), busy
         (another migration owns it)."""
-        m = self.m
-        layout = m["paths"].Layout(req.get("root"))
+        layout = Layout(req.get("root"))
         old, name = req.get("agent"), req["name"]
         deadline = time.monotonic() + float(req.get("wait") or 10)
-        while _alive(old) and time.monotonic() < deadline:
+        while alive(old) and time.monotonic() < deadline:
             time.sleep(0.02)
-        killed = _alive(old)
+        killed = alive(old)
         if killed:
-            _kill_tree(old[0])
-            _wait_for(lambda: not _alive(old), 10)
-        spec = m["state"].ContainerStore(layout).load(name)
+            kill_tree(old[0])
+            wait_for(lambda: not alive(old), 10)
+        spec = ContainerStore(layout).load(name)
         if spec is None:  # nothing here (any more: the old agent fenced itself)
             return dict(ok=True, state="fenced" if old else "absent", killed=killed)
         marker = spec.get("incoming")
         if not marker:
-            st = m["checkpoint"].runtime_for(layout, spec, req.get("runtime_path")).state(name)
+            st = _checkpoint.runtime_for(layout, spec, req.get("runtime_path")).state(name)
             return dict(ok=True, state="committed", killed=killed,
                         status=(st or {}).get("status", "absent"))
-        if list(marker.get("agent") or []) != list(old or []) and _alive(marker.get("agent")):
+        if list(marker.get("agent") or []) != list(old or []) and alive(marker.get("agent")):
             return dict(ok=True, state="busy", killed=killed, marker=marker)
-        m["restore"].remove_incoming(layout, name, spec, req.get("runtime_path"))
+        _restore.remove_incoming(layout, name, spec, req.get("runtime_path"))
         return dict(ok=True, state="fenced", killed=killed)
 
     def watchdog(self, requests):
@@ -303,7 +304,7 @@ class Agent(Preflight):
                 with self.work:  # only while a request runs, never during the cleanup
                     if not self.busy:
                         break
-                    _kill_tree(os.getpid(), include_self=False)
+                    kill_tree(os.getpid(), include_self=False)
                 time.sleep(0.05)
             requests.put(None)
             return
@@ -313,13 +314,31 @@ class Agent(Preflight):
         all arrived is this host's for good (the source copy is gone)."""
         if self.lazy_complete and not self.committed and self.layout is not None:
             with contextlib.suppress(Exception):
-                self.m["restore"].clear_incoming(self.layout, self.name)
+                _restore.clear_incoming(self.layout, self.name)
             return
         if self.fenced and self.layout is not None:
             self.staged = True  # a cleanup the watchdog cut short is done again, whole
         if (self.restored or self.staged) and not self.committed:
             with contextlib.suppress(Exception):
                 self.abort({})
+
+
+def _incoming_dir(layout, name, cid, config):
+    """The directory the source's images (``images/``) and ``config.json`` go to, new."""
+    base = layout.checkpoint_dir(name)
+    for path in (layout.checkpoints_dir, base):
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)  # the images hold the container's memory and secrets
+    incoming = os.path.join(base, ".incoming-%s" % cid)
+    shutil.rmtree(incoming, ignore_errors=True)
+    os.makedirs(os.path.join(incoming, "images"), mode=0o700)
+    os.chmod(incoming, 0o700)
+    if config:
+        fd = os.open(os.path.join(incoming, "config.json"),
+                     os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(config, handle)
+    return incoming
 
 
 def serve(stdin, stdout):
@@ -329,24 +348,8 @@ def serve(stdin, stdout):
     if home and agent.me:
         with contextlib.suppress(OSError):
             mark_agent_dir(home, agent.me)
-    handlers = dict(preflight=agent.preflight, prepare=agent.prepare, ready=agent.ready,
-                    restore=agent.restore, lazy_wait=agent.lazy_wait, commit=agent.commit,
-                    abort=agent.abort, status=agent.status, fence=agent.fence)
     requests = queue.Queue()
-
-    def reader():
-        for raw in stdin:
-            agent.last_heard = time.monotonic()
-            try:
-                req = json.loads(raw)
-            except ValueError:
-                continue
-            if req.get("op") != "ping":
-                requests.put(req)
-        agent.gone = True
-        requests.put(None)
-
-    threading.Thread(target=reader, daemon=True).start()
+    threading.Thread(target=_read, args=(agent, stdin, requests), daemon=True).start()
     threading.Thread(target=agent.watchdog, args=(requests,), daemon=True).start()
     stdout.write(json.dumps(dict(ok=True, hello=os.uname().nodename, pid=os.getpid(),
                                  agent=list(agent.me))) + "\n")
@@ -356,16 +359,7 @@ def serve(stdin, stdout):
             req = requests.get()
             if req is None or req.get("op") == "bye" or agent.fenced:
                 break
-            with agent.work:
-                agent.busy = True
-            try:
-                answer = handlers[req.get("op")](req)
-            except Exception as exc:  # report, never die mid-protocol
-                answer = dict(ok=False, error="%s: %s" % (type(exc).__name__, exc),
-                              **getattr(exc, "details", {}))
-            finally:
-                with agent.work:
-                    agent.busy = False
+            answer = agent.handle(req)
             if agent.fenced:
                 break
             try:
@@ -376,6 +370,20 @@ def serve(stdin, stdout):
     finally:
         agent.finish()
     return 0
+
+
+def _read(agent, stdin, requests):
+    """The session's lines into ``requests`` (pings only renew the lease); None at its end."""
+    for raw in stdin:
+        agent.last_heard = time.monotonic()
+        try:
+            req = json.loads(raw)
+        except ValueError:
+            continue
+        if req.get("op") != "ping":
+            requests.put(req)
+    agent.gone = True
+    requests.put(None)
 
 
 if __name__ == "__main__":  # pragma: no cover - started through BOOTSTRAP

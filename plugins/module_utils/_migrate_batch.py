@@ -211,9 +211,7 @@ def run_moves(moves, move_one, parallel=DEFAULT_PARALLEL, per_dest=DEFAULT_PER_D
             pending.remove(index)
             move, late = moves[index], deadline is not None and clock() > deadline
             if late and after_deadline == "skip":
-                results[index] = dict(name=move["name"], dest=move["dest"], changed=False, skipped=True,
-                                      late=True, where="source",
-                                      msg="%s: not started, the deadline had passed" % move["name"])
+                results[index] = _skipped(move)
                 continue
             gate.take(move)
             thread = threading.Thread(target=work, args=(index, "cold" if late else move["mode"], late),
@@ -223,6 +221,11 @@ def run_moves(moves, move_one, parallel=DEFAULT_PARALLEL, per_dest=DEFAULT_PER_D
     for thread in threads:
         thread.join()
     return results, gate
+
+
+def _skipped(move):
+    return dict(name=move["name"], dest=move["dest"], changed=False, skipped=True, late=True,
+                where="source", msg="%s: not started, the deadline had passed" % move["name"])
 
 
 def failure(move, exc):
@@ -250,41 +253,56 @@ def migrate_batch(root, moves, mode="cold", parallel=DEFAULT_PARALLEL, per_dest=
     for move in moves:
         move["memory"] = _migrate.memory_needed(store.load(move["name"]) or {})
     t0 = time.monotonic()
-    window = Window(frozen)
+    mover = Mover(root, Window(frozen), hooks, fallback_cold, check_mode, common)
+    results, gate = run_moves(moves, mover.move, parallel, per_dest, memory_in_flight, deadline,
+                              after_deadline, clock)
+    out = _summary(results, gate, t0)
+    if out["failed_moves"]:
+        raise BatchError("%d of %d move(s) failed: %s" % (
+            len(out["failed_moves"]), len(results),
+            "; ".join(r["msg"] for r in results if r.get("failed"))), **out)
+    return out
 
-    def move_one(move, each_mode):
-        def call(use):
-            steps, release = window.hooks((hooks or {}).get(move["name"]))
-            try:
-                return _migrate.migrate(root, move["name"], move["dest"], mode=use,
-                                        dest_python=move["dest_python"] or common.get("dest_python"),
-                                        check_mode=check_mode, hooks=steps,
-                                        **{k: v for k, v in common.items() if k != "dest_python"})
-            finally:
-                release()
+
+class Mover:
+    """One move of the batch: ``_migrate.migrate`` within the frozen-window bound, tried
+    once more cold (``fallback_cold``) when a live or lazy move left it on the source."""
+
+    def __init__(self, root, window, hooks, fallback_cold, check_mode, common):
+        self.root, self.window, self.hooks = root, window, hooks or {}
+        self.fallback_cold, self.check_mode, self.common = fallback_cold, check_mode, common
+
+    def move(self, move, mode):
         try:
-            return call(each_mode)
+            return self._migrate(move, mode)
         except CtrhostError as exc:
             first = failure(move, exc)
-            if not fallback_cold or each_mode == "cold" or not str(first["where"]).startswith("source") or check_mode:
+            if not self.fallback_cold or mode == "cold" or self.check_mode or \
+                    not str(first["where"]).startswith("source"):
                 raise
-        res = call("cold")
+        res = self._migrate(move, "cold")
         return dict(res, first_error=first["msg"], fallback=(res.get("fallback") or
-                                                             "%s failed, moved cold" % each_mode))
+                                                             "%s failed, moved cold" % mode))
 
-    results, gate = run_moves(moves, move_one, parallel, per_dest, memory_in_flight, deadline,
-                              after_deadline, clock)
-    failed = [r["name"] for r in results if r.get("failed")]
+    def _migrate(self, move, mode):
+        steps, release = self.window.hooks(self.hooks.get(move["name"]))
+        try:
+            return _migrate.migrate(self.root, move["name"], move["dest"], mode=mode,
+                                    dest_python=move["dest_python"] or self.common.get("dest_python"),
+                                    check_mode=self.check_mode, hooks=steps,
+                                    **{k: v for k, v in self.common.items() if k != "dest_python"})
+        finally:
+            release()
+
+
+def _summary(results, gate, t0):
     downtimes = [r["downtime"] for r in results if r.get("downtime") is not None]
-    out = dict(changed=any(r.get("changed") for r in results), results=results,
-               moved=[r["name"] for r in results if r.get("changed") and not r.get("failed")
-                      and r.get("where") == r.get("dest")],
-               already_moved=[r["name"] for r in results if r.get("already_moved")],
-               late=[r["name"] for r in results if r.get("skipped")], failed_moves=failed,
-               wall_time=round(time.monotonic() - t0, 3),
-               max_downtime=max(downtimes) if downtimes else None,
-               peak_parallel=gate.peak, peak_memory_in_flight=gate.peak_memory)
-    if failed:
-        raise BatchError("%d of %d move(s) failed: %s" % (
-            len(failed), len(results), "; ".join(r["msg"] for r in results if r.get("failed"))), **out)
-    return out
+    return dict(changed=any(r.get("changed") for r in results), results=results,
+                moved=[r["name"] for r in results if r.get("changed") and not r.get("failed")
+                       and r.get("where") == r.get("dest")],
+                already_moved=[r["name"] for r in results if r.get("already_moved")],
+                late=[r["name"] for r in results if r.get("skipped")],
+                failed_moves=[r["name"] for r in results if r.get("failed")],
+                wall_time=round(time.monotonic() - t0, 3),
+                max_downtime=max(downtimes) if downtimes else None,
+                peak_parallel=gate.peak, peak_memory_in_flight=gate.peak_memory)

@@ -8,84 +8,116 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import tempfile
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_proc import _alive
+from ansible_collections.ctrhost.fleet.plugins.module_utils import (
+    _addrguard,
+    _criu,
+    _restore,
+    _sysinfo,
+    _template,
+)
+from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import MissingToolError
+from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_proc import alive
+from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
+from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore
 
 
-class Preflight:
-    """Mixin of ``_migrate_agent.Agent`` (uses its ``self.m`` module table)."""
+def check(req):
+    """The agent's ``preflight`` request: what stops this host from taking the container
+    (``problems``) and its facts."""
+    layout = Layout(req.get("root"))
+    name, meta = req["name"], req["meta"]
+    spec = meta["spec"]
+    problems, facts = [], {}
+    problems += _template_problems(layout, spec, meta)
+    problems += _tool_problems(spec, req, facts)
+    problems += _capacity_problems(spec, req, facts)
+    facts["cleaned"] = clean_stale(layout, name, req.get("runtime_path"), problems)
+    facts["agent_dirs_removed"] = clean_agent_dirs()
+    if os.path.exists(layout.container_dir(name)) and facts["cleaned"] is not None:
+        problems.append("a container named %s exists here (%s)"
+                        % (name, layout.container_dir(name)))
+    if os.path.lexists(Layout.netns_path(name)):
+        problems.append("network namespace %s exists here" % Layout.netns_path(name))
+    problems += _addrguard.problems(layout, name, spec.get("network") or [],
+                                    own_macs=[i.get("mac") for i in spec.get("network") or []])
+    problems += _disk_problems(layout, req, facts)
+    facts["lazy_port"] = free_port()
+    return dict(ok=not problems, problems=problems, facts=facts)
 
-    def preflight(self, req):
-        """What stops this host from taking the container (``problems``) and its facts."""
-        m = self.m
-        layout = m["paths"].Layout(req.get("root"))
-        name, meta = req["name"], req["meta"]
-        spec = meta["spec"]
-        problems, facts = [], {}
-        local = m["template"].read_meta(layout, spec["template"])
-        if local is None:
-            problems.append("template %r is not installed" % spec["template"])
-        elif meta.get("template_sha256") and local.get("sha256") != meta["template_sha256"]:
-            problems.append("template %r has sha256 %s, the container runs on %s"
-                            % (spec["template"], local.get("sha256"), meta["template_sha256"]))
-        runtime = m["sysinfo"].runtime_info(spec.get("runtime") or "runc", req.get("runtime_path"))
-        usable, why = m["sysinfo"].runtime_usable(spec.get("runtime") or "runc", runtime,
-                                                  m["sysinfo"].cgroup_layout())
-        facts["runtime"] = runtime.get("version")
-        if not usable:
-            problems.append("runtime: %s" % why)
-        try:
-            criu = m["criu"].discover(req.get("criu_path"))
-            facts.update(criu_version=criu["version"], lazy_pages=criu["lazy_pages"],
-                         lazy_pages_reason=criu["lazy_pages_reason"], pre_dump=criu["pre_dump"])
-            if not criu["check"]:
-                problems.append("criu %s fails 'criu check': %s" % (criu["version"],
-                                                                    criu["check_output"]))
-        except m["criu"].MissingToolError as exc:
-            problems.append(exc.msg)
-        mem = m["sysinfo"].meminfo()
-        facts.update(mem_available=mem["available"], cpus=m["sysinfo"].cpu_count(),
-                     hostname=os.uname().nodename)
-        if req.get("memory_needed") and mem["available"] < req["memory_needed"]:
-            problems.append("%d bytes of memory available, the container needs %d"
-                            % (mem["available"], req["memory_needed"]))
-        cpus = (spec.get("limits") or {}).get("cpus")
-        if cpus and float(cpus) > facts["cpus"]:
-            problems.append("the container's cpus limit %s exceeds this host's %d cpus"
-                            % (cpus, facts["cpus"]))
-        facts["cleaned"] = self._clean_stale(layout, name, req.get("runtime_path"), problems)
-        facts["agent_dirs_removed"] = clean_agent_dirs()
-        if os.path.exists(layout.container_dir(name)) and facts["cleaned"] is not None:
-            problems.append("a container named %s exists here (%s)"
-                            % (name, layout.container_dir(name)))
-        if os.path.lexists(m["paths"].Layout.netns_path(name)):
-            problems.append("network namespace %s exists here" % m["paths"].Layout.netns_path(name))
-        problems += m["addrguard"].problems(layout, name, spec.get("network") or [],
-                                            own_macs=[i.get("mac") for i in spec.get("network") or []])
-        disk = shutil.disk_usage(_existing_parent(layout.root))
-        facts["disk_free"] = disk.free
-        if req.get("disk_needed") and disk.free < req["disk_needed"]:
-            problems.append("%d bytes free under %s, the move needs about %d"
-                            % (disk.free, layout.root, req["disk_needed"]))
-        facts["lazy_port"] = _free_port()
-        return dict(ok=not problems, problems=problems, facts=facts)
 
-    def _clean_stale(self, layout, name, runtime_path, problems):
-        """Remove an incoming staging of ``name`` whose agent is gone; a live one is a
-        migration in progress (a problem, None). Returns whether something was removed."""
-        store = self.m["state"].ContainerStore(layout)
-        spec = store.load(name) or {}
-        marker = spec.get("incoming")
-        if not marker:
-            return False
-        if _alive(marker.get("agent")):
-            problems.append("an incoming migration of %s from %s is in progress here since %s "
-                            "(agent pid %s)" % (name, marker.get("from"), marker.get("since"),
-                                                (marker.get("agent") or ["?"])[0]))
-            return None
-        self.m["restore"].remove_incoming(layout, name, spec, runtime_path)
-        return True
+def _template_problems(layout, spec, meta):
+    local = _template.read_meta(layout, spec["template"])
+    if local is None:
+        return ["template %r is not installed" % spec["template"]]
+    if meta.get("template_sha256") and local.get("sha256") != meta["template_sha256"]:
+        return ["template %r has sha256 %s, the container runs on %s"
+                % (spec["template"], local.get("sha256"), meta["template_sha256"])]
+    return []
+
+
+def _tool_problems(spec, req, facts):
+    """The runtime and CRIU here: usable, and what they can do (into ``facts``)."""
+    problems = []
+    runtime = _sysinfo.runtime_info(spec.get("runtime") or "runc", req.get("runtime_path"))
+    usable, why = _sysinfo.runtime_usable(spec.get("runtime") or "runc", runtime,
+                                          _sysinfo.cgroup_layout())
+    facts["runtime"] = runtime.get("version")
+    if not usable:
+        problems.append("runtime: %s" % why)
+    try:
+        criu = _criu.discover(req.get("criu_path"))
+        facts.update(criu_version=criu["version"], lazy_pages=criu["lazy_pages"],
+                     lazy_pages_reason=criu["lazy_pages_reason"], pre_dump=criu["pre_dump"])
+        if not criu["check"]:
+            problems.append("criu %s fails 'criu check': %s" % (criu["version"],
+                                                                criu["check_output"]))
+    except MissingToolError as exc:
+        problems.append(exc.msg)
+    return problems
+
+
+def _capacity_problems(spec, req, facts):
+    """Memory and cpus here against what the container needs (into ``facts``)."""
+    problems = []
+    mem = _sysinfo.meminfo()
+    facts.update(mem_available=mem["available"], cpus=_sysinfo.cpu_count(),
+                 hostname=os.uname().nodename)
+    if req.get("memory_needed") and mem["available"] < req["memory_needed"]:
+        problems.append("%d bytes of memory available, the container needs %d"
+                        % (mem["available"], req["memory_needed"]))
+    cpus = (spec.get("limits") or {}).get("cpus")
+    if cpus and float(cpus) > facts["cpus"]:
+        problems.append("the container's cpus limit %s exceeds this host's %d cpus"
+                        % (cpus, facts["cpus"]))
+    return problems
+
+
+def _disk_problems(layout, req, facts):
+    disk = shutil.disk_usage(_existing_parent(layout.root))
+    facts["disk_free"] = disk.free
+    if req.get("disk_needed") and disk.free < req["disk_needed"]:
+        return ["%d bytes free under %s, the move needs about %d"
+                % (disk.free, layout.root, req["disk_needed"])]
+    return []
+
+
+def clean_stale(layout, name, runtime_path, problems):
+    """Remove an incoming staging of ``name`` whose agent is gone; a live one is a
+    migration in progress (a problem, None). Returns whether something was removed."""
+    spec = ContainerStore(layout).load(name) or {}
+    marker = spec.get("incoming")
+    if not marker:
+        return False
+    if alive(marker.get("agent")):
+        problems.append("an incoming migration of %s from %s is in progress here since %s "
+                        "(agent pid %s)" % (name, marker.get("from"), marker.get("since"),
+                                            (marker.get("agent") or ["?"])[0]))
+        return None
+    _restore.remove_incoming(layout, name, spec, runtime_path)
+    return True
 
 
 def _existing_parent(path):
@@ -94,8 +126,8 @@ def _existing_parent(path):
     return path
 
 
-def _free_port():
-    import socket
+def free_port():
+    """A free TCP port on the loopback (a lazy migration's page server)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -146,7 +178,7 @@ def clean_agent_dirs():
             continue
         if not isinstance(owner, list) or len(owner) != 3 or owner[2] != here or here is None:
             continue
-        if not _alive(owner[:2]):
+        if not alive(owner[:2]):
             shutil.rmtree(path, ignore_errors=True)
             removed += 1
     return removed

@@ -11,7 +11,7 @@ import signal
 import time
 
 
-def _identity(pid):
+def identity(pid):
     """(pid, starttime) of a live process, or None."""
     try:
         with open("/proc/%d/stat" % pid) as handle:
@@ -21,11 +21,11 @@ def _identity(pid):
     return None if fields[0] in ("Z", "X") else (pid, int(fields[19]))
 
 
-def _alive(ident):
-    return bool(ident) and _identity(int(ident[0])) == (int(ident[0]), int(ident[1]))
+def alive(ident):
+    return bool(ident) and identity(int(ident[0])) == (int(ident[0]), int(ident[1]))
 
 
-def _kill_tree(pid, include_self=True):
+def kill_tree(pid, include_self=True):
     """SIGKILL the descendants of ``pid`` (and ``pid``), children first found."""
     children = {}
     for entry in os.listdir("/proc"):
@@ -46,7 +46,7 @@ def _kill_tree(pid, include_self=True):
             os.kill(victim, signal.SIGKILL)
 
 
-def _wait_for(predicate, timeout):
+def wait_for(predicate, timeout):
     deadline = time.monotonic() + timeout
     while not predicate() and time.monotonic() < deadline:
         time.sleep(0.005)

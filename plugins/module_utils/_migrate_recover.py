@@ -11,13 +11,14 @@ import shutil
 import signal
 import time
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _checkpoint, _restore
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _checkpoint, _container, _restore
+from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import Cgroup
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CtrhostError
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_ssh import LEASE
-from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_window import _end_page_server
+from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_window import end_page_server
 
 
-def _fence(run, wait=10):
+def fence(run, wait=10):
     """Drop the agent session and make sure the destination's uncommitted copy is gone.
 
     The agent fences itself when its session ends; a new session's ``fence`` waits for
@@ -34,7 +35,7 @@ def _fence(run, wait=10):
             link.reopen()
         link.start_agent()
         answer = link.call("fence", root=run.dest_root or run.layout.root, name=run.name,
-                           agent=old, wait=wait, runtime_path=getattr(run, "runtime_path", None),
+                           agent=old, wait=wait, runtime_path=run.runtime_path,
                            timeout=wait + 60)
         if answer.get("ok") and answer.get("state") in ("absent", "fenced", "committed"):
             return answer["state"]
@@ -44,22 +45,19 @@ def _fence(run, wait=10):
     return "unverified"
 
 
-def _recover(run, rt, meta, exc):
-    """Make the container run on exactly one host after ``exc``; return where it runs.
+def recover(run, rt, meta):
+    """Make the container run on exactly one host after a failure; return where it runs.
 
     The source was only frozen (``_migrate_window``): once the destination is fenced,
     thawing it is the recovery. Only when its processes are gone (killed from outside)
     is it restored from the local images; a failure of that is kept in ``run.errors``."""
-    dump = getattr(run, "lazy_dump", None)
-    _close_receiver(run)
-    run.fence = _fence(run)
+    close_receiver(run)
+    run.fence = fence(run)
     run.step("fenced")
+    if run.lazy_dump is not None and run.lazy_dump.poll() is None:  # its page server waits
+        end_page_server(run.lazy_port, run.lazy_dump)
     if run.fence == "committed":  # the commit went through, its answer did not come back
-        if dump is not None and dump.poll() is None:
-            _end_page_server(getattr(run, "lazy_port", 0), dump)
         return run.dest
-    if dump is not None and dump.poll() is None:
-        _end_page_server(getattr(run, "lazy_port", 0), dump)
     status = _checkpoint.recover_running(rt, run.name, run.spec.get("cgroups_path"))
     if status == "running":
         if run.links_down:
@@ -71,7 +69,8 @@ def _recover(run, rt, meta, exc):
         meta = dict(meta, options=dict(meta.get("options") or {}),
                     cgroup_tree=(run.before_dump or {}).get("cgroup_tree"))
         try:
-            _restore.restore_images(run.layout, run.name, run.images, meta, created=False)
+            _restore.restore_images(run.layout, run.name, run.images, meta, run.runtime_path,
+                                    run.criu_path, created=False)
         except CtrhostError as err:
             run.errors.append(dict(where="source", step="fallback restore", msg=err.msg,
                                    log=err.details.get("log")))
@@ -98,22 +97,21 @@ def keep_failure(run, where):
     return out
 
 
-def _remove_source(run, rt):
-    """After the commit: kill the (still frozen) source, then remove it. Its processes
-    get SIGKILL while frozen and die at the thaw, without running another instruction."""
-    from ansible_collections.ctrhost.fleet.plugins.module_utils import _container
-    from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import Cgroup
+def remove_source(run):
+    """After the commit: kill the (still frozen) source, then remove it (the container
+    lifecycle's ``absent``, under the lock the migration holds). Its processes get
+    SIGKILL while frozen and die at the thaw, without running another instruction."""
     with contextlib.suppress(CtrhostError, OSError):
         for pid in Cgroup(run.spec["cgroups_path"]).procs():
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)  # pending until the thaw: they never run again
-    ctx = _container.Ctx(dict(root=run.layout.root, name=run.name), False)
-    _container.remove(ctx, run.spec)
+    _container.ensure(dict(root=run.layout.root, run_dir=run.layout.run_dir, name=run.name,
+                           state="absent", runtime_path=run.runtime_path), locked=True)
     shutil.rmtree(run.images, ignore_errors=True)
 
 
-def _close_receiver(run):
+def close_receiver(run):
     """Stop a transfer receiver that is still there (before the agent fences)."""
-    if getattr(run, "receiver", None) is not None:
+    if run.receiver is not None:
         run.receiver.close()
         run.receiver = None

@@ -10,8 +10,8 @@ cgroup: CRIU returns the freezer to the state it found), with every process
 intact, until the destination has committed; only then is it killed (still
 frozen). Whatever fails before, thawing it is the whole recovery: no restore.
 
-``_cold`` dumps to local images and ships them (in live mode only what changed since
-the last pre-dump, ``_migrate_precopy``); ``_lazy`` dumps all but the
+``cold`` dumps to local images and ships them (in live mode only what changed since
+the last pre-dump, ``_migrate_precopy``); ``lazy`` dumps all but the
 memory pages, which the destination's ``criu lazy-pages`` pulls from the dump's
 page server through an SSH port forward after the restore.
 """
@@ -41,7 +41,7 @@ def _transfer(run, upper, timeout):
     recv, run.receiver = run.receiver, None
     t0 = time.monotonic()
     try:
-        changed = _migrate_stream.delta(upper, run.upper_snapshot, _tree_state(upper))
+        changed = _migrate_stream.delta(upper, run.upper_snapshot, tree_state(upper))
         run.upper_delta = changed is None or bool(changed)
         t1 = time.monotonic()
         recv.add_dir_files(run.images, posixpath.join(run.incoming, "images"))
@@ -59,7 +59,7 @@ def _transfer(run, upper, timeout):
     run.bytes += sent
 
 
-def _tree_state(path):
+def tree_state(path):
     """{relative path: (ctime_ns, size, mode)} of a tree: two equal states mean the
     rootfs delta after the pre-sync is empty (ctime cannot be set back by the container)."""
     out = {}
@@ -88,8 +88,16 @@ def _restore_request(run, options, **extra):
                                  cgroup_tree=(run.before_dump or {}).get("cgroup_tree")))
 
 
-def _cold(run, rt, criu, meta, upper, options, timeout):
-    name, link = run.name, run.link
+def _restore_failed(run, answer, what):
+    return MigrationError("dest: %s failed on %s: %s" % (what, run.dest, answer.get("error")),
+                          cause=answer.get("cause"), criu_log=answer.get("criu_log"),
+                          dest_log=answer.get("log"))
+
+
+def cold(run, rt, criu, upper, options, timeout):
+    """Stop-and-copy (and live mode's final dump): freeze, dump to local images (in live
+    mode only what changed since the last pre-dump), ship them, restore there."""
+    name = run.name
     parent = ["--parent-path", run.parent] if run.parent else []  # live: only the delta
     _freeze(run, rt)
     try:
@@ -102,78 +110,86 @@ def _cold(run, rt, criu, meta, upper, options, timeout):
     run.stats.update(_criu.work_stats(run.images))
     _transfer(run, upper, timeout)
     run.step("transferred")
-    answer = link.call("restore", lazy=False, timeout=timeout, **_restore_request(run, options))
+    answer = run.link.call("restore", lazy=False, timeout=timeout, **_restore_request(run, options))
     if not answer.get("ok"):
-        raise MigrationError("dest: restore failed on %s: %s" % (run.dest, answer.get("error")),
-                             cause=answer.get("cause"), criu_log=answer.get("criu_log"),
-                             dest_log=answer.get("log"))
+        raise _restore_failed(run, answer, "restore")
     run.downtime = time.monotonic() - run.t_freeze
     run.stats["restore"] = answer.get("stats")
     run.dest_timings = answer.get("timings")
     return answer
 
 
-def _lazy(run, rt, criu, meta, pre, upper, options, timeout):
-    name, link = run.name, run.link
-    src_port = _free_port()
+def lazy(run, rt, criu, pre, upper, options, timeout):
+    """Post-copy: dump all but the memory pages and restore there at once; the
+    destination's ``criu lazy-pages`` then pulls the pages from this host's page server."""
     dst_port = pre["facts"]["lazy_port"]
-    link.forward_remote(dst_port, src_port)
-    run.lazy_port = src_port
+    cmd = _start_lazy_dump(run, rt, criu, options, dst_port, timeout)
+    run.step("dumped")
+    _transfer(run, upper, timeout)
+    run.step("transferred")
+    answer = run.link.call("restore", lazy=True, port=dst_port, timeout=timeout,
+                           **_restore_request(run, options))
+    if not answer.get("ok"):
+        end_page_server(run.lazy_port, run.lazy_dump)
+        raise _restore_failed(run, answer, "lazy restore")
+    run.downtime = time.monotonic() - run.t_freeze
+    run.step("running")
+    _pages_done(run, rt, cmd, answer, timeout)
+    run.step("pages_done")
+    return answer
+
+
+def _start_lazy_dump(run, rt, criu, options, dst_port, timeout):
+    """The destination's ``dst_port`` forwarded to a page server here, the freeze, the
+    dump started; returns its command once it serves the pages (else raises)."""
+    run.lazy_port = _free_port()
+    run.link.forward_remote(dst_port, run.lazy_port)
     rfd, wfd = os.pipe()
-    cmd = _dump_cmd(rt, criu, name, run.images, options,
-                    ["--lazy-pages", "--page-server", "127.0.0.1:%d" % src_port,
+    cmd = _dump_cmd(rt, criu, run.name, run.images, options,
+                    ["--lazy-pages", "--page-server", "127.0.0.1:%d" % run.lazy_port,
                      "--status-fd", str(wfd)])
     _freeze(run, rt)
-    dump = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, pass_fds=(wfd,),
-                            env=dict(os.environ, PATH=_cli.search_path()))
+    run.lazy_dump = dump = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE, pass_fds=(wfd,),
+                                            env=dict(os.environ, PATH=_cli.search_path()))
     os.close(wfd)
-    run.lazy_dump = dump
     try:
         ready = _wait_fd(rfd, timeout)
     finally:
         os.close(rfd)
     if not ready:
-        _end_page_server(src_port, dump)
+        end_page_server(run.lazy_port, dump)
         _out, err = dump.communicate()
-        exc = CommandError("lazy dump of %s failed" % name, cmd, dump.returncode,
+        exc = CommandError("lazy dump of %s failed" % run.name, cmd, dump.returncode,
                            stderr=err.decode("utf-8", "replace"))
-        raise _checkpoint.dump_failure(exc, run.images, "lazy dump for migration", rt, name,
+        raise _checkpoint.dump_failure(exc, run.images, "lazy dump for migration", rt, run.name,
                                        run.spec)
-    run.step("dumped")
-    _transfer(run, upper, timeout)
-    run.step("transferred")
-    answer = link.call("restore", lazy=True, port=dst_port, timeout=timeout,
-                       **_restore_request(run, options))
-    if not answer.get("ok"):
-        _end_page_server(src_port, dump)
-        raise MigrationError("dest: lazy restore failed on %s: %s" % (run.dest, answer.get("error")),
-                             cause=answer.get("cause"), criu_log=answer.get("criu_log"),
-                             dest_log=answer.get("log"))
-    run.downtime = time.monotonic() - run.t_freeze
-    run.step("running")
+    return cmd
+
+
+def _pages_done(run, rt, cmd, answer, timeout):
+    """After the lazy restore: wait until every page went over, then record the stats."""
+    dump = run.lazy_dump
     try:
         _out, err = dump.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        _end_page_server(src_port, dump)
+        end_page_server(run.lazy_port, dump)
         _out, err = dump.communicate()
-    done = link.call("lazy_wait", timeout=timeout)
+    done = run.link.call("lazy_wait", timeout=timeout)
     if dump.returncode != 0 or not done.get("ok"):
         exc = CommandError("lazy page transfer failed: %s" % (done.get("error") or "dump rc=%s"
                                                               % dump.returncode),
                            cmd, dump.returncode, stderr=err.decode("utf-8", "replace"))
-        raise _checkpoint.dump_failure(exc, run.images, "lazy page transfer", rt, name, run.spec)
+        raise _checkpoint.dump_failure(exc, run.images, "lazy page transfer", rt, run.name, run.spec)
     run.dumped = True
     run.stats.update(_criu.work_stats(run.images))
     run.stats["dump"] = _criu.lazy_dump_stats(run.stats.get("dump"), run.downtime)
     run.stats["restore"] = answer.get("stats")
     run.dest_timings = answer.get("timings")
     run.stats["lazy_pages"] = (done.get("stats") or {}).get("restore")
-    run.step("pages_done")
-    return answer
 
 
-def _end_page_server(port, dump):
+def end_page_server(port, dump):
     """Make a waiting lazy dump fail cleanly (CRIU then unfreezes and the runtime resumes)."""
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
         pass

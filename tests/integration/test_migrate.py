@@ -173,9 +173,13 @@ def segment_lab(name, containers=(NAME,)):
         lab.down()
 
 
+# A checkout's own lab name (CTRHOST_IT_LAB) gives this file a lab of its own too.
+MG_LAB = os.environ["CTRHOST_IT_LAB"] + "m" if os.environ.get("CTRHOST_IT_LAB") else "mh"
+
+
 @pytest.fixture(scope="module")
 def mg():
-    with segment_lab("mh") as lab:
+    with segment_lab(MG_LAB) as lab:
         yield lab
 
 

@@ -79,7 +79,7 @@ def test_choose_mode_uses_live_only_where_both_track_dirty_memory(tmp_path):
     no = dict(pre_dump=False, pre_dump_reason="the kernel does not track dirty memory")
     for src, dst, mode in ((yes, yes, "live"), (no, yes, "cold"), (yes, no, "cold")):
         run = Run(Layout(str(tmp_path)), "web1", {}, "live", "host2", None)
-        _migrate._choose_mode(run, src, dict(pre_dump=dst["pre_dump"]))
+        _migrate.choose_mode(run, src, dict(pre_dump=dst["pre_dump"]))
         assert run.mode == mode and (run.fallback is None) == (mode == "live"), run.fallback
     assert "dirty memory" in run.fallback
 
