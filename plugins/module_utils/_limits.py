@@ -22,6 +22,7 @@ Normalised shape (only the keys that are set)::
     io_weight: 500                # 10-1000 (blkio weight)
     io_read_bps: [{device: /dev/vda, rate: 10485760}]   # bytes/s, sorted by device
     io_write_bps: [...]
+    disk: 10737418240             # bytes (whole KiB) for the container's directory
 
 cpu_weight reaches the runtime as OCI ``cpu.shares`` through the conversion runc uses
 for cgroup v2 (``weight = 1 + (shares - 2) * 9999 // 262142``), inverted exactly, so
@@ -37,7 +38,7 @@ from __future__ import annotations
 import copy
 import os
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _cgroups, _oci, _sysinfo, _units
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _cgroups, _oci, _quota, _sysinfo, _units
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import NotFoundError, ValidationError
 from ansible_collections.ctrhost.fleet.plugins.module_utils._limitparse import (
     blkio_to_io_weight,
@@ -177,6 +178,19 @@ class Limit:
         return None if text is None else self.canon(cgroup, name, text)
 
 
+def _p_disk(value, field, host):
+    """At least 1M, rounded up to whole KiB (the quota's unit); refused where the
+    filesystem under the containers' root cannot enforce it."""
+    size = _units.parse_size(value, field)
+    if size < 1024 * 1024:
+        raise ValidationError(field, "expected at least 1M, got %r" % (value,))
+    where = _quota.available(host["root"]) if host.get("root") else dict(available=True)
+    if not where["available"]:
+        raise ValidationError(field, "disk limits are not available under %s: %s"
+                              % (host["root"], where["reason"]))
+    return -(-size // 1024) * 1024
+
+
 LIMITS = (
     Limit("cpus", parse.cpus,
           oci=lambda res, v, lim: _section(res, "cpu").update(quota=_units.cpus_to_quota(v),
@@ -235,6 +249,8 @@ LIMITS = (
           files=("blkio", "blkio.throttle.write_bps_device", "io.max"),
           show=_throttle_show, load=_throttle_load, reset_show="",
           **_throttle_files("wbps")),
+    # a project quota on the container's directory (upper and work inherit it)
+    Limit("disk", _p_disk, live="dir", backend=_quota, directory="."),
 )
 OPTIONS = {limit.key: limit for limit in LIMITS}
 KEYS = tuple(OPTIONS)
