@@ -199,3 +199,8 @@ def gather(root=None, gather=None, base="/", runtime_paths=None, criu_path=None)
     if warnings:
         result["warnings"] = warnings
     return result
+
+
+def task(params, check_mode=False):
+    """The ``host_info`` module's entry."""
+    return dict(gather(root=params["root"], gather=params["gather"]), changed=False)

@@ -126,3 +126,9 @@ def gather(root, names=None, runtime_path=None, network=True):
         containers.append(container_info(layout, name, spec, runtimes, runtime_path, network))
     return dict(changed=False, containers=containers, missing=missing,
                 count=len(containers))
+
+
+def task(params, check_mode=False):
+    """The ``container_info`` module's entry."""
+    return gather(params["root"], names=params["name"], runtime_path=params["runtime_path"],
+                  network=params["network"])

@@ -241,3 +241,8 @@ def _move(run, rt, criu, meta, pre, upper, dest_root, options, timeout, runtime_
     _remove_source(run, rt)
     run.step("source_removed")
     return _result(run, changed=True, preflight=pre, where=run.dest, pid=answer.get("pid"))
+
+
+def task(params, check_mode=False):
+    """The ``container_migrate`` module's entry: its options are ``migrate``'s keywords."""
+    return migrate(check_mode=check_mode, **params)

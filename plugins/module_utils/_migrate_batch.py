@@ -288,3 +288,9 @@ def migrate_batch(root, moves, mode="cold", parallel=DEFAULT_PARALLEL, per_dest=
         raise BatchError("%d of %d move(s) failed: %s" % (
             len(failed), len(results), "; ".join(r["msg"] for r in results if r.get("failed"))), **out)
     return out
+
+
+def task(params, check_mode=False):
+    """The ``container_migrate_batch`` module's entry: its options are ``migrate_batch``'s
+    keywords (the shared ones go on to every move)."""
+    return migrate_batch(check_mode=check_mode, **params)

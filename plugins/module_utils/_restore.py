@@ -404,3 +404,9 @@ def restore(root, name, cid=None, runtime_path=None, criu_path=None, check_mode=
                 stats=facts["stats"], duration=facts["duration"], created=facts["created"],
                 commands=recorder.commands,
                 diff=dict(before=dict(state="stopped"), after=dict(state="running")))
+
+
+def task(params, check_mode=False):
+    """The ``container_restore`` module's entry."""
+    return restore(params["root"], params["name"], params["id"], params["runtime_path"],
+                   params["criu_path"], check_mode)

@@ -280,12 +280,6 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import _hostinfo
 from ansible_collections.ctrhost.fleet.plugins.module_utils._module import COMMON_ARGS, argument_spec, run
 
 
-def _main(params):
-    result = _hostinfo.gather(root=params["root"], gather=params["gather"])
-    result["changed"] = False
-    return result
-
-
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(
@@ -294,7 +288,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    run(module, _main, module.params)
+    run(module, _hostinfo.task, module.params, module.check_mode)
 
 
 if __name__ == "__main__":
