@@ -40,6 +40,9 @@ FSXATTR = "=5I8x"  # xflags, extsize, nextents, projid, cowextsize, pad
 SYS_QUOTACTL_FD = 443  # the same number on every architecture's unified table
 PRJQUOTA = 2
 Q_GETINFO, Q_GETQUOTA, Q_SETQUOTA = 0x800005, 0x800007, 0x800008
+Q_XGETQSTATV = 0x5808  # struct fs_quota_statv: version, pad, flags, ... (160 bytes)
+QSTATV_SIZE = 160
+FS_QUOTA_PDQ_ENFD = 0x20  # project quota limits enforced (not only accounted)
 QIF_BLIMITS = 1
 DQBLK = "=8QI4x"  # if_dqblk: bhard, bsoft, curspace, ihard, isoft, curinodes, btime, itime, valid
 BLOCK = 1024  # quota blocks (QIF_DQBLKSIZE)
@@ -82,6 +85,19 @@ def set_quota(fd, projid, limit):
     raw = struct.pack(DQBLK, blocks, blocks, 0, 0, 0, 0, 0, 0, QIF_BLIMITS)
     buf = ctypes.create_string_buffer(raw, len(raw))
     quotactl(fd, Q_SETQUOTA, projid, buf)
+
+
+def enforced(fd):
+    """Whether project quota limits are enforced on the filesystem of ``fd`` (not only
+    accounted: ext4 enforces them when mounted with ``prjquota``); None when the kernel
+    cannot say."""
+    buf = ctypes.create_string_buffer(QSTATV_SIZE)
+    buf[0] = b"\x01"  # FS_QSTATV_VERSION1
+    try:
+        quotactl(fd, Q_XGETQSTATV, 0, buf)
+    except OSError:
+        return None
+    return bool(struct.unpack_from("=H", buf.raw, 2)[0] & FS_QUOTA_PDQ_ENFD)
 
 
 def get_xattr(fd):
@@ -219,6 +235,8 @@ def available(root):
         with _opened(path) as fd:
             get_xattr(fd)
             quotactl(fd, Q_GETINFO, 0, ctypes.create_string_buffer(24))
+            if enforced(fd) is False:
+                raise OSError(errno.ESRCH, "accounted, not enforced")
     except OSError as exc:
         out["reason"] = "%s (%s on %s)" % (_reason(exc), fstype or "unknown filesystem", mount)
         return out

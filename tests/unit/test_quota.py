@@ -21,8 +21,8 @@ HOST = dict(host_cpus=2, host_memory=8 << 30, host_cpuset=[0, 1], host_mems=[0])
 class Ext4:
     """Project ids per inode and a quota table per project id, as the kernel keeps them."""
 
-    def __init__(self, quota_on=True, syscall_error=None):
-        self.quota_on, self.syscall_error = quota_on, syscall_error
+    def __init__(self, quota_on=True, syscall_error=None, enforced=True):
+        self.quota_on, self.syscall_error, self.enforced = quota_on, syscall_error, enforced
         self.xattr = {}  # inode -> [xflags, projid]
         self.quota = {}  # projid -> [bhard blocks, bsoft blocks, curspace]
         self.calls = []
@@ -53,6 +53,9 @@ class Ext4:
         if sub == _quota.Q_GETQUOTA:
             raw = struct.pack(_quota.DQBLK, entry[0], entry[1], entry[2], 0, 0, 0, 0, 0, 0xF)
             ctypes.memmove(buf, raw, len(raw))
+        elif sub == _quota.Q_XGETQSTATV:
+            assert buf.raw[0] == 1 and len(buf.raw) == _quota.QSTATV_SIZE
+            struct.pack_into("=H", buf, 2, 0x10 | (_quota.FS_QUOTA_PDQ_ENFD if self.enforced else 0))
         elif sub == _quota.Q_SETQUOTA:
             fields = struct.unpack(_quota.DQBLK, buf.raw)
             assert fields[8] == _quota.QIF_BLIMITS
@@ -159,7 +162,13 @@ def test_available_says_why_not(tmp_path, ext4, quota_on, error, words):
 
 def test_available_and_apply_with_project_quota_on(tmp_path, ext4):
     assert _quota.available(str(tmp_path))["available"] is True
-    assert (_quota.Q_GETINFO, 0) in ext4.calls
+    assert (_quota.Q_GETINFO, 0) in ext4.calls and (_quota.Q_XGETQSTATV, 0) in ext4.calls
+
+
+def test_accounted_but_not_enforced_is_not_available(tmp_path, ext4):
+    ext4.enforced = False  # ext4 with the quota feature mounted without prjquota
+    where = _quota.available(str(tmp_path))
+    assert where["available"] is False and "prjquota" in where["reason"]
 
 
 def test_apply_without_quota_is_a_limit_error_naming_the_reason(tmp_path, ext4):
