@@ -14,9 +14,8 @@ import shutil
 import pytest
 
 import _local
-from _local import busybox_root, leftover_containers, mounted
+from _local import busybox_root, leftover_containers, leftovers
 
-RUNC_ROOT = "/run/ctrhost/runtime/runc"
 LOOP = ["/bin/sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
 
 pytestmark = [
@@ -73,24 +72,6 @@ def test_host_info_says_why_not(root, disk):
 def read(path):
     with open(path) as handle:
         return handle.read()
-
-
-def leftovers(root, name):
-    found = []
-    bundle = os.path.join(root, "containers", name)
-    if os.path.exists(bundle):
-        found.append("bundle " + bundle)
-    if mounted(os.path.join(bundle, "rootfs")):
-        found.append("rootfs mount")
-    if os.path.lexists("/run/netns/ctrhost-" + name):
-        found.append("netns")
-    if os.path.exists(os.path.join(RUNC_ROOT, name)):
-        found.append("runc state")
-    for hierarchy in os.listdir("/sys/fs/cgroup"):
-        for dirpath, dirnames, _ in os.walk(os.path.join("/sys/fs/cgroup", hierarchy, "ctrhost")):
-            if name in dirnames:
-                found.append("cgroup " + os.path.join(dirpath, name))
-    return found
 
 
 def test_container_asking_for_disk_is_refused_without_residue(root, disk):
