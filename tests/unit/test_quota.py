@@ -225,3 +225,41 @@ def test_this_kernel_answers_honestly(tmp_path):
         with pytest.raises(ValidationError):
             _limits.normalize({"disk": "1G"}, root=str(tmp_path), **HOST)
     assert _quota.read(str(tmp_path)) is None  # nothing of ours here
+
+
+def v2_cgroup(base):
+    """A running container's cgroup v2 directory with every limit at its default."""
+    from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import Cgroup
+    leaf = base / "ctrhost" / "h1" / "web1"
+    leaf.mkdir(parents=True)
+    (base / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    for name, text in (("cpuset.cpus.effective", "0-1"), ("cpuset.mems.effective", "0")):
+        (base / "ctrhost" / "h1" / name).write_text(text + "\n")
+    for name, text in (("cpu.max", "max 100000"), ("cpu.weight", "100"), ("cpuset.cpus", ""),
+                       ("cpuset.mems", ""), ("memory.max", "max"), ("memory.swap.max", "max"),
+                       ("memory.low", "0"), ("pids.max", "max"), ("io.weight", "default 100"),
+                       ("io.max", ""), ("memory.current", str(8 * M))):
+        (leaf / name).write_text(text + "\n")
+    return Cgroup("/ctrhost/h1/web1", base=str(base), mode="v2")
+
+
+def test_live_change_of_disk_goes_to_the_backend_only(tmp_path, ext4):
+    from ansible_collections.ctrhost.fleet.plugins.module_utils._limitlive import apply_live
+
+    class NoRuntime:  # nothing here is the runtime's business
+        def update(self, cid, resources):
+            raise AssertionError("runtime update for %r" % resources)
+
+    cg, bundle = v2_cgroup(tmp_path / "cg"), tmp_path / "web1"
+    bundle.mkdir()
+    plan = apply_live(NoRuntime(), "web1", cg, {}, {"disk": 16 * M}, check_mode=True, bundle=str(bundle))
+    assert plan["changed"] and plan["after"] == {"disk": 16 * M} and _quota.read(str(bundle)) is None
+    done = apply_live(NoRuntime(), "web1", cg, {}, {"disk": 16 * M}, bundle=str(bundle))
+    assert done["changes"] == {"disk": {"before": None, "after": 16 * M}}
+    assert done["after"] == {"disk": 16 * M} == _limits.read_dirs(str(bundle))
+    ext4.quota[ext4.projid(str(bundle))][2] = 12 * M
+    with pytest.raises(LimitError) as info:
+        apply_live(NoRuntime(), "web1", cg, {"disk": 16 * M}, {"disk": 4 * M}, bundle=str(bundle))
+    assert "uses 12M" in info.value.msg
+    assert apply_live(NoRuntime(), "web1", cg, {"disk": 16 * M}, {"disk": 16 * M},
+                      bundle=str(bundle))["changed"] is False
