@@ -38,7 +38,14 @@ from __future__ import annotations
 import copy
 import os
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _cgroups, _oci, _quota, _sysinfo, _units
+from ansible_collections.ctrhost.fleet.plugins.module_utils import (
+    _cgroups,
+    _limitparse,
+    _oci,
+    _quota,
+    _sysinfo,
+    _units,
+)
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import NotFoundError, ValidationError
 from ansible_collections.ctrhost.fleet.plugins.module_utils._limitparse import (
     blkio_to_io_weight,
@@ -48,7 +55,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._limitparse import (
     shares_to_weight,
     weight_to_shares,
 )
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _limitparse as parse
+
 
 # ---------------------------------------------------------------- the record
 def _section(res, name):
@@ -192,60 +199,60 @@ def _p_disk(value, field, host):
 
 
 LIMITS = (
-    Limit("cpus", parse.cpus,
+    Limit("cpus", _limitparse.cpus,
           oci=lambda res, v, lim: _section(res, "cpu").update(quota=_units.cpus_to_quota(v),
                                                               period=_units.CPU_PERIOD),
           files=("cpu", "cpu.cfs_quota_us", "cpu.max"),
           show=lambda cg, v, name: str(_units.cpus_to_quota(v)),
           load=lambda cg, text, name: int(text) / _units.CPU_PERIOD,
           reset=lambda res, cg, lim: _section(res, "cpu").update(quota=-1, period=_units.CPU_PERIOD)),
-    Limit("cpu_weight", parse.int_range(1, 10000, "cpu weight"), "int",
+    Limit("cpu_weight", _limitparse.int_range(1, 10000, "cpu weight"), "int",
           oci=lambda res, v, lim: _section(res, "cpu").update(shares=weight_to_shares(v)),
           files=("cpu", "cpu.shares", "cpu.weight"),
           show=lambda cg, v, name: str(v if cg.v2 else weight_to_shares(v)),
           load=lambda cg, text, name: int(text) if cg.v2 else shares_to_weight(int(text)),
           reset=_unified_or("cpu.weight", "100", "cpu", "shares", 1024),
           reset_show=lambda cg, name: "100" if cg.v2 else "1024"),
-    Limit("cpuset_cpus", parse.cpuset("cpuset"), "str",
+    Limit("cpuset_cpus", _limitparse.cpuset("cpuset"), "str",
           oci=lambda res, v, lim: _section(res, "cpu").update(cpus=v),
           files=("cpuset", "cpuset.cpus", "cpuset.cpus"), load=lambda cg, text, name: text,
           canon=_cpuset_canon("cpus"),
           reset=lambda res, cg, lim: _section(res, "cpu").update(cpus=cg.parent_cpuset("cpus")),
           reset_show=lambda cg, name: cg.parent_cpuset("cpus")),
-    Limit("cpuset_mems", parse.cpuset("mems"), "str",
+    Limit("cpuset_mems", _limitparse.cpuset("mems"), "str",
           oci=lambda res, v, lim: _section(res, "cpu").update(mems=v),
           files=("cpuset", "cpuset.mems", "cpuset.mems"), load=lambda cg, text, name: text,
           canon=_cpuset_canon("mems"),
           reset=lambda res, cg, lim: _section(res, "cpu").update(mems=cg.parent_cpuset("mems")),
           reset_show=lambda cg, name: cg.parent_cpuset("mems")),
-    Limit("memory", parse.memory, oci=_memory_pair, reset=_memory_reset,
+    Limit("memory", _limitparse.memory, oci=_memory_pair, reset=_memory_reset,
           files=("memory", "memory.limit_in_bytes", "memory.max"),
           show=lambda cg, v, name: str(page(v))),
-    Limit("memory_swap", parse.memory_swap, oci=_memory_pair, reset=_memory_reset,
+    Limit("memory_swap", _limitparse.memory_swap, oci=_memory_pair, reset=_memory_reset,
           files=("memory", "memory.memsw.limit_in_bytes", "memory.swap.max"), show=_swap_show,
           load=lambda cg, text, name: int(text) + (cg.memory_limit() if cg.v2 else 0)),
-    Limit("memory_reservation", parse.memory_reservation,
+    Limit("memory_reservation", _limitparse.memory_reservation,
           oci=lambda res, v, lim: _section(res, "memory").update(reservation=v),
           files=("memory", "memory.soft_limit_in_bytes", "memory.low"),
           show=lambda cg, v, name: str(page(v)),
           reset=_unified_or("memory.low", "0", "memory", "reservation", -1),
           reset_show=lambda cg, name: "0" if cg.v2 else "max"),
-    Limit("pids", parse.int_range(1, parse.MAX_PIDS, "pids limit"), "int",
+    Limit("pids", _limitparse.int_range(1, _limitparse.MAX_PIDS, "pids limit"), "int",
           oci=lambda res, v, lim: res.update(pids=dict(limit=v)),
           files=("pids", "pids.max", "pids.max"),
           reset=lambda res, cg, lim: res.update(pids=dict(limit=-1))),
-    Limit("io_weight", parse.int_range(10, 1000, "io weight"), "int",
+    Limit("io_weight", _limitparse.int_range(10, 1000, "io weight"), "int",
           oci=lambda res, v, lim: _section(res, "blockIO").update(weight=v),
           where=_io_weight_where, reset=_io_weight_reset,
           show=lambda cg, v, name: str(blkio_to_io_weight(v) if name == "io.weight" else v),
           load=lambda cg, text, name: io_weight_to_blkio(int(text)) if name == "io.weight" else int(text),
           reset_show=lambda cg, name: "500" if name == "blkio.weight" else "100"),
     # runc update leaves the io throttles alone: they are written to the files.
-    Limit("io_read_bps", parse.io_list, oci=_throttle_oci("throttleReadBpsDevice"), live="cgroup",
+    Limit("io_read_bps", _limitparse.io_list, oci=_throttle_oci("throttleReadBpsDevice"), live="cgroup",
           files=("blkio", "blkio.throttle.read_bps_device", "io.max"),
           show=_throttle_show, load=_throttle_load, reset_show="",
           **_throttle_files("rbps")),
-    Limit("io_write_bps", parse.io_list, oci=_throttle_oci("throttleWriteBpsDevice"), live="cgroup",
+    Limit("io_write_bps", _limitparse.io_list, oci=_throttle_oci("throttleWriteBpsDevice"), live="cgroup",
           files=("blkio", "blkio.throttle.write_bps_device", "io.max"),
           show=_throttle_show, load=_throttle_load, reset_show="",
           **_throttle_files("wbps")),
