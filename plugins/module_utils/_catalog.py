@@ -140,3 +140,14 @@ def checkpoints(root, names=None, checksum=False, disk_usage=True, now=None):
         ))
     total = sum(c["disk_usage"] if c["disk_usage"] is not None else (c["size"] or 0) for c in out)
     return dict(changed=False, checkpoints=out, count=len(out), total_size=total)
+
+
+def checkpoint_task(params, check_mode=False):
+    """The ``checkpoint_info`` module's entry."""
+    return checkpoints(params["root"], names=params["name"], checksum=params["checksum"],
+                       disk_usage=params["disk_usage"])
+
+
+def template_task(params, check_mode=False):
+    """The ``template_info`` module's entry."""
+    return templates(params["root"], names=params["name"], disk_usage=params["disk_usage"])

@@ -1,12 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: ctrhost.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A container's cgroup on cgroup v1, hybrid or v2: read limits and usage, check the
-files a limit must show, lower memory safely, remove the leaf directories.
-
-Each limit key of ``_limits.OPTIONS`` maps here to the file(s) that hold it
-(``FILES``); reads return the normalised shape of ``_limits`` (defaults and
-"unlimited" left out).
+"""A container's cgroup on cgroup v1, hybrid or v2, as files: find, read, write and
+compare them (``canon``), read usage and the freezer, lower memory safely, remove the
+leaf directories. Which file holds which limit is ``_limits``' business.
 """
 
 from __future__ import annotations
@@ -28,22 +25,6 @@ V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "freeze
 UNLIMITED = 1 << 62  # v1 reports 'unlimited' as PAGE_COUNTER_MAX pages (~2^63)
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
-# key -> (v1 controller, v1 file, v2 file); io_weight's file is resolved at run time.
-FILES = {
-    "cpus": ("cpu", "cpu.cfs_quota_us", "cpu.max"),
-    "cpu_weight": ("cpu", "cpu.shares", "cpu.weight"),
-    "cpuset_cpus": ("cpuset", "cpuset.cpus", "cpuset.cpus"),
-    "cpuset_mems": ("cpuset", "cpuset.mems", "cpuset.mems"),
-    "memory": ("memory", "memory.limit_in_bytes", "memory.max"),
-    "memory_swap": ("memory", "memory.memsw.limit_in_bytes", "memory.swap.max"),
-    "memory_reservation": ("memory", "memory.soft_limit_in_bytes", "memory.low"),
-    "pids": ("pids", "pids.max", "pids.max"),
-    "io_weight": ("blkio", "blkio.weight", "io.weight"),
-    "io_read_bps": ("blkio", "blkio.throttle.read_bps_device", "io.max"),
-    "io_write_bps": ("blkio", "blkio.throttle.write_bps_device", "io.max"),
-}
-
-
 def detect_mode(base=DEFAULT_BASE):
     """'v1', 'hybrid' or 'v2' for the hierarchy at ``base``: from ``_sysinfo`` (mountinfo)
     for the real one, from the files for a sample tree."""
@@ -57,9 +38,11 @@ def detect_mode(base=DEFAULT_BASE):
     return "hybrid" if os.path.exists(os.path.join(base, "unified", "cgroup.controllers")) else "v1"
 
 
-def _canon(name, text):
+def canon(name, text):
     """File content -> comparable form ('max' for every spelling of unlimited)."""
     text = (text or "").strip()
+    if name == "cpu.cfs_quota_us" and text.startswith("-"):
+        return "max"
     if name in ("cpuset.cpus", "cpuset.mems"):
         return _units.parse_cpuset(text)[1] if text else ""
     if name == "cpu.max":
@@ -71,20 +54,26 @@ def _canon(name, text):
     return text
 
 
-def _throttle_map(text, key):
-    """blkio.throttle.*_bps_device or io.max content -> {'maj:min': rate}."""
+def throttle_map(text, part):
+    """blkio.throttle.*_bps_device or io.max content -> {'maj:min': rate} of ``part``
+    (rbps or wbps; io.max holds both)."""
     out = {}
     for line in (text or "").splitlines():
         parts = line.split()
         if len(parts) == 2 and parts[1].isdigit() and int(parts[1]) > 0:
             out[parts[0]] = int(parts[1])
         elif len(parts) >= 2:
-            want = "rbps" if key == "io_read_bps" else "wbps"
-            for part in parts[1:]:
-                name, _sep, value = part.partition("=")
-                if name == want and value.isdigit():
+            for item in parts[1:]:
+                name, _sep, value = item.partition("=")
+                if name == part and value.isdigit():
                     out[parts[0]] = int(value)
     return out
+
+
+def throttle_canon(text, part):
+    """Comparable form of a throttle file: 'maj:min=rate,...' sorted by device."""
+    items = sorted(throttle_map(text, part).items(), key=lambda kv: tuple(map(int, kv[0].split(":"))))
+    return ",".join("%s=%d" % kv for kv in items)
 
 
 def _page(value):
@@ -240,123 +229,30 @@ class Cgroup:
                     cpu_ns=num("cpuacct", "cpuacct.usage"), pids_current=num("pids", "pids.current"),
                     oom_kills=field("memory", "memory.oom_control", "oom_kill"))
 
-    # -------------------------------------------------------------- limits
-    def location(self, key):
-        """(controller, file) holding ``key`` on this host."""
-        controller, v1_name, v2_name = FILES[key]
-        if key == "io_weight":
-            if self.v2:
-                return None, "io.bfq.weight" if self.has(None, "io.bfq.weight") else "io.weight"
-            return controller, "blkio.weight" if self.has(controller, "blkio.weight") else "blkio.bfq.weight"
-        return (None, v2_name) if self.v2 else (controller, v1_name)
-
+    # -------------------------------------------------------------- limit files
     def parent_cpuset(self, which):
         """The parent's cpu (which='cpus') or mem list: what an unset cpuset inherits."""
         name = "cpuset.%s.effective" % which if self.v2 else "cpuset.%s" % which
-        return _canon("cpuset.cpus", self.read("cpuset", name, parent=True))
+        return canon("cpuset.cpus", self.read("cpuset", name, parent=True))
 
-    def expected(self, key, value):
-        """Canonical file content that ``key`` = ``value`` (None: unset) must show."""
-        controller, name = self.location(key)
-        if key == "cpus":
-            return "max" if value is None else str(_units.cpus_to_quota(value))
-        if key == "cpu_weight":
-            from ansible_collections.ctrhost.fleet.plugins.module_utils._limits import weight_to_shares
-            if self.v2:
-                return "100" if value is None else str(value)
-            return "1024" if value is None else str(weight_to_shares(value))
-        if key in ("cpuset_cpus", "cpuset_mems"):
-            return value if value is not None else self.parent_cpuset(key.split("_")[1])
-        if key == "memory_swap":
-            if value is None or value == -1:
-                return "max"
-            return str(_page(value) - _page(self._memory_value())) if self.v2 else str(_page(value))
-        if key in ("memory", "memory_reservation"):
-            if value is None:
-                return "0" if (self.v2 and key == "memory_reservation") else "max"
-            return str(_page(value))
-        if key == "pids":
-            return "max" if value is None else str(value)
-        if key == "io_weight":
-            from ansible_collections.ctrhost.fleet.plugins.module_utils._limits import blkio_to_io_weight
-            if value is None:  # the kernel's default, in the file's own scale
-                return "500" if name == "blkio.weight" else "100"
-            return str(blkio_to_io_weight(value) if name == "io.weight" else value)
-        from ansible_collections.ctrhost.fleet.plugins.module_utils._limits import resolve_device
-        return ",".join("%d:%d=%d" % (resolve_device(e["device"]) + (e["rate"],))
-                        for e in sorted(value or [], key=lambda e: resolve_device(e["device"])))
-
-    def actual(self, key):
-        """Canonical current content for ``key`` (None when the file is missing)."""
-        controller, name = self.location(key)
-        text = self.read(controller, name)
-        if text is None:
-            return None
-        if key in ("io_read_bps", "io_write_bps"):
-            items = sorted(_throttle_map(text, key).items(), key=lambda kv: tuple(map(int, kv[0].split(":"))))
-            return ",".join("%s=%d" % kv for kv in items)
-        if key == "cpus" and not self.v2 and text.startswith("-"):
-            return "max"
-        if key in ("cpuset_cpus", "cpuset_mems") and not text:  # empty: inherits the parent's
-            return self.parent_cpuset(key.split("_")[1])
-        return _canon(name, text)
-
-    def _memory_value(self):
-        text = self.actual("memory")
+    def memory_limit(self):
+        """The memory limit in bytes (0 when unlimited or unreadable)."""
+        name = "memory.max" if self.v2 else "memory.limit_in_bytes"
+        text = canon(name, self.read(None if self.v2 else "memory", name))
         return int(text) if text and text.isdigit() else 0
 
-    def mismatches(self, limits, keys=None):
-        """[(key, file, expected, actual)] for every key whose file differs."""
-        out = []
-        for key in keys or FILES:
-            controller, name = self.location(key)
-            if key == "io_weight" and not self.has(controller, name) and limits.get(key) is None:
-                continue
-            want, have = self.expected(key, limits.get(key)), self.actual(key)
-            if want != have:
-                out.append((key, self.file(controller, name) or name, want, have))
-        return out
-
-    def read_limits(self):
-        """Effective limits in the normalised shape of ``_limits`` (unset keys left out)."""
-        from ansible_collections.ctrhost.fleet.plugins.module_utils._limits import (
-            io_weight_to_blkio, shares_to_weight)
-        out = {}
-        for key in FILES:
-            have = self.actual(key)
-            if have is None or have == self.expected(key, None):
-                continue
-            if key == "cpus":
-                out[key] = int(have) / _units.CPU_PERIOD
-            elif key == "cpu_weight":
-                out[key] = int(have) if self.v2 else shares_to_weight(int(have))
-            elif key in ("cpuset_cpus", "cpuset_mems"):
-                out[key] = have
-            elif key == "memory_swap":
-                out[key] = int(have) + (self._memory_value() if self.v2 else 0)
-            elif key == "io_weight":
-                value = int(have)
-                out[key] = io_weight_to_blkio(value) if self.location(key)[1] == "io.weight" else value
-            elif key in ("io_read_bps", "io_write_bps"):
-                out[key] = [dict(device=k, rate=int(v)) for k, v in
-                            (item.split("=") for item in have.split(","))]
-            else:
-                out[key] = int(have)
-        return out
-
-    def write_throttle(self, key, entries):
-        """Make the io throttle of ``key`` exactly ``entries`` (removing other devices)."""
-        from ansible_collections.ctrhost.fleet.plugins.module_utils._limits import resolve_device
-        controller, name = self.location(key)
-        want = {"%d:%d" % resolve_device(e["device"]): e["rate"] for e in entries or []}
-        have = _throttle_map(self.read(controller, name), key)
-        field = "rbps" if key == "io_read_bps" else "wbps"
+    def write_throttle(self, part, want):
+        """Make the io throttle ``part`` (rbps or wbps) exactly ``want`` ({'maj:min':
+        bytes/s}), removing other devices."""
+        controller, name = (None, "io.max") if self.v2 else (
+            "blkio", "blkio.throttle.%s_bps_device" % ("read" if part == "rbps" else "write"))
+        have = throttle_map(self.read(controller, name), part)
         for device in sorted(set(have) | set(want)):
             if have.get(device) == want.get(device):
                 continue
             rate = want.get(device)
             if self.v2:
-                self.write(controller, name, "%s %s=%s" % (device, field, rate or "max"))
+                self.write(controller, name, "%s %s=%s" % (device, part, rate or "max"))
             else:
                 self.write(controller, name, "%s %d" % (device, rate or 0))
 

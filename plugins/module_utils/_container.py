@@ -30,6 +30,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _addrguard,
     _console,
     _ctrspec,
+    _limitlive,
     _limits,
     _netns,
     _oci,
@@ -89,8 +90,8 @@ def cgroup_remove(cgroups_path):
     Cgroup(cgroups_path).remove()
 
 
-def limits_apply_live(runtime, name, cgroups_path, old, new, check_mode):
-    result = _limits.apply_live(runtime, name, cgroups_path, old, new, check_mode)
+def limits_apply_live(runtime, name, cgroups_path, old, new, check_mode, bundle=None):
+    result = _limitlive.apply_live(runtime, name, cgroups_path, old, new, check_mode, bundle)
     if check_mode and result.get("changed"):
         runtime.record(runtime.base_cmd() + ["update", "--resources", "-", name])
     return result
@@ -145,11 +146,9 @@ def write_config(ctx, spec):
         ctx.warnings.append("runtime %s has no seccomp support: the container runs without "
                             "a seccomp profile" % spec["runtime"])
     cfg = _oci.build_config(ctx.name, spec, _netns.path(ctx.name),
-                            resources=_limits.to_oci_resources(spec.get("limits") or {}),
                             cgroups=spec.get("cgroups_path"), seccomp=seccomp,
                             criu_config=os.path.join(ctx.layout.run_dir, CRIU_CONFIG))
-    if not ctx.check_mode:
-        _oci.save_config(_oci.config_path(ctx.bundle), cfg)
+    _limits.persist(ctx.bundle, spec.get("limits") or {}, ctx.check_mode, config=cfg)
     return cfg
 
 
@@ -233,6 +232,7 @@ def remove(ctx, stored):
     if os.path.exists(ctx.bundle):
         found = True
         if not ctx.check_mode:
+            _limits.release(ctx.bundle)
             overlay.remove()
             shutil.rmtree(ctx.bundle)
     if not ctx.check_mode:
@@ -367,7 +367,7 @@ def _converge(ctx, stored, spec, state, params):
         changed = True
         if live and not recreate:
             limits_apply_live(rt, ctx.name, spec["cgroups_path"], stored.get("limits") or {},
-                              spec["limits"], ctx.check_mode)
+                              spec["limits"], ctx.check_mode, ctx.bundle)
     if stored.get("network") != spec["network"]:
         changed = True
         if not ctx.check_mode and _netns.exists(ctx.name):
@@ -379,9 +379,7 @@ def _converge(ctx, stored, spec, state, params):
         changed = True
     if changed and not ctx.check_mode:
         if os.path.exists(_oci.config_path(ctx.bundle)) and not recreate:
-            cfg = _oci.load_config(ctx.bundle)
-            _oci.save_config(ctx.bundle, _oci.set_resources(
-                cfg, _limits.to_oci_resources(spec["limits"])))
+            _limits.persist(ctx.bundle, spec["limits"])
         else:
             write_config(ctx, spec)
         ctx.store.save(ctx.name, spec)

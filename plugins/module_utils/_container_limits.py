@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _limits
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _limitlive, _limits
 from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import Cgroup
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     LimitError,
@@ -47,15 +47,14 @@ def adjust(params, check_mode=False, host=None, cgroup_base=None):
     name = validate_name(params.get("name"))
     layout = Layout(params.get("root"), params.get("run_dir"))
     store = ContainerStore(layout)
-    host = host or _limits.host_facts()
+    host = host or _limits.host_facts(layout.root)
     with store.lock(name):
         spec = store.load(name)
         if spec is None:
             raise NotFoundError("name: container %s does not exist under %s" % (name, layout.root),
                                 field="name")
         stored = spec.get("limits") or {}
-        new = _limits.normalize(merge(stored, params.get("limits"), params.get("replace")),
-                                host["cpus"], host["memory"], host["cpuset"], host.get("mems"))
+        new = _limits.normalize_for(host, merge(stored, params.get("limits"), params.get("replace")))
         runtime_name = params.get("runtime") or spec.get("runtime") or "runc"
         runtime = Runtime(runtime_name, path=params.get("runtime_path"),
                           state_root=os.path.join(layout.runtime_root, runtime_name))
@@ -68,7 +67,8 @@ def adjust(params, check_mode=False, host=None, cgroup_base=None):
                       before=stored, after=new, changes=_limits.diff(stored, new))
         changed = stored != new
         if live:
-            applied = _limits.apply_live(runtime, name, cgroup, stored, new, check_mode)
+            applied = _limitlive.apply_live(runtime, name, cgroup, stored, new, check_mode,
+                                            bundle=layout.container_dir(name))
             changed = changed or applied["changed"]
             result.update(effective_before=applied["before"], effective=applied["after"],
                           live_changes=applied["changes"])
@@ -77,9 +77,8 @@ def adjust(params, check_mode=False, host=None, cgroup_base=None):
                 raise LimitError("name: the init pid of %s changed during the update (%s -> %s)"
                                  % (name, state.get("pid"), (after_state or {}).get("pid")),
                                  field="name")
-        config_path = layout.container_file(name, "config.json")
-        if os.path.exists(config_path):
-            changed = _limits.persist_to_config(config_path, new, check_mode) or changed
+        if os.path.exists(layout.container_file(name, "config.json")):
+            changed = _limits.persist(layout.container_dir(name), new, check_mode) or changed
         if stored != new and not check_mode:
             spec["limits"] = new
             store.save(name, spec)

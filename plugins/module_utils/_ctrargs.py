@@ -7,13 +7,14 @@
 ``root``); ``ctrhost.fleet.containers`` takes a list of them under
 ``containers``. Their documentation is the doc fragment
 ``ctrhost.fleet.container`` (plugins/doc_fragments/container.py), shared the
-same way. Kept free of other imports: modules and tests load it cheaply.
+same way. The ``limits`` suboptions come from the limit records (``_limits``).
 """
 
 from __future__ import annotations
 
 import copy
 
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _limits
 from ansible_collections.ctrhost.fleet.plugins.module_utils._module import (
     COMMON_ARGS,
     argument_spec,
@@ -34,19 +35,7 @@ CAPABILITY_OPTIONS = dict(
 )
 
 # ``limits`` (validated and normalised by _limits; sizes and cpus keep their human form).
-LIMIT_OPTIONS = dict(
-    cpus=dict(type="raw"),
-    cpu_weight=dict(type="int"),
-    cpuset_cpus=dict(type="str"),
-    cpuset_mems=dict(type="str"),
-    memory=dict(type="raw"),
-    memory_swap=dict(type="raw"),
-    memory_reservation=dict(type="raw"),
-    pids=dict(type="int"),
-    io_weight=dict(type="int"),
-    io_read_bps=dict(type="raw"),
-    io_write_bps=dict(type="raw"),
-)
+LIMIT_OPTIONS = _limits.argument_spec()
 
 # One item of ``network`` (validated and normalised by _netconf).
 NETWORK_OPTIONS = dict(

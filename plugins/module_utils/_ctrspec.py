@@ -145,14 +145,8 @@ def norm_mounts(value):
     return out
 
 
-def host_limits_facts():
-    return _limits.host_facts()
-
-
-def norm_limits(value):
-    facts = host_limits_facts()
-    return _limits.normalize(value, facts["cpus"], facts["memory"], facts["cpuset"],
-                             facts.get("mems"))
+def norm_limits(value, root=None):
+    return _limits.normalize_for(_limits.host_facts(root), value)
 
 
 def normalize(layout, name, params, stored=None):
@@ -193,7 +187,7 @@ def normalize(layout, name, params, stored=None):
         else stored.get("mounts", [])
     spec["capabilities"] = _oci.normalize_capabilities(
         get("capabilities") if get("capabilities") is not None else stored.get("capabilities"))
-    spec["limits"] = norm_limits(get("limits")) if get("limits") is not None \
+    spec["limits"] = norm_limits(get("limits"), layout.root) if get("limits") is not None \
         else stored.get("limits", {})
     spec["network"] = (_norm_network(get("network"), name) if get("network") is not None
                        else stored.get("network", []))

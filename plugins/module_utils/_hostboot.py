@@ -140,3 +140,16 @@ def shutdown(root):
     if os.path.isdir(Layout(root).root):
         _keep_report(root, "shutdown", started, report, failed)
     return report, failed
+
+
+def network_task(params, check_mode=False):
+    """The ``host_network`` module's entry: apply now, and record it for the next boot."""
+    result = _hostnet.apply(bridges=params["bridges"], forwarding=params["forwarding"],
+                            routes=params["routes"], force=params["force"], check_mode=check_mode)
+    result["persisted"] = params["persist"] and persist_network(
+        params["root"], params["bridges"], params["forwarding"], params["routes"], check_mode=check_mode)
+    result["changed"] = result["changed"] or result["persisted"]
+    return result
+
+
+network_task.diff_on_request = True

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _sysinfo, _timens
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _limits, _sysinfo, _timens
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ValidationError
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
 
@@ -16,9 +16,9 @@ HOST_STATES = ("active", "cordoned", "draining", "drained", "upgrading")
 DEFAULT_HOST_STATE = "active"
 
 # What `gather` can name; `all` is every part, `min` the ones that run no command.
-PARTS = ("cpu", "memory", "kernel", "cgroup", "overlayfs", "runtimes", "criu", "criu_check",
+PARTS = ("cpu", "memory", "kernel", "cgroup", "overlayfs", "limits", "runtimes", "criu", "criu_check",
          "criu_features", "host_state", "committed")
-MIN_PARTS = ("cpu", "memory", "kernel", "cgroup", "overlayfs", "host_state", "committed")
+MIN_PARTS = ("cpu", "memory", "kernel", "cgroup", "overlayfs", "limits", "host_state", "committed")
 GATHER_CHOICES = ("all", "min") + PARTS + tuple("!" + part for part in PARTS)
 
 
@@ -183,6 +183,8 @@ def gather(root=None, gather=None, base="/", runtime_paths=None, criu_path=None)
         result["cgroup"] = cgroup_summary(layout_info)
     if "overlayfs" in parts:
         result["overlayfs"] = overlayfs(base)
+    if "limits" in parts:  # the limits kept on the containers' directories, under the root
+        result["limits"] = _limits.availability(layout.root)
     if "runtimes" in parts:
         result["runtimes"] = runtimes(layout_info, runtime_paths)
     if parts & {"criu", "criu_check", "criu_features"}:
@@ -197,3 +199,8 @@ def gather(root=None, gather=None, base="/", runtime_paths=None, criu_path=None)
     if warnings:
         result["warnings"] = warnings
     return result
+
+
+def task(params, check_mode=False):
+    """The ``host_info`` module's entry."""
+    return dict(gather(root=params["root"], gather=params["gather"]), changed=False)

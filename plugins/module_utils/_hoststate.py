@@ -157,3 +157,17 @@ def ensure(root=None, state=None, reason=None, progress=None, progress_update=No
 
 
 __all__ = ["DEFAULT_HOST_STATE", "HOST_STATES", "TRANSITIONS", "ensure", "plan", "read", "merge"]
+
+
+def task(params, check_mode=False):
+    """The ``host_state`` module's entry; its diff only when something changed (and,
+    through ``_module.run``, only when asked for)."""
+    result = ensure(root=params["root"], state=params["state"], reason=params["reason"],
+                    progress=params["progress"], progress_update=params["progress_update"],
+                    force=params["force"], check_mode=check_mode)
+    if not result["changed"]:
+        result.pop("diff", None)
+    return result
+
+
+task.diff_on_request = True

@@ -29,14 +29,16 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._validate import val
 
 
 # -- calls into the cgroup and netlink libraries (one place each) --------------
-def cgroup_facts(cgroups_path):
-    """(freezer state, effective limits, usage) of a cgroup; Nones when it is gone."""
+def cgroup_facts(cgroups_path, bundle=None):
+    """(freezer state, effective limits, usage) of a cgroup (limits kept on the
+    ``bundle``'s directories included); Nones when it is gone."""
     from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import Cgroup
+    from ansible_collections.ctrhost.fleet.plugins.module_utils._limitlive import effective
 
     group = Cgroup(cgroups_path)
     if not group.exists():
         return None, None, None
-    return group.freezer_state(), group.read_limits(), group.usage()
+    return group.freezer_state(), effective(group, bundle), group.usage()
 
 
 def network_facts(name, netns_path):
@@ -75,7 +77,7 @@ def container_info(layout, name, spec, runtimes=None, runtime_path=None, network
     except (MissingToolError, CtrhostError) as exc:
         error = exc.msg
     cgroups = spec.get("cgroups_path") or _oci.cgroups_path(name)
-    freezer, effective, usage = cgroup_facts(cgroups)
+    freezer, effective, usage = cgroup_facts(cgroups, layout.container_dir(name))
     state = state_of(rt_state, freezer)
     pid = rt_state.get("pid") if rt_state and state != "stopped" else None
     bundle = layout.container_dir(name)
@@ -124,3 +126,9 @@ def gather(root, names=None, runtime_path=None, network=True):
         containers.append(container_info(layout, name, spec, runtimes, runtime_path, network))
     return dict(changed=False, containers=containers, missing=missing,
                 count=len(containers))
+
+
+def task(params, check_mode=False):
+    """The ``container_info`` module's entry."""
+    return gather(params["root"], names=params["name"], runtime_path=params["runtime_path"],
+                  network=params["network"])

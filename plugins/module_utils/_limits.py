@@ -1,9 +1,13 @@
 # -*- coding: utf-8 -*-
 # Copyright: ctrhost.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Resource limits: one option table drives normalisation, comparison, the OCI
-``linux.resources`` of config.json, the live update through the runtime and its
-verification against the cgroup files.
+"""Resource limits: one record per key (``LIMITS``) says everything the library knows
+about it: how the user's value is parsed into its canonical form, where it goes in the
+OCI ``linux.resources`` of config.json, which cgroup v1 and v2 files hold it, what an
+unset key shows and how the runtime resets it, and how it is changed on a running
+container. ``normalize``, ``diff``, ``to_oci_resources`` and ``persist`` (the one
+writer of limits into config.json) are driven by the table; ``_limitlive`` applies and
+verifies it against the cgroup files (``_cgroups``, which knows files only).
 
 Normalised shape (only the keys that are set)::
 
@@ -18,191 +22,273 @@ Normalised shape (only the keys that are set)::
     io_weight: 500                # 10-1000 (blkio weight)
     io_read_bps: [{device: /dev/vda, rate: 10485760}]   # bytes/s, sorted by device
     io_write_bps: [...]
+    disk: 10737418240             # bytes (whole KiB) for the container's directory
 
 cpu_weight reaches the runtime as OCI ``cpu.shares`` through the conversion runc uses
 for cgroup v2 (``weight = 1 + (shares - 2) * 9999 // 262142``), inverted exactly, so
 a v2 host shows the requested ``cpu.weight`` and a v1 host the matching ``cpu.shares``.
+
+A key whose ``live`` is ``dir`` is not a cgroup limit: its ``backend`` keeps it on one
+of the container's directories (``directory``, under the bundle) and ``persist``,
+``_limitlive`` and the host's report reach it through the backend only.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-import stat
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _units
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
-    CommandError,
-    LimitError,
-    NotFoundError,
-    ValidationError,
+from ansible_collections.ctrhost.fleet.plugins.module_utils import (
+    _cgroups,
+    _limitparse,
+    _oci,
+    _quota,
+    _sysinfo,
+    _units,
+)
+from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import NotFoundError, ValidationError
+from ansible_collections.ctrhost.fleet.plugins.module_utils._limitparse import (
+    blkio_to_io_weight,
+    io_weight_to_blkio,
+    page,
+    resolve_device,
+    shares_to_weight,
+    weight_to_shares,
 )
 
-MIN_MEMORY = 4 * 1024 * 1024
-MAX_PIDS = 4194304  # the kernel's PID_MAX_LIMIT
-PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+# ---------------------------------------------------------------- the record
+def _section(res, name):
+    return res.setdefault(name, {})
 
 
-# ---------------------------------------------------------------- conversions
-def weight_to_shares(weight):
-    """cpu_weight (1-10000) -> cpu.shares such that runc's shares->weight gives it back."""
-    return 2 + -(-(weight - 1) * 262142 // 9999)
+def _memory_pair(res, value, limits):
+    """memory and memory_swap travel together, so runc orders the v1 writes
+    (memory.memsw.limit_in_bytes must stay >= memory.limit_in_bytes)."""
+    if "memory" in limits:
+        _section(res, "memory").update(limit=limits["memory"], swap=limits.get("memory_swap", -1))
 
 
-def shares_to_weight(shares):
-    """runc/systemd conversion of cgroup v1 cpu.shares to cgroup v2 cpu.weight."""
-    return 1 + ((max(2, min(262144, shares)) - 2) * 9999) // 262142
+def _memory_reset(res, cgroup, limits):
+    _section(res, "memory").update(limit=limits.get("memory", -1), swap=limits.get("memory_swap", -1))
 
 
-def blkio_to_io_weight(weight):
-    """runc's conversion of a blkio weight (10-1000) to cgroup v2 io.weight."""
-    return 1 + (weight - 10) * 9999 // 990
+def _throttle_oci(name):
+    def oci(res, value, limits):
+        if value:
+            _section(res, "blockIO")[name] = [
+                dict(major=resolve_device(e["device"])[0], minor=resolve_device(e["device"])[1],
+                     rate=e["rate"]) for e in value]
+    return oci
 
 
-def io_weight_to_blkio(value):
-    return next((w for w in range(10, 1001) if blkio_to_io_weight(w) >= value), 1000)
+def _throttle_show(cgroup, value, name):
+    return ",".join("%d:%d=%d" % (resolve_device(e["device"]) + (e["rate"],))
+                    for e in sorted(value or [], key=lambda e: resolve_device(e["device"])))
 
 
-def resolve_device(device, field="device"):
-    """'/dev/vda' or '254:0' -> (major, minor)."""
-    if ":" in str(device) and not str(device).startswith("/"):
-        major, _sep, minor = str(device).partition(":")
-        if major.isdigit() and minor.isdigit():
-            return int(major), int(minor)
-        raise ValidationError(field, "expected MAJ:MIN such as 254:0, got %r" % device)
-    try:
-        st = os.stat(device)
-    except OSError as exc:
-        raise ValidationError(field, "block device %r: %s" % (device, exc.strerror))
-    if not stat.S_ISBLK(st.st_mode):
-        raise ValidationError(field, "%r is not a block device" % device)
-    return os.major(st.st_rdev), os.minor(st.st_rdev)
+def _throttle_load(cgroup, text, name):
+    return [dict(device=k, rate=int(v)) for k, v in (item.split("=") for item in text.split(","))]
 
 
-# ---------------------------------------------------------------- parsers
-def _int_range(low, high, what):
-    def parse(value, field, host):
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ValidationError(field, "expected an integer %s, got %r" % (what, value))
-        if not low <= value <= high:
-            raise ValidationError(field, "expected %s between %d and %d, got %d"
-                                  % (what, low, high, value))
-        return value
-    return parse
+def _throttle_files(part):
+    def canon(cgroup, name, text):
+        return _cgroups.throttle_canon(text, part)
+
+    def write(cgroup, value):
+        want = {"%d:%d" % resolve_device(e["device"]): e["rate"] for e in value or []}
+        cgroup.write_throttle(part, want)
+    return dict(canon=canon, write=write)
 
 
-def _p_cpus(value, field, host):
-    cpus = _units.parse_cpus(value, field)
-    if cpus > host["cpus"]:
-        raise ValidationError(field, "%s cpus is more than this host's %d cpus" % (value, host["cpus"]))
-    return cpus
+def _cpuset_canon(which):
+    def canon(cgroup, name, text):  # empty: inherits the parent's
+        return _cgroups.canon(name, text) or cgroup.parent_cpuset(which)
+    return canon
 
 
-def _cpuset_parser(which):
-    def parse(value, field, host):
-        items, text = _units.parse_cpuset(value, field)
-        missing = [i for i in items if i not in host[which]]
-        if missing:
-            raise ValidationError(field, "%s not present on this host (it has %s)"
-                                  % (_units.format_cpuset(missing), _units.format_cpuset(host[which])))
-        return text
-    return parse
+def _unified_or(v2_file, v2_value, section, field, v1_value):
+    def reset(res, cgroup, limits):
+        if cgroup.v2:
+            res.setdefault("unified", {})[v2_file] = v2_value
+        else:
+            _section(res, section)[field] = v1_value
+    return reset
 
 
-def _p_memory(value, field, host):
+def _io_weight_where(cgroup):
+    if cgroup.v2:
+        return None, "io.bfq.weight" if cgroup.has(None, "io.bfq.weight") else "io.weight"
+    return "blkio", "blkio.weight" if cgroup.has("blkio", "blkio.weight") else "blkio.bfq.weight"
+
+
+def _io_weight_reset(res, cgroup, limits):
+    name = _io_weight_where(cgroup)[1]
+    if name == "io.weight":
+        res.setdefault("unified", {})["io.weight"] = "default 100"
+    else:
+        _section(res, "blockIO")["weight"] = 500 if name == "blkio.weight" else 100
+
+
+def _swap_show(cgroup, value, name):
+    if value is None or value == -1:
+        return "max"
+    return str(page(value) - page(cgroup.memory_limit())) if cgroup.v2 else str(page(value))
+
+
+class Limit:
+    """One limit key.
+
+    ``parse(value, field, host)`` -> canonical value; ``oci(res, value, limits)`` sets
+    it in OCI ``linux.resources``; ``files`` = (v1 controller, v1 file, v2 file) (or
+    ``where(cgroup)`` -> (controller, file) when the host decides); ``show(cgroup,
+    value, file)`` the canonical file content for a value (None: the unset/reset
+    content, ``reset_show``); ``load(cgroup, text, file)`` the value back from it;
+    ``reset(res, cgroup, limits)`` the runtime update that unsets it; ``live``:
+    ``runtime`` (the runtime's update), ``cgroup`` (written to the files), ``dir``
+    (kept by ``backend`` on the container's ``directory``); ``argtype``: the module
+    option type."""
+
+    def __init__(self, key, parse, argtype="raw", oci=None, files=None, where=None, show=None,
+                 load=None, reset=None, reset_show="max", live="runtime", backend=None,
+                 directory=None, canon=None, write=None):
+        self.key, self.parse, self.argtype, self.live = key, parse, argtype, live
+        self.oci = oci or (lambda res, value, limits: None)
+        self.files, self._where, self.reset_show = files, where, reset_show
+        self._show = show or (lambda cgroup, value, name: str(value))
+        self._load = load or (lambda cgroup, text, name: int(text))
+        self.reset = reset
+        self.backend, self.directory = backend, directory
+        self.canon = canon or (lambda cgroup, name, text: _cgroups.canon(name, text))
+        self.write = write
+
+    def where(self, cgroup):
+        """(controller, file) holding the key on ``cgroup``'s host."""
+        if self._where:
+            return self._where(cgroup)
+        return (None, self.files[2]) if cgroup.v2 else (self.files[0], self.files[1])
+
+    def show(self, cgroup, value):
+        name = self.where(cgroup)[1]
+        if value is None:
+            reset = self.reset_show
+            return reset(cgroup, name) if callable(reset) else reset
+        return self._show(cgroup, value, name)
+
+    def load(self, cgroup, text):
+        return self._load(cgroup, text, self.where(cgroup)[1])
+
+    def actual(self, cgroup):
+        """Canonical content of the key's file (None when the file is missing)."""
+        controller, name = self.where(cgroup)
+        text = cgroup.read(controller, name)
+        return None if text is None else self.canon(cgroup, name, text)
+
+
+def _p_disk(value, field, host):
+    """At least 1M, rounded up to whole KiB (the quota's unit); refused where the
+    filesystem under the containers' root cannot enforce it."""
     size = _units.parse_size(value, field)
-    if size < MIN_MEMORY:
-        raise ValidationError(field, "expected at least 4M, got %r" % (value,))
-    if host.get("memory") and size > host["memory"]:
-        raise ValidationError(field, "%s is more than this host's memory (%s)"
-                              % (value, _units.format_size(host["memory"])))
-    return size
+    if size < 1024 * 1024:
+        raise ValidationError(field, "expected at least 1M, got %r" % (value,))
+    where = _quota.available(host["root"]) if host.get("root") else dict(available=True)
+    if not where["available"]:
+        raise ValidationError(field, "disk limits are not available under %s: %s"
+                              % (host["root"], where["reason"]))
+    return -(-size // 1024) * 1024
 
 
-def _p_swap(value, field, host):
-    if value in (-1, "-1") or str(value).lower() in ("unlimited", "max"):
-        return -1
-    return _units.parse_size(value, field)
-
-
-def _p_reservation(value, field, host):
-    size = _units.parse_size(value, field)
-    if size < PAGE:
-        raise ValidationError(field, "expected at least %d bytes, got %r" % (PAGE, value))
-    if host.get("memory") and size > host["memory"]:
-        raise ValidationError(field, "%s is more than this host's memory" % (value,))
-    return size
-
-
-def _p_io_list(value, field, host):
-    if isinstance(value, dict):  # {device: rate} shorthand
-        value = [dict(device=k, rate=v) for k, v in sorted(value.items())]
-    if not isinstance(value, list):
-        raise ValidationError(field, "expected a list of {device, rate}, got %r" % (value,))
-    out, seen = [], set()
-    for index, entry in enumerate(value):
-        where = "%s[%d]" % (field, index)
-        if not isinstance(entry, dict) or set(entry) != {"device", "rate"}:
-            raise ValidationError(where, "expected exactly the keys device and rate, got %r" % (entry,))
-        device = entry["device"]
-        if not isinstance(device, str) or not device:
-            raise ValidationError(where + ".device", "expected a /dev path or MAJ:MIN")
-        resolve_device(device, where + ".device")
-        rate = _units.parse_size(entry["rate"], where + ".rate")
-        if rate < 1:
-            raise ValidationError(where + ".rate", "expected a rate > 0 bytes/s")
-        if device in seen:
-            raise ValidationError(where + ".device", "%s is listed twice" % device)
-        seen.add(device)
-        out.append(dict(device=device, rate=rate))
-    return sorted(out, key=lambda e: e["device"])
-
-
-# ---------------------------------------------------------------- the table
-# name -> parse(value, field, host); ``runc`` marks what `runc update` can change
-# (the io throttles are written to the cgroup files directly: runc update skips them).
-OPTIONS = {
-    "cpus": dict(parse=_p_cpus, runc=True),
-    "cpu_weight": dict(parse=_int_range(1, 10000, "cpu weight"), runc=True),
-    "cpuset_cpus": dict(parse=_cpuset_parser("cpuset"), runc=True),
-    "cpuset_mems": dict(parse=_cpuset_parser("mems"), runc=True),
-    "memory": dict(parse=_p_memory, runc=True),
-    "memory_swap": dict(parse=_p_swap, runc=True),
-    "memory_reservation": dict(parse=_p_reservation, runc=True),
-    "pids": dict(parse=_int_range(1, MAX_PIDS, "pids limit"), runc=True),
-    "io_weight": dict(parse=_int_range(10, 1000, "io weight"), runc=True),
-    "io_read_bps": dict(parse=_p_io_list, runc=False),
-    "io_write_bps": dict(parse=_p_io_list, runc=False),
-}
+LIMITS = (
+    Limit("cpus", _limitparse.cpus,
+          oci=lambda res, v, lim: _section(res, "cpu").update(quota=_units.cpus_to_quota(v),
+                                                              period=_units.CPU_PERIOD),
+          files=("cpu", "cpu.cfs_quota_us", "cpu.max"),
+          show=lambda cg, v, name: str(_units.cpus_to_quota(v)),
+          load=lambda cg, text, name: int(text) / _units.CPU_PERIOD,
+          reset=lambda res, cg, lim: _section(res, "cpu").update(quota=-1, period=_units.CPU_PERIOD)),
+    Limit("cpu_weight", _limitparse.int_range(1, 10000, "cpu weight"), "int",
+          oci=lambda res, v, lim: _section(res, "cpu").update(shares=weight_to_shares(v)),
+          files=("cpu", "cpu.shares", "cpu.weight"),
+          show=lambda cg, v, name: str(v if cg.v2 else weight_to_shares(v)),
+          load=lambda cg, text, name: int(text) if cg.v2 else shares_to_weight(int(text)),
+          reset=_unified_or("cpu.weight", "100", "cpu", "shares", 1024),
+          reset_show=lambda cg, name: "100" if cg.v2 else "1024"),
+    Limit("cpuset_cpus", _limitparse.cpuset("cpuset"), "str",
+          oci=lambda res, v, lim: _section(res, "cpu").update(cpus=v),
+          files=("cpuset", "cpuset.cpus", "cpuset.cpus"), load=lambda cg, text, name: text,
+          canon=_cpuset_canon("cpus"),
+          reset=lambda res, cg, lim: _section(res, "cpu").update(cpus=cg.parent_cpuset("cpus")),
+          reset_show=lambda cg, name: cg.parent_cpuset("cpus")),
+    Limit("cpuset_mems", _limitparse.cpuset("mems"), "str",
+          oci=lambda res, v, lim: _section(res, "cpu").update(mems=v),
+          files=("cpuset", "cpuset.mems", "cpuset.mems"), load=lambda cg, text, name: text,
+          canon=_cpuset_canon("mems"),
+          reset=lambda res, cg, lim: _section(res, "cpu").update(mems=cg.parent_cpuset("mems")),
+          reset_show=lambda cg, name: cg.parent_cpuset("mems")),
+    Limit("memory", _limitparse.memory, oci=_memory_pair, reset=_memory_reset,
+          files=("memory", "memory.limit_in_bytes", "memory.max"),
+          show=lambda cg, v, name: str(page(v))),
+    Limit("memory_swap", _limitparse.memory_swap, oci=_memory_pair, reset=_memory_reset,
+          files=("memory", "memory.memsw.limit_in_bytes", "memory.swap.max"), show=_swap_show,
+          load=lambda cg, text, name: int(text) + (cg.memory_limit() if cg.v2 else 0)),
+    Limit("memory_reservation", _limitparse.memory_reservation,
+          oci=lambda res, v, lim: _section(res, "memory").update(reservation=v),
+          files=("memory", "memory.soft_limit_in_bytes", "memory.low"),
+          show=lambda cg, v, name: str(page(v)),
+          reset=_unified_or("memory.low", "0", "memory", "reservation", -1),
+          reset_show=lambda cg, name: "0" if cg.v2 else "max"),
+    Limit("pids", _limitparse.int_range(1, _limitparse.MAX_PIDS, "pids limit"), "int",
+          oci=lambda res, v, lim: res.update(pids=dict(limit=v)),
+          files=("pids", "pids.max", "pids.max"),
+          reset=lambda res, cg, lim: res.update(pids=dict(limit=-1))),
+    Limit("io_weight", _limitparse.int_range(10, 1000, "io weight"), "int",
+          oci=lambda res, v, lim: _section(res, "blockIO").update(weight=v),
+          where=_io_weight_where, reset=_io_weight_reset,
+          show=lambda cg, v, name: str(blkio_to_io_weight(v) if name == "io.weight" else v),
+          load=lambda cg, text, name: io_weight_to_blkio(int(text)) if name == "io.weight" else int(text),
+          reset_show=lambda cg, name: "500" if name == "blkio.weight" else "100"),
+    # runc update leaves the io throttles alone: they are written to the files.
+    Limit("io_read_bps", _limitparse.io_list, oci=_throttle_oci("throttleReadBpsDevice"), live="cgroup",
+          files=("blkio", "blkio.throttle.read_bps_device", "io.max"),
+          show=_throttle_show, load=_throttle_load, reset_show="",
+          **_throttle_files("rbps")),
+    Limit("io_write_bps", _limitparse.io_list, oci=_throttle_oci("throttleWriteBpsDevice"), live="cgroup",
+          files=("blkio", "blkio.throttle.write_bps_device", "io.max"),
+          show=_throttle_show, load=_throttle_load, reset_show="",
+          **_throttle_files("wbps")),
+    # a project quota on the container's directory (upper and work inherit it)
+    Limit("disk", _p_disk, live="dir", backend=_quota, directory="."),
+)
+OPTIONS = {limit.key: limit for limit in LIMITS}
 KEYS = tuple(OPTIONS)
+CGROUP_KEYS = tuple(limit.key for limit in LIMITS if limit.live != "dir")
+DIR_KEYS = tuple(limit.key for limit in LIMITS if limit.live == "dir")
 
 
-def host_facts():
-    """cpus, memory, cpuset and mems of this host (for ``normalize``)."""
+def argument_spec():
+    """The ``limits`` suboptions of the module argument specs."""
+    return {limit.key: dict(type=limit.argtype) for limit in LIMITS}
+
+
+# ---------------------------------------------------------------- declared limits
+def host_facts(root=None):
+    """cpus (the affinity-aware count of ``_sysinfo``), memory, cpuset and mems of
+    this host, and the containers' ``root`` (for ``normalize``)."""
     def _list(path, default):
         try:
             with open(path) as handle:
                 return _units.parse_cpuset(handle.read().strip())[0]
         except (OSError, ValidationError):
             return default
-    memory = 0
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemTotal:"):
-                    memory = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    cpus = os.cpu_count() or 1
-    return dict(cpus=cpus, memory=memory,
+    cpus = _sysinfo.cpu_count()
+    return dict(cpus=cpus, memory=_sysinfo.meminfo()["total"] or 0, root=root,
                 cpuset=_list("/sys/devices/system/cpu/online", list(range(cpus))),
                 mems=_list("/sys/devices/system/node/online", [0]))
 
 
-def normalize(raw, host_cpus, host_memory, host_cpuset, host_mems=None, field="limits"):
-    """Validate ``raw`` user limits and return the normalised dict (see module doc)."""
+def normalize(raw, host_cpus, host_memory, host_cpuset, host_mems=None, field="limits", root=None):
+    """Validate ``raw`` user limits and return the normalised dict (see module doc).
+    ``root``: the containers' root, where the directory-backed keys must be available."""
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -211,12 +297,12 @@ def normalize(raw, host_cpus, host_memory, host_cpuset, host_mems=None, field="l
     if unknown:
         raise ValidationError("%s.%s" % (field, unknown[0]),
                               "unknown limit; valid keys: %s" % ", ".join(KEYS))
-    host = dict(cpus=host_cpus, memory=host_memory, cpuset=list(host_cpuset),
+    host = dict(cpus=host_cpus, memory=host_memory, cpuset=list(host_cpuset), root=root,
                 mems=list(host_mems) if host_mems is not None else [0])
     out = {}
     for key, option in OPTIONS.items():
         if raw.get(key) is not None:
-            out[key] = option["parse"](raw[key], "%s.%s" % (field, key), host)
+            out[key] = option.parse(raw[key], "%s.%s" % (field, key), host)
     swap, memory = out.get("memory_swap"), out.get("memory")
     if swap is not None and swap != -1:
         if memory is None:
@@ -230,6 +316,12 @@ def normalize(raw, host_cpus, host_memory, host_cpuset, host_mems=None, field="l
     return out
 
 
+def normalize_for(host, raw, field="limits"):
+    """``normalize`` with a ``host_facts`` dict."""
+    return normalize(raw, host["cpus"], host["memory"], host["cpuset"], host.get("mems"), field,
+                     host.get("root"))
+
+
 def diff(old, new):
     """{key: {before, after}} for every key whose normalised value differs."""
     old, new = old or {}, new or {}
@@ -237,170 +329,71 @@ def diff(old, new):
             for key in KEYS if old.get(key) != new.get(key)}
 
 
-def _throttle(entries):
-    out = []
-    for entry in entries:
-        major, minor = resolve_device(entry["device"])
-        out.append(dict(major=major, minor=minor, rate=entry["rate"]))
-    return out
-
-
 def to_oci_resources(limits):
     """Normalised limits -> OCI ``linux.resources`` (cpu, memory, pids, blockIO)."""
     res = {}
-    cpu = {}
-    if "cpus" in limits:
-        cpu.update(quota=_units.cpus_to_quota(limits["cpus"]), period=_units.CPU_PERIOD)
-    if "cpu_weight" in limits:
-        cpu["shares"] = weight_to_shares(limits["cpu_weight"])
-    if "cpuset_cpus" in limits:
-        cpu["cpus"] = limits["cpuset_cpus"]
-    if "cpuset_mems" in limits:
-        cpu["mems"] = limits["cpuset_mems"]
-    memory = {}
-    if "memory" in limits:
-        memory["limit"] = limits["memory"]
-        memory["swap"] = limits.get("memory_swap", -1)
-    if "memory_reservation" in limits:
-        memory["reservation"] = limits["memory_reservation"]
-    block = {}
-    if "io_weight" in limits:
-        block["weight"] = limits["io_weight"]
-    if limits.get("io_read_bps"):
-        block["throttleReadBpsDevice"] = _throttle(limits["io_read_bps"])
-    if limits.get("io_write_bps"):
-        block["throttleWriteBpsDevice"] = _throttle(limits["io_write_bps"])
-    for key, value in (("cpu", cpu), ("memory", memory), ("blockIO", block)):
-        if value:
-            res[key] = value
-    if "pids" in limits:
-        res["pids"] = dict(limit=limits["pids"])
-    return res
-
-
-def persist_to_config(config_path, limits, check_mode=False):
-    """Write the limits into the bundle's config.json (``linux.resources``, device rules
-    kept) so that a CRIU restore or a re-create keeps them. True when it changed."""
-    from ansible_collections.ctrhost.fleet.plugins.module_utils import _oci
-    config = _oci.load_config(config_path)
-    if config is None:
-        raise NotFoundError("config.json: %s does not exist" % config_path, path=config_path)
-    old = copy.deepcopy((config.get("linux") or {}).get("resources") or {})
-    _oci.set_resources(config, to_oci_resources(limits))
-    if config["linux"]["resources"] == old:
-        return False
-    if not check_mode:
-        _oci.save_config(config_path, config)
-    return True
-
-
-# ---------------------------------------------------------------- live update
-def update_resources(keys, limits, cgroup):
-    """The ``runc update --resources -`` document that moves ``keys`` to ``limits``.
-
-    Unset keys are reset (memory/cpus/pids unlimited, cpuset to the parent's, weights
-    to the default). Memory and swap always travel together so that runc orders the
-    v1 writes (memory.memsw.limit_in_bytes must stay >= memory.limit_in_bytes).
-    """
-    keys = set(keys)
-    res = to_oci_resources({k: v for k, v in limits.items() if k in keys and OPTIONS[k]["runc"]})
-    unified = {}
-    cpu, memory = res.setdefault("cpu", {}), res.setdefault("memory", {})
-    if "cpus" in keys and "cpus" not in limits:
-        cpu.update(quota=-1, period=_units.CPU_PERIOD)
-    if "cpu_weight" in keys and "cpu_weight" not in limits:
-        if cgroup.v2:
-            unified["cpu.weight"] = "100"
-        else:
-            cpu["shares"] = 1024
-    for key, which in (("cpuset_cpus", "cpus"), ("cpuset_mems", "mems")):
-        if key in keys and key not in limits:
-            cpu[which] = cgroup.parent_cpuset(which)
-    if keys & {"memory", "memory_swap"}:
-        memory.update(limit=limits.get("memory", -1), swap=limits.get("memory_swap", -1))
-    if "memory_reservation" in keys and "memory_reservation" not in limits:
-        if cgroup.v2:
-            unified["memory.low"] = "0"
-        else:
-            memory["reservation"] = -1
-    if "pids" in keys and "pids" not in limits:
-        res["pids"] = dict(limit=-1)
-    if "io_weight" in keys and "io_weight" not in limits:
-        name = cgroup.location("io_weight")[1]
-        if name == "io.weight":
-            unified["io.weight"] = "default 100"
-        else:
-            res.setdefault("blockIO", {})["weight"] = 500 if name == "blkio.weight" else 100
-    res.get("blockIO", {}).pop("throttleReadBpsDevice", None)
-    res.get("blockIO", {}).pop("throttleWriteBpsDevice", None)
-    if unified:
-        res["unified"] = unified
+    for key, value in limits.items():
+        OPTIONS[key].oci(res, value, limits)
     return {k: v for k, v in res.items() if v}
 
 
-def apply_live(runtime, container_id, cgroup, current_limits, new_limits, check_mode=False):
-    """Move a running container's cgroup to ``new_limits`` without restarting it.
-
-    Changes go through ``runtime.update(container_id, resources)`` (``runc update
-    --resources -``), the io throttles straight to the cgroup files (runc update does
-    not touch them). Lowering memory below the current usage is prepared with
-    ``Cgroup.lower_memory`` (reclaim or fail cleanly, never an OOM kill). Every key is
-    verified against the cgroup files afterwards; a mismatch raises LimitError naming
-    the file, the expected and the actual value.
-
-    ``cgroup`` is a ``_cgroups.Cgroup`` or a cgroups path. Returns {changed, before,
-    after, changes, declared_changes}: before/after are the effective limits read from
-    the cgroup (after is the prediction in check mode).
-    """
-    if isinstance(cgroup, str):
-        from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import Cgroup
-        cgroup = Cgroup(cgroup)
-    new_limits = dict(new_limits or {})
-    before = cgroup.read_limits()
-    for key in ("io_weight",):
-        controller, name = cgroup.location(key)
-        if key in new_limits and not cgroup.has(controller, name):
-            raise LimitError("limits.%s: this host's cgroup has no %s file (the io weight needs the "
-                             "BFQ scheduler or the cgroup v2 io controller)" % (key, name),
-                             field="limits." + key, file=name)
-    pending = [m[0] for m in cgroup.mismatches(new_limits)]
-    changes = {k: dict(before=before.get(k), after=new_limits.get(k)) for k in pending}
-    result = dict(changed=bool(pending), before=before, changes=changes,
-                  declared_changes=diff(current_limits, new_limits))
-    if not pending or check_mode:
-        result["after"] = before if not pending else _predict(before, new_limits, pending)
-        return result
-    if "memory" in pending and "memory" in new_limits:
-        cgroup.lower_memory(new_limits["memory"])
-    runc_keys = [k for k in pending if OPTIONS[k]["runc"]]
-    if runc_keys:
-        resources = update_resources(runc_keys, new_limits, cgroup)
-        try:
-            runtime.update(container_id, resources)
-        except CommandError as exc:
-            raise LimitError("limits: the runtime refused the update of %s: %s"
-                             % (", ".join(sorted(runc_keys)), (exc.stderr or exc.msg).strip()),
-                             field="limits", resources=resources, stderr=exc.stderr)
-    # runc update re-applies the throttles of the original config on v1: set ours last.
-    for key in ("io_read_bps", "io_write_bps"):
-        if cgroup.mismatches(new_limits, [key]):
-            cgroup.write_throttle(key, new_limits.get(key))
-    wrong = cgroup.mismatches(new_limits, pending)
-    if wrong:
-        key, path, want, have = wrong[0]
-        raise LimitError("limits.%s: %s shows %r after the update, expected %r"
-                         % (key, path, have, want), field="limits." + key, file=path,
-                         expected=want, actual=have,
-                         mismatches=[dict(key=k, file=p, expected=w, actual=h) for k, p, w, h in wrong])
-    result["after"] = cgroup.read_limits()
-    return result
+# ---------------------------------------------------------------- the bundle
+def persist(bundle, limits, check_mode=False, config=None):
+    """Make the container's bundle carry ``limits``: ``linux.resources`` of its
+    config.json (device rules kept; ``config`` is a config to write instead of the one
+    on disk), so that a restore or a re-create keeps them, and the directory-backed
+    keys on its directories. The one writer of limits into config.json. True when
+    something changed."""
+    path = _oci.config_path(bundle)
+    if config is None:
+        config = _oci.load_config(path)
+        if config is None:
+            raise NotFoundError("config.json: %s does not exist" % path, path=path)
+        old = copy.deepcopy((config.get("linux") or {}).get("resources") or {})
+    else:
+        old = None
+    _oci.set_resources(config, to_oci_resources({k: v for k, v in limits.items() if k in CGROUP_KEYS}))
+    changed = config["linux"]["resources"] != old
+    if changed and not check_mode:
+        _oci.save_config(path, config)
+    for key in DIR_KEYS:
+        changed = apply_dir(bundle, key, limits.get(key), check_mode) or changed
+    return changed
 
 
-def _predict(before, new_limits, keys):
-    after = dict(before)
-    for key in keys:
-        if key in new_limits:
-            after[key] = new_limits[key]
-        else:
-            after.pop(key, None)
-    return after
+def apply_dir(bundle, key, value, check_mode=False):
+    """Set (``value``) or lift (None) the directory-backed ``key`` on the bundle's
+    directory; True when it changed."""
+    limit = OPTIONS[key]
+    directory = os.path.join(bundle, limit.directory)
+    if value is None and not os.path.isdir(directory):
+        return False
+    if limit.backend.read(directory) == value:
+        return False
+    if not check_mode:
+        limit.backend.apply(directory, value, "limits." + key)
+    return True
+
+
+def read_dirs(bundle):
+    """The directory-backed limits in force on the bundle's directories."""
+    out = {}
+    for key in DIR_KEYS:
+        directory = os.path.join(bundle, OPTIONS[key].directory)
+        value = OPTIONS[key].backend.read(directory) if os.path.isdir(directory) else None
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def release(bundle):
+    """Remove what the directory-backed keys keep outside the bundle (before it is deleted)."""
+    for key in DIR_KEYS:
+        directory = os.path.join(bundle, OPTIONS[key].directory)
+        if os.path.isdir(directory):
+            OPTIONS[key].backend.release(directory)
+
+
+def availability(root):
+    """{key: {available, reason}} of the directory-backed keys on the filesystem of ``root``."""
+    return {key: OPTIONS[key].backend.available(root) for key in DIR_KEYS}

@@ -306,3 +306,8 @@ def _close(run):
     run.link.close()
     if run.links is not None:
         run.links.close()
+
+
+def task(params, check_mode=False):
+    """The ``container_migrate`` module's entry: its options are ``migrate``'s keywords."""
+    return migrate(check_mode=check_mode, **params)

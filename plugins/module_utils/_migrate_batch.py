@@ -306,3 +306,9 @@ def _summary(results, gate, t0):
                 wall_time=round(time.monotonic() - t0, 3),
                 max_downtime=max(downtimes) if downtimes else None,
                 peak_parallel=gate.peak, peak_memory_in_flight=gate.peak_memory)
+
+
+def task(params, check_mode=False):
+    """The ``container_migrate_batch`` module's entry: its options are ``migrate_batch``'s
+    keywords (the shared ones go on to every move)."""
+    return migrate_batch(check_mode=check_mode, **params)

@@ -53,13 +53,16 @@ def argument_spec(*parts, **extra):
     return spec
 
 
-def run(module, func, *args, **kwargs):
-    """Call ``func``; a CtrhostError becomes fail_json, the result exit_json.
+def run(module, func, params, check_mode):
+    """``func(params, check_mode)``: every module calls its library entry this way. A
+    CtrhostError becomes fail_json, the returned dict the module result (exit_json).
 
-    ``func`` returns a dict that becomes the module result.
-    """
+    An entry marked ``diff_on_request`` returns its ``diff`` only when the task asked
+    for one (``--diff``)."""
     try:
-        result = func(*args, **kwargs)
+        result = func(params, check_mode)
+        if getattr(func, "diff_on_request", False) and not getattr(module, "_diff", False):
+            result.pop("diff", None)
     except MissingLibraryError as exc:
         # Imported here: the library (and _ctrargs, which the host's boot helper loads
         # through _container) stays importable without Ansible.

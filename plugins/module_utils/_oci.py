@@ -181,9 +181,10 @@ def namespaces(netns_path, cgroupns=None):
     return out
 
 
-def build_config(name, spec, netns_path, resources=None, cgroups=None, seccomp=True,
+def build_config(name, spec, netns_path, cgroups=None, seccomp=True,
                  cgroupns=None, machine=None, criu_config=None):
-    """The OCI config of container ``name`` from its normalised ``spec``.
+    """The OCI config of container ``name`` from its normalised ``spec``, with no
+    resources but the device rules (``_limits.persist`` writes the limits).
 
     ``criu_config``: the CRIU configuration file runc hands to CRIU on checkpoint and
     restore (annotation ``org.criu.config``, instead of runc's default
@@ -195,7 +196,7 @@ def build_config(name, spec, netns_path, resources=None, cgroups=None, seccomp=T
     linux = {
         "namespaces": namespaces(netns_path, cgroupns),
         "cgroupsPath": cgroups or cgroups_path(name),
-        "resources": dict(resources or {}),
+        "resources": {},
         "devices": [],
         "maskedPaths": list(MASKED_PATHS),
         "readonlyPaths": list(READONLY_PATHS),

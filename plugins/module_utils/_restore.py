@@ -68,11 +68,10 @@ def check_template(layout, meta):
 def restore_config(layout, name, spec, image_dir):
     """The bundle's config.json: the dumped one with this host's cgroups path and netns."""
     cfg = _oci.load_config(os.path.join(image_dir, _checkpoint.CONFIG_COPY))
-    resources = _limits.to_oci_resources(spec.get("limits") or {})
     conf = _criuconf.container_config_path(layout.run_dir, name)  # written by restore_images
     if cfg is None:
-        return _oci.build_config(name, spec, _netns.path(name), resources=resources,
-                                 cgroups=spec["cgroups_path"], criu_config=conf)
+        return _oci.build_config(name, spec, _netns.path(name), cgroups=spec["cgroups_path"],
+                                 criu_config=conf)
     cfg = copy.deepcopy(cfg)
     cfg["annotations"] = dict(cfg.get("annotations") or {}, **{"org.criu.config": conf})
     cfg["root"] = dict(cfg.get("root") or {}, path="rootfs")
@@ -81,7 +80,7 @@ def restore_config(layout, name, spec, image_dir):
     for ns in linux.get("namespaces") or []:
         if ns.get("type") == "network":
             ns["path"] = _netns.path(name)
-    return _oci.set_resources(_sysctr.retarget(cfg), resources)
+    return _sysctr.retarget(cfg)
 
 
 def keep_log(layout, name, work, leaf):
@@ -135,6 +134,8 @@ def remove_created(layout, name, spec, overlay):
         _netns.remove(name)
     bundle = layout.container_dir(name)
     if os.path.isdir(bundle) and not overlay.is_mounted():
+        with contextlib.suppress(CtrhostError, OSError):
+            _limits.release(bundle)
         shutil.rmtree(bundle, ignore_errors=True)
 
 
@@ -170,7 +171,8 @@ def stage(layout, name, meta, image_dir, created=None, incoming=None):
             _netlink.attach(name, netns_path, spec["network"], host_up=incoming is None)
             if incoming is not None:
                 _arp_notify(netns_path, spec["network"])
-        _oci.save_config(_oci.config_path(layout.container_dir(name)), restore_config(layout, name, spec, image_dir))
+        _limits.persist(layout.container_dir(name), spec.get("limits") or {},
+                        config=restore_config(layout, name, spec, image_dir))
         store.save(name, dict(spec, incoming=dict(incoming, created=created))
                    if incoming is not None else spec)
     except BaseException:
@@ -402,3 +404,9 @@ def restore(root, name, cid=None, runtime_path=None, criu_path=None, check_mode=
                 stats=facts["stats"], duration=facts["duration"], created=facts["created"],
                 commands=recorder.commands,
                 diff=dict(before=dict(state="stopped"), after=dict(state="running")))
+
+
+def task(params, check_mode=False):
+    """The ``container_restore`` module's entry."""
+    return restore(params["root"], params["name"], params["id"], params["runtime_path"],
+                   params["criu_path"], check_mode)

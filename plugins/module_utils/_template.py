@@ -458,3 +458,11 @@ def ensure(root, name, state="present", src=None, url=None, checksum=None, deboo
     source = normalize_source(src=src, url=url, checksum=checksum, debootstrap=debootstrap,
                               image=image)
     return present(layout, name, source, force=force, check_mode=check_mode, http=http)
+
+
+def task(params, check_mode=False):
+    """The ``template`` module's entry."""
+    return ensure(params["root"], params["name"], state=params["state"], src=params["src"],
+                  url=params["url"], checksum=params["checksum"], debootstrap=params["debootstrap"],
+                  image=params["image"], force=params["force"], check_mode=check_mode,
+                  http={key: params[key] for key in URL_OPTIONS + ("timeout",)})

@@ -210,8 +210,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    run(module, _catalog.checkpoints, module.params["root"], names=module.params["name"],
-        checksum=module.params["checksum"], disk_usage=module.params["disk_usage"])
+    run(module, _catalog.checkpoint_task, module.params, module.check_mode)
 
 
 if __name__ == "__main__":

@@ -255,11 +255,6 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import _info
 from ansible_collections.ctrhost.fleet.plugins.module_utils._module import COMMON_ARGS, argument_spec, run
 
 
-def _main(params):
-    return _info.gather(params["root"], names=params["name"], runtime_path=params["runtime_path"],
-                        network=params["network"])
-
-
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(
@@ -270,7 +265,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    run(module, _main, module.params)
+    run(module, _info.task, module.params, module.check_mode)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,10 @@ options:
       - C(pids) 1-4194304. C(io_weight) 10-1000 (needs the blkio weight file, BFQ on v1).
       - C(io_read_bps) / C(io_write_bps) a list of C({device, rate}) where C(device) is a block device path or
         C(MAJ:MIN) and C(rate) a size per second (C(10M)); a mapping of device to rate is accepted too.
+      - C(disk) the space of the container's own files (its directory, with the overlay's upper and work), at least
+        C(1M); a project quota
+        on the filesystem holding O(root), refused with the reason where it cannot be enforced; lowering it below
+        the current usage is refused, naming the usage.
     type: dict
     required: true
   replace:

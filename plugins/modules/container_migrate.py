@@ -278,13 +278,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    p = module.params
-    run(module, _migrate.migrate, p["root"], p["name"], p["dest"], mode=p["mode"],
-        dest_root=p["dest_root"], ssh_config=p["ssh_config"], identity=p["identity"],
-        ssh_port=p["ssh_port"], ssh_user=p["ssh_user"], dest_python=p["dest_python"],
-        tcp_established=p["tcp_established"], file_locks=p["file_locks"],
-        ext_unix_sk=p["ext_unix_sk"], timeout=p["timeout"], runtime_path=p["runtime_path"],
-        criu_path=p["criu_path"], check_mode=module.check_mode, precopy=p["precopy"])
+    run(module, _migrate.task, module.params, module.check_mode)
 
 
 if __name__ == "__main__":

@@ -227,13 +227,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    p = module.params
-    common = {key: p[key] for key in list(MIGRATE_SSH_ARGS) + list(CRIU_ARGS) + list(CRIU_TOOL_ARGS)
-              + list(_migrate_precopy.ARGS)}
-    run(module, _migrate_batch.migrate_batch, p["root"], p["moves"], mode=p["mode"], parallel=p["parallel"],
-        per_dest=p["per_dest"], frozen=p["frozen"], memory_in_flight=p["memory_in_flight"], deadline=p["deadline"],
-        after_deadline=p["after_deadline"], fallback_cold=p["fallback_cold"], check_mode=module.check_mode,
-        **common)
+    run(module, _migrate_batch.task, module.params, module.check_mode)
 
 
 if __name__ == "__main__":

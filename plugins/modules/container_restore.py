@@ -139,9 +139,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    p = module.params
-    run(module, _restore.restore, p["root"], p["name"], p["id"], p["runtime_path"], p["criu_path"],
-        module.check_mode)
+    run(module, _restore.task, module.params, module.check_mode)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ options:
   gather:
     description:
       - Parts to gather. V(all) is every part; V(min) is the parts that run no command
-        (V(cpu), V(memory), V(kernel), V(cgroup), V(overlayfs), V(host_state), V(committed)).
+        (V(cpu), V(memory), V(kernel), V(cgroup), V(overlayfs), V(limits), V(host_state), V(committed)).
       - A part prefixed with V(!) is left out; a list of only such items starts from V(all),
         so V([!criu_check]) skips the slowest probe.
       - V(criu) is CRIU's path and version; V(criu_check) runs C(criu check);
@@ -36,9 +36,9 @@ options:
     type: list
     elements: str
     default: [all]
-    choices: [all, min, cpu, memory, kernel, cgroup, overlayfs, runtimes, criu, criu_check,
+    choices: [all, min, cpu, memory, kernel, cgroup, overlayfs, limits, runtimes, criu, criu_check,
               criu_features, host_state, committed,
-              '!cpu', '!memory', '!kernel', '!cgroup', '!overlayfs', '!runtimes', '!criu',
+              '!cpu', '!memory', '!kernel', '!cgroup', '!overlayfs', '!limits', '!runtimes', '!criu',
               '!criu_check', '!criu_features', '!host_state', '!committed']
 extends_documentation_fragment:
   - ctrhost.fleet.common
@@ -148,6 +148,14 @@ overlayfs:
   returned: when overlayfs is gathered
   type: dict
   sample: {supported: true, source: registered}
+limits:
+  description:
+    - Per limit key that is kept on the containers' directories rather than in a cgroup (V(disk)), whether
+      the filesystem holding O(root) can enforce it (V(available)) and why not (V(reason)), with the
+      filesystem's mount point and type.
+  returned: when limits is gathered
+  type: dict
+  sample: {disk: {available: false, reason: "the kernel has no project quota support", mount: /, fstype: ext4}}
 runtimes:
   description: Per runtime (V(runc), V(crun)) its path, version, commit, spec, whether it can run containers
     here (V(usable)) and why not (V(reason)); crun also reports V(checkpoint) (built with CRIU).
@@ -272,12 +280,6 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import _hostinfo
 from ansible_collections.ctrhost.fleet.plugins.module_utils._module import COMMON_ARGS, argument_spec, run
 
 
-def _main(params):
-    result = _hostinfo.gather(root=params["root"], gather=params["gather"])
-    result["changed"] = False
-    return result
-
-
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(
@@ -286,7 +288,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    run(module, _main, module.params)
+    run(module, _hostinfo.task, module.params, module.check_mode)
 
 
 if __name__ == "__main__":

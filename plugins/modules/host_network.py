@@ -203,7 +203,7 @@ commands:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _hostboot, _hostnet, _module
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _hostboot, _module
 
 ARGS = _module.argument_spec(
     _module.COMMON_ARGS,
@@ -228,22 +228,9 @@ ARGS = _module.argument_spec(
 )
 
 
-def _run(module):
-    p = module.params
-    result = _hostnet.apply(bridges=p["bridges"], forwarding=p["forwarding"], routes=p["routes"],
-                            force=p["force"], check_mode=module.check_mode)
-    result["persisted"] = p["persist"] and _hostboot.persist_network(
-        p["root"], p["bridges"], p["forwarding"], p["routes"], check_mode=module.check_mode)
-    result["changed"] = result["changed"] or result["persisted"]
-    diff = result.pop("diff")
-    if module._diff:
-        result["diff"] = diff
-    return result
-
-
 def main():
     module = AnsibleModule(argument_spec=ARGS, supports_check_mode=True)
-    _module.run(module, _run, module)
+    _module.run(module, _hostboot.network_task, module.params, module.check_mode)
 
 
 if __name__ == "__main__":

@@ -137,17 +137,6 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import _hoststate
 from ansible_collections.ctrhost.fleet.plugins.module_utils._module import COMMON_ARGS, argument_spec, run
 
 
-def _main(module):
-    params = module.params
-    result = _hoststate.ensure(
-        root=params["root"], state=params["state"], reason=params["reason"], progress=params["progress"],
-        progress_update=params["progress_update"], force=params["force"], check_mode=module.check_mode)
-    diff = result.pop("diff")
-    if module._diff and result["changed"]:
-        result["diff"] = diff
-    return result
-
-
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(
@@ -161,7 +150,7 @@ def main():
         mutually_exclusive=[("progress", "progress_update")],
         supports_check_mode=True,
     )
-    run(module, _main, module)
+    run(module, _hoststate.task, module.params, module.check_mode)
 
 
 if __name__ == "__main__":

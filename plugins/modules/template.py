@@ -272,15 +272,6 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._module import COMMO
 SOURCES = ("src", "url", "debootstrap", "image")
 
 
-def _main(module):
-    params = module.params
-    http = {key: params[key] for key in _template.URL_OPTIONS + ("timeout",)}
-    return _template.ensure(
-        params["root"], params["name"], state=params["state"], src=params["src"],
-        url=params["url"], checksum=params["checksum"], debootstrap=params["debootstrap"],
-        image=params["image"], force=params["force"], check_mode=module.check_mode, http=http)
-
-
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(
@@ -314,7 +305,7 @@ def main():
         required_by={"url": "checksum"},
         supports_check_mode=True,
     )
-    run(module, _main, module)
+    run(module, _template.task, module.params, module.check_mode)
 
 
 if __name__ == "__main__":

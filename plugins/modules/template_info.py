@@ -178,8 +178,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    run(module, _catalog.templates, module.params["root"], names=module.params["name"],
-        disk_usage=module.params["disk_usage"])
+    run(module, _catalog.template_task, module.params, module.check_mode)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ repository with what the host role installs (runtime, CRIU, pyroute2, ...) and a
 kernel ABI for the kernel upgrade: the VMs reach no mirror, yet the role's package tasks
 really install packages. No loop device is needed: the root filesystem is written into
 the raw disk at its partition's offset by mkfs.ext4 -d, and GRUB's boot sector and core
-image are copied into the first megabyte.
+image are copied into the first megabyte. The root filesystem has the quota and project
+features and is mounted with prjquota (kernel command line and fstab), so containers'
+disk limits are enforced.
 """
 
 import glob
@@ -164,7 +166,9 @@ class Image:
         with open(disk, "wb") as fh:
             fh.truncate(total * 512)
         fs_mb = DISK_MB - PART_START // 2048
-        run(["mkfs.ext4", "-q", "-F", "-L", "vmroot", "-U", root_uuid,
+        # quota,project: project ids and quota inodes, so that limits.disk (a project quota
+        # on each container's directory) is enforced; the guest mounts it with prjquota.
+        run(["mkfs.ext4", "-q", "-F", "-L", "vmroot", "-U", root_uuid, "-O", "quota,project",
              "-E", f"offset={PART_START * 512}", "-d", root, disk, f"{fs_mb}M"])
         if len(core_img) > (PART_START - 1) * 512:
             raise LabError(f"GRUB core image of {len(core_img)} bytes does not fit before "

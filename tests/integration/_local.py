@@ -79,3 +79,24 @@ def gone(pid, timeout=5.0):
 def mounted(path):
     with open("/proc/self/mountinfo") as handle:
         return any(line.split()[4] == path for line in handle)
+
+
+def leftovers(root, name):
+    """Everything a container could leave behind, as a list of descriptions."""
+    found = []
+    bundle = os.path.join(root, "containers", name)
+    if os.path.exists(bundle):
+        found.append("bundle " + bundle)
+    if mounted(os.path.join(bundle, "rootfs")):
+        found.append("rootfs mount")
+    if os.path.lexists("/run/netns/ctrhost-" + name):
+        found.append("netns")
+    if os.path.exists(os.path.join(RUNC_ROOT, name)):
+        found.append("runc state")
+    if os.path.exists(os.path.join("/run/ctrhost", "locks", name + ".lock")):
+        found.append("lock file")
+    for hierarchy in os.listdir("/sys/fs/cgroup"):
+        for dirpath, dirnames, _ in os.walk(os.path.join("/sys/fs/cgroup", hierarchy, "ctrhost")):
+            if name in dirnames:
+                found.append("cgroup " + os.path.join(dirpath, name))
+    return found

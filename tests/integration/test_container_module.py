@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 import _local
-from _local import busybox_root, gone, leftover_containers, mounted
+from _local import busybox_root, gone, leftover_containers, leftovers, mounted
 
 RUN_DIR = "/run/ctrhost"
 RUNC_ROOT = os.path.join(RUN_DIR, "runtime", "runc")
@@ -65,27 +65,6 @@ def cgroup_file(pid, controller, v1_name, v2_name):
 def read(path):
     with open(path) as handle:
         return handle.read().strip()
-
-
-def leftovers(root, name):
-    """Everything a container could leave behind, as a list of descriptions."""
-    found = []
-    bundle = os.path.join(root, "containers", name)
-    if os.path.exists(bundle):
-        found.append("bundle " + bundle)
-    if mounted(os.path.join(bundle, "rootfs")):
-        found.append("rootfs mount")
-    if os.path.lexists("/run/netns/ctrhost-" + name):
-        found.append("netns")
-    if os.path.exists(os.path.join(RUNC_ROOT, name)):
-        found.append("runc state")
-    if os.path.exists(os.path.join(RUN_DIR, "locks", name + ".lock")):
-        found.append("lock file")
-    for hierarchy in os.listdir("/sys/fs/cgroup"):
-        for dirpath, dirnames, _ in os.walk(os.path.join("/sys/fs/cgroup", hierarchy, "ctrhost")):
-            if name in dirnames:
-                found.append("cgroup " + os.path.join(dirpath, name))
-    return found
 
 
 # -- tests -----------------------------------------------------------------------------

@@ -17,11 +17,11 @@ import pytest
 from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import Cgroup
 from ansible_collections.ctrhost.fleet.plugins.module_utils._container_limits import adjust
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import LimitError
+from ansible_collections.ctrhost.fleet.plugins.module_utils._limitlive import apply_live
 from ansible_collections.ctrhost.fleet.plugins.module_utils._limits import (
-    apply_live,
     host_facts,
     normalize,
-    persist_to_config,
+    persist,
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import Runtime
 
@@ -141,12 +141,12 @@ def test_live_change_keeps_pid_and_shows_in_cgroup_files(lm_container):
     assert _cgroup_file("cpu", cg, "cpu.shares") == "1024"
 
     # persisted for a restore: config.json carries the new resources, devices kept
-    assert persist_to_config(str(bundle / "config.json"), new) is True
+    assert persist(str(bundle), new) is True
     cfg = json.loads((bundle / "config.json").read_text())
     assert cfg["linux"]["resources"]["memory"]["limit"] == 512 * MiB
     assert cfg["linux"]["resources"]["cpu"]["quota"] == 50000
     assert cfg["linux"]["resources"]["devices"]
-    assert persist_to_config(str(bundle / "config.json"), new) is False
+    assert persist(str(bundle), new) is False
 
 
 @needs_root

@@ -9,13 +9,14 @@ import os
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _limits
-from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import FILES, Cgroup, detect_mode
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _limitparse, _limits
+from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import Cgroup, detect_mode
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     LimitError,
     ValidationError,
 )
-from ansible_collections.ctrhost.fleet.plugins.module_utils._limits import apply_live, normalize
+from ansible_collections.ctrhost.fleet.plugins.module_utils._limitlive import apply_live, mismatches, read_limits
+from ansible_collections.ctrhost.fleet.plugins.module_utils._limits import normalize
 
 M = 1024 * 1024
 PATH = "/ctrhost/lmhost/lm1"
@@ -120,8 +121,16 @@ class FakeRunc:
             raise AssertionError("v1 is exercised against the real runc (integration tests)")
 
 
-def test_table_and_files_cover_the_same_keys():
-    assert set(FILES) == set(_limits.KEYS)
+def test_every_key_has_its_files_or_a_backend(tmp_path):
+    cg, v1 = v2_tree(tmp_path / "v2"), v1_tree(tmp_path / "v1")
+    for limit in _limits.LIMITS:
+        if limit.live == "dir":
+            assert limit.backend is not None and limit.directory
+            continue
+        for group in (cg, v1):
+            assert limit.where(group)[1] and limit.actual(group) is not None, limit.key
+            assert limit.show(group, None) == limit.actual(group), limit.key  # unset = the defaults
+    assert set(_limits.KEYS) == set(_limits.CGROUP_KEYS) | set(_limits.DIR_KEYS)
 
 
 def test_detect_mode_from_sample_trees(tmp_path):
@@ -145,8 +154,8 @@ def test_rejects_unsupported_paths(bad):
 def test_v1_read_defaults_usage_and_state(tmp_path):
     cg = v1_tree(tmp_path)
     assert cg.mode == "v1" and cg.exists()
-    assert cg.read_limits() == {}
-    assert cg.mismatches({}) == []
+    assert read_limits(cg) == {}
+    assert mismatches(cg, {}) == []
     assert cg.usage() == dict(memory_current=70 * M, memory_peak=90 * M, cpu_ns=123456789,
                               pids_current=3, oom_kills=2)
     assert cg.freezer_state() == "frozen"
@@ -169,7 +178,7 @@ def test_v1_read_limits_normalised(tmp_path):
     })
     assert cg.dir("cpu") == cg.dir("cpuacct") == os.path.join(str(tmp_path), "cpu,cpuacct", leaf)
     assert cg.usage()["cpu_ns"] == 123456789
-    assert cg.read_limits() == {
+    assert read_limits(cg) == {
         "cpus": 1.5, "cpu_weight": 200, "cpuset_cpus": "1-3", "memory": 512 * M,
         "memory_swap": 1024 * M, "memory_reservation": 256 * M, "pids": 64, "io_weight": 300,
         "io_read_bps": [{"device": "8:0", "rate": M}, {"device": "254:0", "rate": 2 * M}]}
@@ -177,16 +186,16 @@ def test_v1_read_limits_normalised(tmp_path):
                           "memory_swap": "1G", "memory_reservation": "256M", "pids": 64,
                           "io_weight": 300, "io_read_bps": {"254:0": "2M", "8:0": "1M"}},
                          4, 8 * 1024 * M, [0, 1, 2, 3])
-    assert cg.mismatches(declared) == []
-    wrong = cg.mismatches(dict(declared, pids=65))
+    assert mismatches(cg, declared) == []
+    wrong = mismatches(cg, dict(declared, pids=65))
     assert wrong == [("pids", cg.file("pids", "pids.max"), "65", "64")]
 
 
 def test_v2_read_limits_usage_and_state(tmp_path):
     cg = v2_tree(tmp_path)
     assert cg.mode == "v2" and cg.exists()
-    assert cg.read_limits() == {}
-    assert cg.mismatches({}) == []
+    assert read_limits(cg) == {}
+    assert mismatches(cg, {}) == []
     assert cg.usage() == dict(memory_current=70 * M, memory_peak=90 * M, cpu_ns=2500000,
                               pids_current=5, oom_kills=1)
     assert cg.freezer_state() == "thawed"
@@ -196,7 +205,7 @@ def test_v2_read_limits_usage_and_state(tmp_path):
                           leaf + "/io.max": "8:0 rbps=1048576 wbps=max riops=max wiops=max",
                           leaf + "/io.weight": "default %d" % _limits.blkio_to_io_weight(250),
                           leaf + "/cgroup.freeze": "1", leaf + "/cgroup.events": "frozen 1"})
-    assert cg.read_limits() == {"cpus": 0.5, "cpuset_cpus": "0-1", "memory": 256 * M,
+    assert read_limits(cg) == {"cpus": 0.5, "cpuset_cpus": "0-1", "memory": 256 * M,
                                 "memory_swap": 512 * M, "io_weight": 250,
                                 "io_read_bps": [{"device": "8:0", "rate": M}]}
     assert cg.freezer_state() == "frozen"
@@ -236,7 +245,7 @@ def test_v2_apply_live_and_verify(tmp_path):
     assert read(cg, None, "cpu.weight") == "100" and read(cg, None, "memory.low") == "0"
     assert read(cg, None, "memory.swap.max") == "max" and read(cg, None, "pids.max") == "max"
     assert read(cg, None, "cpuset.cpus") == "0-3" and read(cg, None, "io.max") == "8:0 wbps=max"
-    assert cg.read_limits() == {"memory": 512 * M}
+    assert read_limits(cg) == {"memory": 512 * M}
 
 
 def test_v2_verification_failure_names_file_expected_actual(tmp_path):
@@ -257,7 +266,7 @@ def test_v2_lowering_memory_below_usage_refused_without_touching_the_limit(tmp_p
         apply_live(runc, "lm1", cg, {"memory": 200 * M}, {"memory": 32 * M})
     assert "uses 70M" in info.value.msg and "32M" in info.value.msg
     assert info.value.details["requested"] == 32 * M and info.value.details["usage"] == 70 * M
-    assert read(cg, None, "memory.reclaim") == str(70 * M - 32 * M + 4 * _limits.PAGE)
+    assert read(cg, None, "memory.reclaim") == str(70 * M - 32 * M + 4 * _limitparse.PAGE)
     assert read(cg, None, "memory.max") == str(200 * M) and runc.calls == []
 
 
@@ -314,11 +323,13 @@ def test_v1_step_down_success_and_no_op(tmp_path):
 
 def test_v1_io_throttle_write(tmp_path):
     cg = v1_tree(tmp_path)
-    cg.write_throttle("io_read_bps", [{"device": "8:0", "rate": M}])
+    limit = _limits.OPTIONS["io_read_bps"]
+    limit.write(cg, [{"device": "8:0", "rate": M}])
     assert read(cg, "blkio", "blkio.throttle.read_bps_device") == "8:0 %d" % M
-    cg.write_throttle("io_read_bps", [])
+    assert limit.actual(cg) == "8:0=%d" % M
+    limit.write(cg, [])
     assert read(cg, "blkio", "blkio.throttle.read_bps_device") == "8:0 0"
-    assert cg.actual("io_read_bps") == ""
+    assert limit.actual(cg) == ""
 
 
 def test_io_weight_without_weight_file_is_refused_before_acting(tmp_path):
@@ -339,4 +350,4 @@ def test_remove_rmdirs_leaf_in_every_hierarchy(tmp_path):
     assert len(removed) == 5 and not cg.exists()
     assert os.path.isdir(os.path.join(str(tmp_path), "memory", "ctrhost", "lmhost"))
     assert cg.remove() == []
-    assert cg.freezer_state() is None and cg.read_limits() == {}
+    assert cg.freezer_state() is None and read_limits(cg) == {}

@@ -8,13 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _limits
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _limitparse, _limits
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ValidationError
 from ansible_collections.ctrhost.fleet.plugins.module_utils._limits import (
     KEYS,
     diff,
     normalize,
-    persist_to_config,
+    persist,
     shares_to_weight,
     to_oci_resources,
     weight_to_shares,
@@ -103,7 +103,7 @@ def test_block_device_path_resolved_with_stat(monkeypatch):
         st_mode = stat.S_IFBLK | 0o600
         st_rdev = os.makedev(254, 0)
 
-    monkeypatch.setattr(_limits.os, "stat", lambda p: FakeStat() if p == "/dev/lmdisk" else real_stat(p))
+    monkeypatch.setattr(_limitparse.os, "stat", lambda p: FakeStat() if p == "/dev/lmdisk" else real_stat(p))
     limits = norm({"io_read_bps": [{"device": "/dev/lmdisk", "rate": "10M"}]})
     assert limits["io_read_bps"] == [{"device": "/dev/lmdisk", "rate": 10 * M}]
     res = to_oci_resources(limits)
@@ -117,7 +117,7 @@ raw_limits = st.fixed_dictionaries({}, optional={
     "cpuset_cpus": st.sampled_from(["0", "1", "0-1", "1,0", [0, 1]]),
     "cpuset_mems": st.just("0"),
     "memory": st.integers(min_value=4, max_value=4096).map(lambda n: "%dM" % n),
-    "pids": st.integers(min_value=1, max_value=_limits.MAX_PIDS),
+    "pids": st.integers(min_value=1, max_value=_limitparse.MAX_PIDS),
     "io_weight": st.integers(min_value=10, max_value=1000),
     "io_read_bps": st.lists(st.fixed_dictionaries({
         "device": st.sampled_from(["8:0", "8:16", "254:0"]),
@@ -183,24 +183,48 @@ def test_to_oci_resources():
         "limit": G, "swap": 2 * G}
 
 
-def test_persist_to_config_keeps_devices_and_is_idempotent(tmp_path):
+def test_persist_keeps_devices_and_is_idempotent(tmp_path):
     path = tmp_path / "config.json"
     devices = [{"allow": False, "access": "rwm"}]
     path.write_text(json.dumps({"ociVersion": "1.0.2", "linux": {
         "resources": {"devices": devices, "memory": {"limit": 1}}, "cgroupsPath": "/x/y"}}))
     limits = norm({"memory": "256M", "pids": 50})
-    assert persist_to_config(str(path), limits, check_mode=True) is True
+    assert persist(str(tmp_path), limits, check_mode=True) is True
     assert json.loads(path.read_text())["linux"]["resources"]["memory"] == {"limit": 1}
-    assert persist_to_config(str(path), limits) is True
+    assert persist(str(tmp_path), limits) is True
     cfg = json.loads(path.read_text())
     assert cfg["linux"]["resources"] == {"devices": devices, "memory": {"limit": 256 * M, "swap": -1},
                                          "pids": {"limit": 50}}
     assert cfg["linux"]["cgroupsPath"] == "/x/y"
-    assert persist_to_config(str(path), limits) is False
-    assert persist_to_config(str(path), {}) is True
+    assert persist(str(tmp_path), limits) is False
+    assert persist(str(tmp_path), {}) is True
     assert json.loads(path.read_text())["linux"]["resources"] == {"devices": devices}
+
+
+def test_persist_writes_a_given_config(tmp_path):
+    cfg = {"ociVersion": "1.0.2", "linux": {"resources": {"pids": {"limit": 9}}}}
+    assert persist(str(tmp_path), norm({"pids": 50}), check_mode=True, config=cfg) is True
+    assert not (tmp_path / "config.json").exists()
+    assert persist(str(tmp_path), norm({"pids": 50}), config=cfg) is True
+    assert json.loads((tmp_path / "config.json").read_text())["linux"]["resources"] == {
+        "pids": {"limit": 50}, "devices": [{"allow": False, "access": "rwm"}]}
 
 
 def test_host_facts_shape():
     facts = _limits.host_facts()
     assert facts["cpus"] >= 1 and facts["memory"] > 0 and facts["cpuset"] and facts["mems"]
+
+
+def test_host_cpus_are_the_affinity_count(monkeypatch):
+    from ansible_collections.ctrhost.fleet.plugins.module_utils import _sysinfo
+    monkeypatch.setattr(_sysinfo, "proc_status", lambda base="/": {"Cpus_allowed_list": "0,2"})
+    assert _limits.host_facts()["cpus"] == 2
+    with pytest.raises(ValidationError) as info:
+        normalize({"cpus": 3}, **dict(HOST, host_cpus=_limits.host_facts()["cpus"]))
+    assert info.value.field == "limits.cpus" and "2 cpus" in info.value.msg
+
+
+def test_argument_spec_is_the_table():
+    spec = _limits.argument_spec()
+    assert list(spec) == list(KEYS)
+    assert spec["pids"] == dict(type="int") and spec["memory"] == dict(type="raw")

@@ -15,7 +15,7 @@ SPEC = dict(template="busybox", command=["/bin/sh", "-c", "sleep 1"], hostname="
 def build(**over):
     spec = dict(SPEC, **over)
     return _oci.build_config("web1", spec, "/run/netns/ctrhost-web1",
-                             resources={"memory": {"limit": 1 << 30}}, cgroups="/ctrhost/h1/web1",
+                             cgroups="/ctrhost/h1/web1",
                              cgroupns=True, machine="x86_64")
 
 
@@ -42,7 +42,7 @@ def test_no_host_devices_and_device_cgroup_denies_all():
     cfg = build()
     assert cfg["linux"]["devices"] == []
     assert cfg["linux"]["resources"]["devices"] == [{"allow": False, "access": "rwm"}]
-    assert cfg["linux"]["resources"]["memory"] == {"limit": 1 << 30}
+    assert cfg["linux"]["resources"] == {"devices": [{"allow": False, "access": "rwm"}]}  # limits: _limits
 
 
 def test_masked_and_readonly_paths_are_the_oci_defaults():

@@ -11,7 +11,9 @@ REPO_DIR=/var/lib/ctrhost-lab/apt
 # Host identity (hostname, address, keys) comes from QEMU's fw_cfg at every boot.
 printf 'localhost\n' > /etc/hostname
 printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' > /etc/hosts
-printf 'LABEL=vmroot / ext4 errors=remount-ro 0 1\n' > /etc/fstab
+# prjquota: project quota limits enforced on the root (limits.disk); ext4 takes quota options
+# at the first mount only, so the kernel command line carries them too (rootflags).
+printf 'LABEL=vmroot / ext4 errors=remount-ro,prjquota 0 1\n' > /etc/fstab
 # Every VM makes its own machine id at its first boot (bridge MACs derive from it).
 : > /etc/machine-id
 rm -f /var/lib/dbus/machine-id
@@ -41,7 +43,7 @@ GRUB_DEFAULT=0
 GRUB_TIMEOUT=1
 GRUB_DISTRIBUTOR=Debian
 GRUB_CMDLINE_LINUX_DEFAULT=""
-GRUB_CMDLINE_LINUX="console=ttyS0,115200"
+GRUB_CMDLINE_LINUX="console=ttyS0,115200 rootflags=prjquota"
 GRUB_TERMINAL=serial
 GRUB_SERIAL_COMMAND="serial --speed=115200 --unit=0"
 GRUB_DISABLE_OS_PROBER=true
@@ -63,7 +65,7 @@ menuentry 'Debian GNU/Linux, with Linux $kver' {
     insmod part_msdos
     insmod ext2
     search --no-floppy --fs-uuid --set=root $ROOT_UUID
-    linux /boot/vmlinuz-$kver root=UUID=$ROOT_UUID ro console=ttyS0,115200
+    linux /boot/vmlinuz-$kver root=UUID=$ROOT_UUID ro rootflags=prjquota console=ttyS0,115200
     initrd /boot/initrd.img-$kver
 }
 CFG
