@@ -52,7 +52,8 @@ def _lab(args, *cmd, timeout=1800):
 
 
 def playbook(args, name, extra):
-    """``ansible-playbook playbooks/<name>`` on the lab: (seconds, json output); raises on failure."""
+    """``ansible-playbook playbooks/<name>`` (or the playbook at an absolute path) on the lab:
+    (seconds, json output); raises on failure."""
     t0 = time.perf_counter()
     proc, data = _lab(args, os.path.join(REPO, ".venv", "bin", "ansible-playbook"),
                       os.path.join(REPO, "playbooks", name), "-e", json.dumps(extra))
