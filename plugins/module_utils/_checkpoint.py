@@ -32,6 +32,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _sysctr,
     _sysinfo,
 )
+from ansible_collections.ctrhost.fleet.plugins.module_utils._atomic import atomic_write_json
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     CommandError,
     ConflictError,
@@ -41,11 +42,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
 from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import Runtime
-from ansible_collections.ctrhost.fleet.plugins.module_utils._state import (
-    ContainerStore,
-    atomic_write_json,
-    read_json,
-)
+from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore, read_json
 from ansible_collections.ctrhost.fleet.plugins.module_utils._validate import validate_name
 
 META_FILE = "checkpoint.json"

@@ -20,10 +20,10 @@ import fcntl
 import os
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _sysinfo
+from ansible_collections.ctrhost.fleet.plugins.module_utils._atomic import atomic_write
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import RUN_DIR
 from ansible_collections.ctrhost.fleet.plugins.module_utils._probecache import (  # noqa: F401 (re-exported)
     _MEMO,
-    atomic_write,
     cache_dir_of,
     cached,
     leaf,
@@ -94,7 +94,7 @@ def write_restore_config(run_dir, criu_path, name, cgroups_path):
     if cgroups_path and _sysinfo.cgroup_layout()["mode"] == "v2":
         text += "cgroup-root %s\n" % cgroups_path
     path = container_config_path(run_dir, name)
-    atomic_write(path, text, mode=0o644)
+    atomic_write(path, text, mode=0o644, parents=True)
     return path
 
 
@@ -108,7 +108,7 @@ def refresh_container_config(run_dir, name, host_text):
     except FileNotFoundError:
         return None
     text = (host_text or "") + "".join(own)
-    atomic_write(path, text, mode=0o644)
+    atomic_write(path, text, mode=0o644, parents=True)
     return text
 
 
@@ -148,7 +148,7 @@ def write_config(run_dir, criu_path, scan_paths=()):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         else:
-            atomic_write(path, wanted, mode=0o644)
+            atomic_write(path, wanted, mode=0o644, parents=True)
     finally:
         os.close(lock)
     return wanted

@@ -28,6 +28,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _limits,
     _netns,
     _oci,
+    _procfs,
     _sysctr,
     _sysinfo,
     _template,
@@ -100,10 +101,9 @@ def cleanup_work(path):
     """Unmount what a killed CRIU left in its work dir, then remove the dir."""
     if not os.path.isdir(path):
         return
-    with open("/proc/self/mountinfo") as handle:
-        points = [line.split()[4] for line in handle]
-    for point in sorted((p for p in points if p.startswith(path + "/")), reverse=True):
-        _cli.run(["umount", "-l", point], check=False)
+    for point in _procfs.mounts_below(path):
+        if point != os.path.realpath(path):
+            _cli.run(["umount", "-l", point], check=False)
     shutil.rmtree(path, ignore_errors=True)
 
 

@@ -17,6 +17,7 @@ import subprocess
 import time
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _console, _probecache, _timens
+from ansible_collections.ctrhost.fleet.plugins.module_utils._atomic import atomic_write
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     CommandError,
     ConflictError,
@@ -207,9 +208,7 @@ class Runtime:
             _console.kill_logger(old)
         if logger[1] is None:  # already gone: nothing holds the pipe any more
             return
-        with open(path + ".tmp", "w") as handle:
-            handle.write("%d %d\n" % logger)
-        os.replace(path + ".tmp", path)
+        atomic_write(path, "%d %d\n" % logger, mode=0o644)
 
     def logger(self, cid):
         """(pid, starttime) of the live logger of ``cid``'s console, or None."""

@@ -15,7 +15,7 @@ import fcntl
 import os
 import re
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _procfs
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CommandError, MissingToolError
 
 CGROUP_ROOT = "/sys/fs/cgroup"
@@ -210,25 +210,6 @@ def lazy_pages_verdict(uffd, uffd_noncoop, cap_sys_resource, max_size, needed, p
 
 # ---------------------------------------------------------------- cgroups
 
-def _unescape(field):
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def parse_mountinfo(text):
-    mounts = []
-    for line in (text or "").splitlines():
-        fields = line.split()
-        if "-" not in fields:
-            continue
-        sep = fields.index("-")
-        if sep < 6 or len(fields) < sep + 4:
-            continue
-        mounts.append(dict(root=_unescape(fields[3]), mount_point=_unescape(fields[4]),
-                           fstype=fields[sep + 1], source=_unescape(fields[sep + 2]),
-                           super_options=fields[sep + 3].split(",")))
-    return mounts
-
-
 def proc_cgroups(base="/"):
     """``/proc/cgroups``: controller name -> {hierarchy, enabled}."""
     result = {}
@@ -247,7 +228,7 @@ def cgroup_layout(base="/"):
     """
     known = {name for name, info in proc_cgroups(base).items() if info["enabled"]}
     v1, named, v2_mounts = {}, {}, []
-    for mount in parse_mountinfo(read_text(host_path(base, "/proc/self/mountinfo"), "")):
+    for mount in _procfs.parse_mountinfo(read_text(host_path(base, "/proc/self/mountinfo"), "")):
         if mount["fstype"] == "cgroup2":
             v2_mounts.append(mount["mount_point"])
         elif mount["fstype"] == "cgroup":

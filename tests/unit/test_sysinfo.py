@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _sysinfo
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _procfs, _sysinfo
 
 # ------------------------------------------------------------------ sample trees
 
@@ -276,7 +276,7 @@ def test_cgroup_v1_without_proc_cgroups_filters_options(tmp_path):
 
 
 def test_mountinfo_unescapes_paths():
-    mounts = _sysinfo.parse_mountinfo(
+    mounts = _procfs.parse_mountinfo(
         "40 31 0:37 / /mnt/my\\040cgroup rw - cgroup2 none rw\n"
         "41 31 0:38 / /a rw shared:3 master:1 - cgroup cgroup rw,memory\nshort line\n")
     assert mounts[0]["mount_point"] == "/mnt/my cgroup" and mounts[0]["fstype"] == "cgroup2"
