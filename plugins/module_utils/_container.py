@@ -45,7 +45,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     ValidationError,
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
-from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import Runtime
+from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import runtime_for
 from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore, private_dir
 from ansible_collections.ctrhost.fleet.plugins.module_utils._storage import Overlay
 
@@ -118,10 +118,8 @@ class Ctx:
         self.known = None
 
     def runtime(self, name):
-        return Runtime(name, path=self.runtime_path if name == "runc" or self.runtime_path else None,
-                       state_root=os.path.join(self.layout.runtime_root, name),
-                       recorder=self.recorder, dry_run=self.check_mode,
-                       cache_dir=os.path.join(self.layout.run_dir, "cache"))
+        return runtime_for(self.layout, name, self.runtime_path, recorder=self.recorder,
+                           dry_run=self.check_mode)
 
     def overlay(self, template):
         return Overlay(self.layout, self.name, template, recorder=self.recorder,

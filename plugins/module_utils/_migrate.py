@@ -62,6 +62,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_stream impo
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_where import already_moved
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_window import _cold, _lazy, _tree_state
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
+from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import runtime_for
 from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore
 from ansible_collections.ctrhost.fleet.plugins.module_utils._validate import validate_name
 
@@ -126,7 +127,7 @@ def migrate(root, name, dest, mode="cold", dest_root=None, ssh_config=None, iden
                                                                 src_criu["check_output"]), [], 1)
     _criuconf.refresh_container_config(  # the dump's CRIU options, before any freeze
         layout.run_dir, name, _criuconf.write_config(layout.run_dir, src_criu["path"]))
-    rt = _checkpoint.runtime_for(layout, spec, runtime_path)
+    rt = runtime_for(layout, spec.get("runtime"), runtime_path)
     # leave_running: the dump leaves the (frozen) source as it is; see _migrate_window.
     options = dict(leave_running=True, tcp_established=bool(tcp_established),
                    file_locks=bool(file_locks), ext_unix_sk=bool(ext_unix_sk))

@@ -71,12 +71,13 @@ def _mods():
         _criu,
         _paths,
         _restore,
+        _runtime,
         _state,
         _sysinfo,
         _template,
     )
     return dict(addrguard=_addrguard, checkpoint=_checkpoint, criu=_criu, paths=_paths, restore=_restore,
-                state=_state, sysinfo=_sysinfo, template=_template)
+                runtime=_runtime, state=_state, sysinfo=_sysinfo, template=_template)
 
 
 class Agent(Preflight):
@@ -233,7 +234,7 @@ class Agent(Preflight):
         from ansible_collections.ctrhost.fleet.plugins.module_utils._oci import cgroups_path
         spec = dict(self.meta["spec"], cgroups_path=cgroups_path(name))
         if self.restored or self.staged:
-            rt = m["checkpoint"].runtime_for(layout, spec, self.runtime_path)
+            rt = m["runtime"].runtime_for(layout, spec.get("runtime"), self.runtime_path)
             m["restore"].forget_runtime(rt, name, spec["cgroups_path"])
             m["restore"].kill_cgroup(spec["cgroups_path"])
             if self.created:
@@ -249,7 +250,7 @@ class Agent(Preflight):
         m = self.m
         layout = m["paths"].Layout(req.get("root"))
         spec = m["state"].ContainerStore(layout).load(req["name"])
-        st = m["checkpoint"].runtime_for(layout, spec, req.get("runtime_path")).state(req["name"]) \
+        st = m["runtime"].runtime_for(layout, spec.get("runtime"), req.get("runtime_path")).state(req["name"]) \
             if spec else None
         return dict(ok=True, exists=spec is not None, status=(st or {}).get("status", "absent"),
                     pid=(st or {}).get("pid"))
@@ -276,7 +277,7 @@ class Agent(Preflight):
             return dict(ok=True, state="fenced" if old else "absent", killed=killed)
         marker = spec.get("incoming")
         if not marker:
-            st = m["checkpoint"].runtime_for(layout, spec, req.get("runtime_path")).state(name)
+            st = m["runtime"].runtime_for(layout, spec.get("runtime"), req.get("runtime_path")).state(name)
             return dict(ok=True, state="committed", killed=killed,
                         status=(st or {}).get("status", "absent"))
         if list(marker.get("agent") or []) != list(old or []) and _alive(marker.get("agent")):

@@ -40,6 +40,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     NotFoundError,
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
+from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import runtime_for
 from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore, private_dir
 from ansible_collections.ctrhost.fleet.plugins.module_utils._storage import Overlay, is_mounted
 from ansible_collections.ctrhost.fleet.plugins.module_utils._validate import validate_name
@@ -263,7 +264,7 @@ def remove_incoming(layout, name, spec, runtime_path=None):
     rootfs mount, netns, veths, bundle; then the received images."""
     spec = dict(spec, cgroups_path=spec.get("cgroups_path") or _oci.cgroups_path(name))
     marker = spec.get("incoming") or {}
-    rt = _checkpoint.runtime_for(layout, spec, runtime_path)
+    rt = runtime_for(layout, spec.get("runtime"), runtime_path)
     forget_runtime(rt, name, spec["cgroups_path"])
     kill_cgroup(spec["cgroups_path"])
     cleanup_work(work_dir(layout, name, "migrate"))
@@ -322,7 +323,7 @@ def restore_images(layout, name, image_dir, meta, runtime_path=None, criu_path=N
     else:
         spec, created = prepare(layout, name, meta, image_dir, created)
     t_prepared = time.monotonic()
-    rt = _checkpoint.runtime_for(layout, spec, runtime_path, recorder)
+    rt = runtime_for(layout, spec.get("runtime"), runtime_path, recorder)
     overlay = Overlay(layout, name, spec["template"])
     bundle = layout.container_dir(name)
     work = work or work_dir(layout, name)
@@ -378,7 +379,7 @@ def restore(root, name, cid=None, runtime_path=None, criu_path=None, check_mode=
     meta = _checkpoint.find(layout, name, cid)
     recorder = _cli.Recorder()
     store = ContainerStore(layout)
-    rt = _checkpoint.runtime_for(layout, meta["spec"], runtime_path, recorder, check_mode)
+    rt = runtime_for(layout, meta["spec"].get("runtime"), runtime_path, recorder, check_mode)
     st = rt.state(name)
     if st and st.get("status") in ("running", "paused"):
         return dict(changed=False, id=meta["id"], checkpoint_dir=meta["path"], pid=st.get("pid"),

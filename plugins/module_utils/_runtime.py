@@ -43,6 +43,16 @@ def default_state_root(name, run_dir=RUN_DIR):
     return os.path.join(run_dir, "runtime", name)
 
 
+def runtime_for(layout, name=None, path=None, recorder=None, dry_run=False):
+    """The one way to build a ``Runtime``: runtime ``name`` (runc when None) at ``path``
+    (PATH and sbin searched when None), its state under ``layout``'s run directory
+    (``<run_dir>/runtime/<name>``), its probes cached in ``<run_dir>/cache``."""
+    name = name or "runc"
+    return Runtime(name, path=path, state_root=os.path.join(layout.runtime_root, name),
+                   recorder=recorder, dry_run=dry_run,
+                   cache_dir=_probecache.cache_dir_of(layout.run_dir))
+
+
 class Runtime:
     """One OCI runtime binary with its own state root."""
 
