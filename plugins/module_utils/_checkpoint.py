@@ -33,6 +33,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _sysinfo,
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils._atomic import atomic_write_json
+from ansible_collections.ctrhost.fleet.plugins.module_utils._criutool import criu_for
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     CommandError,
     ConflictError,
@@ -243,7 +244,7 @@ def checkpoint(root, name, cid=None, leave_running=False, tcp_established=False,
     if existing:  # idempotent: the same id is not dumped twice
         pruned = prune(layout, name, keep, exclude=(cid,), check_mode=check_mode)
         return _result(existing, final, bool(pruned), pruned, recorder)
-    criu = _criu.require(criu_path, _criuconf.cache_dir_of(layout.run_dir))
+    criu = criu_for(layout, criu_path).require()
     rt = runtime_for(layout, spec.get("runtime"), runtime_path, recorder, check_mode)
     with store.lock(name):
         st = rt.state(name)

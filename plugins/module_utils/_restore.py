@@ -30,9 +30,9 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _oci,
     _procfs,
     _sysctr,
-    _sysinfo,
     _template,
 )
+from ansible_collections.ctrhost.fleet.plugins.module_utils._criutool import criu_for
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     CommandError,
     ConflictError,
@@ -332,7 +332,7 @@ def restore_images(layout, name, image_dir, meta, runtime_path=None, criu_path=N
     os.makedirs(work, mode=0o700, exist_ok=True)
     forget_runtime(rt, name, spec["cgroups_path"])
     recreate_cgroups(spec["cgroups_path"], meta.get("cgroup_tree"))
-    found = _sysinfo.criu_path(criu_path)
+    found = criu_for(layout, criu_path).found
     if found:
         _criuconf.write_restore_config(layout.run_dir, found, name, spec["cgroups_path"])
     args = restore_command(rt, criu_path, name, image_dir, work, bundle,
@@ -386,7 +386,7 @@ def restore(root, name, cid=None, runtime_path=None, criu_path=None, check_mode=
                     msg="container %s is already %s; nothing restored" % (name, st["status"]),
                     commands=[])
     check_template(layout, meta)
-    criu = _criu.require(criu_path, _criuconf.cache_dir_of(layout.run_dir))
+    criu = criu_for(layout, criu_path).require()
     bundle = layout.container_dir(name)
     if check_mode:
         recorder.add(rt.base_cmd() + restore_command(rt, criu["path"], name, meta["path"],
