@@ -72,9 +72,11 @@ class Criu:
                                    % (self.path or "searched PATH"), tool="criu")
         return self.found
 
-    def _cached(self, name, compute, keep=lambda value: True):
-        return _probecache.cached(self.cache_dir, "criu-%s-%s" % (name, _probecache.leaf(self.binary)),
-                                  _probecache.probe_key(self.binary), compute, keep=keep)
+    def _cached(self, kind, compute, keep=lambda value: True, what=None):
+        """``compute()`` through the probe cache, in ``criu-<kind>-<binary>[-<what>].json``."""
+        name = "criu-%s-%s" % (kind, _probecache.leaf(self.binary)) + ("-" + what if what else "")
+        return _probecache.cached(self.cache_dir, name, _probecache.probe_key(self.binary),
+                                  compute, keep=keep)
 
     # -- probes -----------------------------------------------------------
     @property
@@ -102,18 +104,21 @@ class Criu:
 
     def feature(self, name):
         """(True/False, or None when this CRIU does not know it; message) of
-        ``criu check --feature name``."""
+        ``criu check --feature name``; a probe that could not run (timeout) is not stored."""
+        failed = []
+
         def compute():
             try:
                 result = _cli.run([self.binary, "check", "--feature", name], check=False,
                                   timeout=60)
             except (CommandError, MissingToolError) as exc:
+                failed.append(exc)
                 return [False, exc.msg]
             output = _output(result, 3)
             if result.rc == 0:
                 return [True, output]
             return [None if "Unknown feature" in output else False, output]
-        value = self._cached("feature-%s" % name, compute)
+        value = self._cached("feature", compute, keep=lambda v: not failed, what=name)
         return value[0], value[1]
 
     def nft_lock_usable(self):

@@ -8,9 +8,9 @@ import stat
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _criu, _probecache, _sysinfo
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _criu, _probecache, _sysinfo
 from ansible_collections.ctrhost.fleet.plugins.module_utils._criutool import Criu, criu_for
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import MissingToolError
+from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CommandError, MissingToolError
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
 
 pytestmark = pytest.mark.skipif(not shutil.which("sh"), reason="needs sh")
@@ -122,3 +122,23 @@ def test_criu_for_caches_under_the_run_dir(tmp_path):
     tool.require()
     assert sorted(os.listdir(tmp_path / "run" / "cache")) == [
         "criu-check-%s.json" % _probecache.leaf(criu), "criu-version-%s.json" % _probecache.leaf(criu)]
+
+
+def test_a_feature_probe_that_could_not_run_is_not_stored(tmp_path, monkeypatch):
+    criu = fake(tmp_path)
+    cache = str(tmp_path / "cache")
+    real_run = _cli.run
+
+    def timing_out(cmd, **kw):
+        if "--feature" in cmd:
+            raise CommandError("%s timed out after 60s" % " ".join(cmd), cmd, -1)
+        return real_run(cmd, **kw)
+
+    monkeypatch.setattr(_cli, "run", timing_out)
+    assert Criu(criu, cache).feature("uffd") == (False, "%s check --feature uffd timed out after 60s" % criu)
+    assert not os.path.exists(os.path.join(cache, "criu-feature-%s-uffd.json" % _probecache.leaf(criu)))
+    monkeypatch.setattr(_cli, "run", real_run)
+    assert Criu(criu, cache).feature("uffd")[0] is True
+    assert Criu(criu, cache).feature("mem_dirty_track")[0] is False  # a verdict: stored
+    assert sorted(os.listdir(cache)) == sorted("criu-feature-%s-%s.json" % (_probecache.leaf(criu), f)
+                                               for f in ("uffd", "mem_dirty_track"))
