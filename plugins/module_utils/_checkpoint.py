@@ -32,6 +32,8 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _sysctr,
     _sysinfo,
 )
+from ansible_collections.ctrhost.fleet.plugins.module_utils._atomic import atomic_write_json
+from ansible_collections.ctrhost.fleet.plugins.module_utils._criutool import criu_for
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     CommandError,
     ConflictError,
@@ -40,12 +42,8 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     ValidationError,
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
-from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import Runtime
-from ansible_collections.ctrhost.fleet.plugins.module_utils._state import (
-    ContainerStore,
-    atomic_write_json,
-    read_json,
-)
+from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import runtime_for
+from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore, read_json
 from ansible_collections.ctrhost.fleet.plugins.module_utils._validate import validate_name
 
 META_FILE = "checkpoint.json"
@@ -69,12 +67,6 @@ def validate_id(value, field="id"):
         raise ValidationError(field, "expected 1-64 characters [A-Za-z0-9_.-] starting with a "
                               "letter or digit (default: a UTC timestamp), got %r" % (value,))
     return value
-
-
-def runtime_for(layout, spec, runtime_path=None, recorder=None, dry_run=False):
-    name = (spec or {}).get("runtime") or "runc"
-    return Runtime(name, path=runtime_path, state_root=os.path.join(layout.runtime_root, name),
-                   recorder=recorder, dry_run=dry_run)
 
 
 def criu_args(rt, criu_path):
@@ -252,8 +244,8 @@ def checkpoint(root, name, cid=None, leave_running=False, tcp_established=False,
     if existing:  # idempotent: the same id is not dumped twice
         pruned = prune(layout, name, keep, exclude=(cid,), check_mode=check_mode)
         return _result(existing, final, bool(pruned), pruned, recorder)
-    criu = _criu.require(criu_path, _criuconf.cache_dir_of(layout.run_dir))
-    rt = runtime_for(layout, spec, runtime_path, recorder, check_mode)
+    criu = criu_for(layout, criu_path).require()
+    rt = runtime_for(layout, spec.get("runtime"), runtime_path, recorder, check_mode)
     with store.lock(name):
         st = rt.state(name)
         if not st or st.get("status") not in ("running", "paused"):

@@ -35,7 +35,7 @@ import tempfile
 import threading
 import time
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _procfs
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     CommandError,
     MissingToolError,
@@ -99,12 +99,8 @@ def reap_loggers():
 
 
 def start_time(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return None if fields[0] == "Z" else int(fields[19])
+    st = _procfs.proc_stat(pid)
+    return None if st is None or st.state == "Z" else st.starttime
 
 
 def wait_gone(logger, timeout):

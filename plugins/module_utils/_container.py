@@ -28,7 +28,6 @@ import time
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _addrguard,
-    _console,
     _ctrspec,
     _limitlive,
     _limits,
@@ -39,51 +38,30 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import (
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils._cli import Recorder
 from ansible_collections.ctrhost.fleet.plugins.module_utils._ctrargs import STATES
+from ansible_collections.ctrhost.fleet.plugins.module_utils._ctrrun import (
+    network_attach,
+    network_detach,
+    network_update,
+    start,
+    status_of,
+    stop,
+    write_config,
+)
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
-    CommandError,
     ConflictError,
     MissingToolError,
     ValidationError,
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
-from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import Runtime
+from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import runtime_for
 from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore, private_dir
 from ansible_collections.ctrhost.fleet.plugins.module_utils._storage import Overlay
 
-LOG_FILE = "console.log"
-# CRIU settings for this host's checkpoints and restores (e.g. ``network-lock nftables``),
-# written by the checkpoint library where CRIU supports them; see _oci.build_config.
-CRIU_CONFIG = os.path.join("criu", "runc.conf")
 # The run state each requested state ends in (check mode reports it).
-# Seconds a started container's init must live for the start to count (``verify_started``).
-# (an init that boots an OS gets longer: its first failures take a while).
-START_GRACE = 0.5
-SERVICE_GRACE = 0.1
 EXPECTED = {"started": "running", "restarted": "running", "frozen": "frozen", "stopped": "stopped"}
 
 
-# -- calls into the network and cgroup libraries (one place each) ---------------
-def _netlink():
-    """Imported only for a container with interfaces: it loads pyroute2 (slow to import)."""
-    from ansible_collections.ctrhost.fleet.plugins.module_utils import _netlink as mod
-
-    return mod
-
-
-def network_attach(name, netns_path, interfaces):
-    if interfaces:
-        _netlink().attach(name, netns_path, interfaces)
-
-
-def network_update(name, netns_path, old, new):
-    _netlink().update(name, netns_path, old, new)
-
-
-def network_detach(name, interfaces):
-    if interfaces:
-        _netlink().detach(name, interfaces)
-
-
+# -- calls into the cgroup and limit libraries (one place each) -----------------
 def cgroup_remove(cgroups_path):
     from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import Cgroup
 
@@ -119,89 +97,12 @@ class Ctx:
         self.known = None
 
     def runtime(self, name):
-        return Runtime(name, path=self.runtime_path if name == "runc" or self.runtime_path else None,
-                       state_root=os.path.join(self.layout.runtime_root, name),
-                       recorder=self.recorder, dry_run=self.check_mode,
-                       cache_dir=os.path.join(self.layout.run_dir, "cache"))
+        return runtime_for(self.layout, name, self.runtime_path, recorder=self.recorder,
+                           dry_run=self.check_mode)
 
     def overlay(self, template):
         return Overlay(self.layout, self.name, template, recorder=self.recorder,
                        dry_run=self.check_mode)
-
-
-def status_of(rt, name, ctx=None):
-    """created, running, frozen or stopped (also when the runtime does not know it).
-    With ``ctx``, remember what was seen for the result."""
-    st = rt.state(name)
-    status = "stopped" if st is None else {"paused": "frozen"}.get(st["status"], st["status"])
-    if ctx is not None:
-        ctx.known = (status, st.get("pid") if st and status != "stopped" else None)
-    return status, st
-
-
-def write_config(ctx, spec):
-    """(Re)write config.json from the declared spec."""
-    seccomp = ctx.runtime(spec["runtime"]).has_seccomp()
-    if not seccomp:
-        ctx.warnings.append("runtime %s has no seccomp support: the container runs without "
-                            "a seccomp profile" % spec["runtime"])
-    cfg = _oci.build_config(ctx.name, spec, _netns.path(ctx.name),
-                            cgroups=spec.get("cgroups_path"), seccomp=seccomp,
-                            criu_config=os.path.join(ctx.layout.run_dir, CRIU_CONFIG))
-    _limits.persist(ctx.bundle, spec.get("limits") or {}, ctx.check_mode, config=cfg)
-    return cfg
-
-
-def start(ctx, spec, rt, status, configured=False):
-    """Bring a stopped (or created) container to running (``runtime run -d``).
-
-    ``configured``: config.json was just written from ``spec`` and the netns made
-    (a new container), so neither is done again."""
-    ctx.known = None
-    if status == "created":
-        rt.start(ctx.name)
-        return
-    ctx.overlay(spec["template"]).mount()
-    if not ctx.check_mode and not configured and not _netns.exists(ctx.name):
-        network_attach(ctx.name, _netns.ensure(ctx.name), spec.get("network"))
-    if not configured:
-        write_config(ctx, spec)
-    leftover = rt.state(ctx.name)
-    if leftover is not None and (not ctx.check_mode or leftover["status"] == "stopped"):
-        rt.delete(ctx.name, force=True)  # a stopped instance the runtime still knows
-    system = _sysctr.is_system(spec)
-    if system and not ctx.check_mode:
-        _sysctr.write_hostname(ctx.overlay(spec["template"]).rootfs, spec["hostname"])
-    pid_file = rt.pid_file(ctx.name)
-    log = os.path.join(ctx.bundle, LOG_FILE)
-    offset = os.path.getsize(log) if os.path.exists(log) else 0
-    rt.run(ctx.name, ctx.bundle, log, pid_file=pid_file, terminal=system)
-    if not ctx.check_mode:
-        pid = rt.read_pid(ctx.name)
-        ctx.known = ("running", pid) if pid else None
-        try:
-            _console.verify_started(rt, ctx.name, log, offset,
-                                    START_GRACE if system else SERVICE_GRACE)
-        except CommandError:
-            ctx.known = None
-            raise
-
-
-def stop(ctx, spec, rt, status, timeout):
-    """Stop the container's processes and forget its runtime state; keep the bundle."""
-    ctx.known = None
-    if status == "frozen":
-        rt.resume(ctx.name)
-    if status in ("running", "frozen"):
-        rt.kill(ctx.name, _sysctr.stop_signal(spec))
-        if not ctx.check_mode and not rt.wait_stopped(ctx.name, timeout):
-            rt.kill(ctx.name, "KILL", all_processes=True)
-            rt.wait_stopped(ctx.name, 10)
-    if ctx.check_mode or rt.state(ctx.name) is not None:
-        rt.delete(ctx.name, force=True)
-    ctx.overlay(spec["template"]).umount()
-    if not ctx.check_mode:
-        ctx.known = ("stopped", None)
 
 
 def remove(ctx, stored):

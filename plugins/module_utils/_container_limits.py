@@ -15,7 +15,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     ValidationError,
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
-from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import Runtime
+from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import runtime_for
 from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore
 from ansible_collections.ctrhost.fleet.plugins.module_utils._validate import validate_name
 
@@ -56,8 +56,7 @@ def adjust(params, check_mode=False, host=None, cgroup_base=None):
         stored = spec.get("limits") or {}
         new = _limits.normalize_for(host, merge(stored, params.get("limits"), params.get("replace")))
         runtime_name = params.get("runtime") or spec.get("runtime") or "runc"
-        runtime = Runtime(runtime_name, path=params.get("runtime_path"),
-                          state_root=os.path.join(layout.runtime_root, runtime_name))
+        runtime = runtime_for(layout, runtime_name, params.get("runtime_path"))
         if not spec.get("cgroups_path"):
             raise NotFoundError("name: the spec of %s has no cgroups_path" % name, field="name")
         cgroup = Cgroup(spec["cgroups_path"], **({"base": cgroup_base} if cgroup_base else {}))

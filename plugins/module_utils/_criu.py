@@ -5,8 +5,8 @@
 
 * ``discover(path)``: the CRIU binary, its version, whether ``criu check``
   passes, and what this host can do with it (pre-dump needs dirty memory
-  tracking; lazy pages need userfaultfd and a pipe size CRIU may set).
-  Host facts come from ``_sysinfo`` (one probe per process).
+  tracking; lazy pages need userfaultfd and a pipe size CRIU may set); the
+  probes are ``_criutool.Criu``'s.
 * ``read_stats(path)``: the ``stats-dump`` / ``stats-restore`` images CRIU
   leaves in the work directory: a magic header and one protobuf
   ``stats_entry``, decoded here (no protobuf dependency).
@@ -20,8 +20,7 @@ import os
 import re
 import struct
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _criuconf, _sysinfo
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import MissingToolError
+from ansible_collections.ctrhost.fleet.plugins.module_utils._criutool import Criu
 
 IMG_SERVICE_MAGIC = 0x55105940
 STATS_MAGIC = 0x57093306
@@ -90,51 +89,15 @@ _CRIU_ERROR_RE = re.compile(r"^\s*\(\s*\d+\.\d+\)\s+(?:\d+:\s+)?Error\s+\(")
 
 # ---------------------------------------------------------------- discovery
 
-def discover(path=None, probe=True):
-    """Facts about CRIU at ``path`` (PATH and sbin searched when None).
-
-    Returns {path, version, check, check_output, features, pre_dump, pre_dump_reason,
-    lazy_pages, lazy_pages_reason, pipe_max_size, pipe_size_needed, cap_sys_resource}.
-    Raises MissingToolError when CRIU is absent.
-    """
-    found = _sysinfo.criu_path(path)
-    if not found:
-        raise MissingToolError("criu: not found on this host (%s); install a CRIU that passes "
-                               "'criu check' (scripts/install-criu)" % (path or "searched PATH"),
-                               tool="criu")
-    passed, output = _criuconf.check(found)
-    feat = _sysinfo.criu_features(found, probe=probe)
-    features = feat["features"]
-    pre_dump = bool(features.get("mem_dirty_track"))
-    return dict(
-        path=found, version=_criuconf.version(found), check=passed, check_output=output,
-        features=features, pre_dump=pre_dump,
-        pre_dump_reason=None if pre_dump else
-        "the kernel does not track dirty memory (criu check --feature mem_dirty_track failed: "
-        "no soft-dirty bits), so pre-dump iterations are impossible",
-        lazy_pages=bool(features.get("lazy_pages_usable")),
-        lazy_pages_reason=feat.get("lazy_pages_reason"),
-        pipe_max_size=feat.get("pipe_max_size"), pipe_size_needed=feat.get("pipe_size_needed"),
-        cap_sys_resource=feat.get("cap_sys_resource"),
-    )
+def discover(path=None, probe=True, cache_dir=None):
+    """Facts about CRIU at ``path`` (PATH and sbin searched when None): ``Criu.facts``.
+    Raises MissingToolError when CRIU is absent."""
+    return Criu(path, cache_dir).facts(probe)
 
 
 def require(path=None, cache_dir=None):
-    """{path, version} of a CRIU that passes ``criu check`` (no feature probes: cheap).
-
-    Both probes are cached on disk under ``cache_dir`` (default <run_dir>/cache),
-    keyed by the binary's path and stat and the kernel release (see _criuconf)."""
-    found = _sysinfo.criu_path(path)
-    if not found:
-        raise MissingToolError("criu: not found on this host (%s); install a CRIU that passes "
-                               "'criu check' (scripts/install-criu)" % (path or "searched PATH"),
-                               tool="criu")
-    passed, output = _criuconf.check(found, cache_dir)
-    version = _criuconf.version(found, cache_dir)
-    if not passed:
-        raise MissingToolError("criu: %s (%s) fails 'criu check': %s" % (found, version, output),
-                               tool="criu", criu=found)
-    return dict(path=found, version=version)
+    """{path, version} of a CRIU that passes ``criu check``: ``Criu.require``."""
+    return Criu(path, cache_dir).require()
 
 
 # ---------------------------------------------------------------- protobuf / stats

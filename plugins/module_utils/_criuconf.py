@@ -1,10 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: ctrhost.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""CRIU probes cached on disk (``_probecache``), and the CRIU configuration file runc hands to CRIU.
+"""The CRIU configuration files runc hands to CRIU.
 
-* ``check`` / ``version`` / ``feature``: ``criu check``, ``criu --version``,
-  ``criu check --feature X`` through that cache.
 * ``write_config(run_dir, criu_path)``: ``<run_dir>/criu/runc.conf``, the file
   every config.json names in its ``org.criu.config`` annotation. It holds
   ``network-lock nftables`` when this CRIU can lock the network with nftables
@@ -20,64 +18,18 @@ import fcntl
 import os
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _sysinfo
+from ansible_collections.ctrhost.fleet.plugins.module_utils._atomic import atomic_write
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import RUN_DIR
-from ansible_collections.ctrhost.fleet.plugins.module_utils._probecache import (  # noqa: F401 (re-exported)
-    _MEMO,
-    atomic_write,
-    cache_dir_of,
-    cached,
-    leaf,
-    probe_key,
-)
+from ansible_collections.ctrhost.fleet.plugins.module_utils._criutool import Criu
+from ansible_collections.ctrhost.fleet.plugins.module_utils._probecache import cache_dir_of
 
 CONFIG_LEAF = os.path.join("criu", "runc.conf")
-NFT_FEATURE = "network_lock_nftables"
 NFT_LINE = "network-lock nftables\n"
-NFT_MIN_VERSION = (4, 0)
 SCAN_PREFIX = "irmap-scan-path "
 
 
 def config_path(run_dir=None):
     return os.path.join(run_dir or RUN_DIR, CONFIG_LEAF)
-
-
-def check(criu_path, cache_dir=None):
-    """(passed, output) of ``criu check``; only a pass is stored on disk."""
-    value = cached(cache_dir or cache_dir_of(), "criu-check-%s" % leaf(criu_path),
-                   probe_key(criu_path), lambda: list(_sysinfo.criu_check(criu_path)),
-                   keep=lambda v: bool(v[0]))
-    return bool(value[0]), value[1]
-
-
-def version(criu_path, cache_dir=None):
-    """``criu --version``'s version string (None when unknown; not stored)."""
-    return cached(cache_dir or cache_dir_of(), "criu-version-%s" % leaf(criu_path),
-                  probe_key(criu_path), lambda: _sysinfo.criu_version(criu_path),
-                  keep=lambda v: v is not None)
-
-
-def feature(criu_path, name, cache_dir=None):
-    """(True/False/None, output) of ``criu check --feature name``."""
-    value = cached(cache_dir or cache_dir_of(), "criu-feature-%s-%s" % (leaf(criu_path), name),
-                   probe_key(criu_path), lambda: list(_sysinfo.criu_feature(criu_path, name)))
-    return value[0], value[1]
-
-
-def _version_tuple(text):
-    parts = []
-    for piece in (text or "").split("."):
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts)
-
-
-def nft_lock_usable(criu_path, cache_dir=None):
-    """Whether dumps may ask this CRIU for the nftables network lock."""
-    if _version_tuple(version(criu_path, cache_dir)) < NFT_MIN_VERSION:
-        return False
-    return bool(feature(criu_path, NFT_FEATURE, cache_dir)[0])
 
 
 def container_config_path(run_dir, name):
@@ -94,7 +46,7 @@ def write_restore_config(run_dir, criu_path, name, cgroups_path):
     if cgroups_path and _sysinfo.cgroup_layout()["mode"] == "v2":
         text += "cgroup-root %s\n" % cgroups_path
     path = container_config_path(run_dir, name)
-    atomic_write(path, text, mode=0o644)
+    atomic_write(path, text, mode=0o644, parents=True)
     return path
 
 
@@ -108,7 +60,7 @@ def refresh_container_config(run_dir, name, host_text):
     except FileNotFoundError:
         return None
     text = (host_text or "") + "".join(own)
-    atomic_write(path, text, mode=0o644)
+    atomic_write(path, text, mode=0o644, parents=True)
     return text
 
 
@@ -140,7 +92,7 @@ def write_config(run_dir, criu_path, scan_paths=()):
             line = "%s%s\n" % (SCAN_PREFIX, scan)
             if "\n" not in scan and line not in kept:
                 kept.append(line)
-        nft = NFT_LINE if nft_lock_usable(criu_path, cache_dir_of(run_dir)) else ""
+        nft = NFT_LINE if Criu(criu_path, cache_dir_of(run_dir)).nft_lock_usable() else ""
         wanted = (nft + "".join(kept)) or None
         if current == wanted:
             return wanted
@@ -148,7 +100,7 @@ def write_config(run_dir, criu_path, scan_paths=()):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         else:
-            atomic_write(path, wanted, mode=0o644)
+            atomic_write(path, wanted, mode=0o644, parents=True)
     finally:
         os.close(lock)
     return wanted

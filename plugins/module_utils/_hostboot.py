@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ansible_collections.ctrhost.fleet.plugins.module_utils import _container, _hostnet
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CtrhostError
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
-from ansible_collections.ctrhost.fleet.plugins.module_utils._probecache import atomic_write
+from ansible_collections.ctrhost.fleet.plugins.module_utils._atomic import atomic_write, json_text
 from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore
 
 NETWORK_FILE = "host-network.json"
@@ -74,7 +74,7 @@ def persist_network(root, bridges, forwarding, routes, check_mode=False):
     if new == saved and os.path.exists(network_path(root)):
         return False
     if not check_mode:
-        atomic_write(network_path(root), json.dumps(new, indent=2, sort_keys=True) + "\n")
+        atomic_write(network_path(root), json_text(new), parents=True)
     return True
 
 
@@ -111,8 +111,8 @@ def _each_container(root, want, action):
 def _keep_report(root, kind, started, report, failed):
     report = dict(at=time.time(), seconds=round(time.monotonic() - started, 2), failed=failed,
                   steps=report)
-    atomic_write(os.path.join(Layout(root).root, REPORT_FILES[kind]),
-                 json.dumps(report, indent=2, sort_keys=True) + "\n")
+    atomic_write(os.path.join(Layout(root).root, REPORT_FILES[kind]), json_text(report),
+                 parents=True)
 
 
 def boot(root):

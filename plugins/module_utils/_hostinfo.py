@@ -9,6 +9,7 @@ import json
 import os
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import _limits, _sysinfo, _timens
+from ansible_collections.ctrhost.fleet.plugins.module_utils._criutool import criu_for
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ValidationError
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
 
@@ -144,17 +145,18 @@ def runtimes(cgroup, paths=None):
     return result
 
 
-def criu(parts, path=None, base="/"):
-    found = _sysinfo.criu_path(path)
-    result = dict(path=found, version=_sysinfo.criu_version(found) if found else None)
+def criu(parts, path=None, base="/", layout=None):
+    tool = criu_for(layout or Layout(), path)
+    found = tool.found
+    result = dict(path=found, version=tool.version if found else None)
     if "criu_check" in parts:
         if found:
-            passed, output = _sysinfo.criu_check(found)
+            passed, output = tool.check()
         else:
             passed, output = False, "criu not found on this host"
         result.update(check_passed=passed, check_output=output)
     if "criu_features" in parts and found:
-        result.update(_sysinfo.criu_features(found, base, probe=base in ("/", "", None)))
+        result.update(tool.host_features(base, probe=base in ("/", "", None)))
         usable, reason = _timens.continuity(result["features"].get("timens"),
                                             _sysinfo.host_path(base, "/proc"))
         result["features"]["clock_continuity"] = usable
@@ -188,7 +190,7 @@ def gather(root=None, gather=None, base="/", runtime_paths=None, criu_path=None)
     if "runtimes" in parts:
         result["runtimes"] = runtimes(layout_info, runtime_paths)
     if parts & {"criu", "criu_check", "criu_features"}:
-        result["criu"] = criu(parts, criu_path, base)
+        result["criu"] = criu(parts, criu_path, base, layout)
     if "host_state" in parts:
         result["host_state"], detail = host_state(layout)
         result["host_state_detail"] = detail

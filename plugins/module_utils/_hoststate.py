@@ -29,7 +29,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._hostinfo import (
     host_state,
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
-from ansible_collections.ctrhost.fleet.plugins.module_utils._state import atomic_write_json
+from ansible_collections.ctrhost.fleet.plugins.module_utils._atomic import atomic_write_json
 
 HISTORY_LENGTH = 20
 

@@ -22,7 +22,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     MissingToolError,
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
-from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import Runtime
+from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import runtime_for
 from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore
 from ansible_collections.ctrhost.fleet.plugins.module_utils._storage import is_mounted
 from ansible_collections.ctrhost.fleet.plugins.module_utils._validate import validate_name
@@ -50,11 +50,12 @@ def network_facts(name, netns_path):
 
 
 # ------------------------------------------------------------------------------
-def runtime_for(layout, name, runtime_path=None, cache=None):
+def runtime_of(layout, name, runtime_path=None, cache=None):
+    """The runtime ``name`` (one per name in ``cache``); ``runtime_path`` is documented as
+    the runc binary's, so other runtimes are searched for."""
     cache = {} if cache is None else cache
     if name not in cache:
-        cache[name] = Runtime(name, path=runtime_path if name == "runc" else None,
-                              state_root=os.path.join(layout.runtime_root, name))
+        cache[name] = runtime_for(layout, name, runtime_path if name == "runc" else None)
     return cache[name]
 
 
@@ -73,7 +74,7 @@ def container_info(layout, name, spec, runtimes=None, runtime_path=None, network
     rname = spec.get("runtime") or "runc"
     rt_state, error = None, None
     try:
-        rt_state = runtime_for(layout, rname, runtime_path, runtimes).state(name)
+        rt_state = runtime_of(layout, rname, runtime_path, runtimes).state(name)
     except (MissingToolError, CtrhostError) as exc:
         error = exc.msg
     cgroups = spec.get("cgroups_path") or _oci.cgroups_path(name)

@@ -63,6 +63,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_stream impo
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_where import already_moved
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_window import cold, lazy, tree_state
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
+from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import runtime_for
 from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore
 from ansible_collections.ctrhost.fleet.plugins.module_utils._validate import validate_name
 
@@ -120,7 +121,7 @@ def migrate(root, name, dest, mode="cold", dest_root=None, ssh_config=None, iden
     store = ContainerStore(layout)
     spec = _load(store, layout, name)
     src_criu = _source_criu(layout, name, criu_path)
-    rt = _checkpoint.runtime_for(layout, spec, runtime_path)
+    rt = runtime_for(layout, spec.get("runtime"), runtime_path)
     # leave_running: the dump leaves the (frozen) source as it is; see _migrate_window.
     options = dict(leave_running=True, tcp_established=bool(tcp_established),
                    file_locks=bool(file_locks), ext_unix_sk=bool(ext_unix_sk))

@@ -39,12 +39,13 @@ import sys
 import threading
 import time
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _checkpoint, _criu, _migrate_preflight, _restore
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _criu, _migrate_preflight, _restore
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CtrhostError
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_preflight import agent_dir, mark_agent_dir
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_proc import alive, identity, kill_tree, wait_for
 from ansible_collections.ctrhost.fleet.plugins.module_utils._oci import cgroups_path
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
+from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import runtime_for
 from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore
 from ansible_collections.ctrhost.fleet.plugins.module_utils._storage import Overlay
 
@@ -237,7 +238,7 @@ class Agent:
             self.lazy_proc.wait()
         spec = dict(self.meta["spec"], cgroups_path=cgroups_path(name))
         if self.restored or self.staged:
-            rt = _checkpoint.runtime_for(layout, spec, self.runtime_path)
+            rt = runtime_for(layout, spec.get("runtime"), self.runtime_path)
             _restore.forget_runtime(rt, name, spec["cgroups_path"])
             _restore.kill_cgroup(spec["cgroups_path"])
             if self.created:
@@ -251,7 +252,7 @@ class Agent:
     def status(self, req):
         layout = Layout(req.get("root"))
         spec = ContainerStore(layout).load(req["name"])
-        st = _checkpoint.runtime_for(layout, spec, req.get("runtime_path")).state(req["name"]) \
+        st = runtime_for(layout, spec.get("runtime"), req.get("runtime_path")).state(req["name"]) \
             if spec else None
         return dict(ok=True, exists=spec is not None, status=(st or {}).get("status", "absent"),
                     pid=(st or {}).get("pid"))
@@ -277,7 +278,7 @@ class Agent:
             return dict(ok=True, state="fenced" if old else "absent", killed=killed)
         marker = spec.get("incoming")
         if not marker:
-            st = _checkpoint.runtime_for(layout, spec, req.get("runtime_path")).state(name)
+            st = runtime_for(layout, spec.get("runtime"), req.get("runtime_path")).state(name)
             return dict(ok=True, state="committed", killed=killed,
                         status=(st or {}).get("status", "absent"))
         if list(marker.get("agent") or []) != list(old or []) and alive(marker.get("agent")):

@@ -10,15 +10,13 @@ import os
 import signal
 import time
 
+from ansible_collections.ctrhost.fleet.plugins.module_utils._procfs import proc_stat
+
 
 def identity(pid):
     """(pid, starttime) of a live process, or None."""
-    try:
-        with open("/proc/%d/stat" % pid) as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-    except (OSError, ValueError, IndexError):
-        return None
-    return None if fields[0] in ("Z", "X") else (pid, int(fields[19]))
+    st = proc_stat(pid)
+    return None if st is None or st.state in ("Z", "X") else (pid, st.starttime)
 
 
 def alive(ident):
@@ -30,10 +28,9 @@ def kill_tree(pid, include_self=True):
     children = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                with open("/proc/%s/stat" % entry) as handle:
-                    ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry))
+            st = proc_stat(entry)
+            if st is not None:
+                children.setdefault(st.ppid, []).append(st.pid)
     todo, victims = [pid], []
     while todo:
         for child in children.get(todo.pop(), []):

@@ -25,12 +25,12 @@ RUNNING = ("running", "frozen", "paused")
 
 def running_here(layout, name, runtime_path=None):
     """(spec, whether the runtime runs or has paused ``name`` on this host)."""
-    from ansible_collections.ctrhost.fleet.plugins.module_utils._checkpoint import runtime_for
+    from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import runtime_for
 
     spec = ContainerStore(layout).load(name)
     if spec is None:
         return None, False
-    st = runtime_for(layout, spec, runtime_path).state(name)
+    st = runtime_for(layout, spec.get("runtime"), runtime_path).state(name)
     return spec, bool(st) and st.get("status") in RUNNING
 
 

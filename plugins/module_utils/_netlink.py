@@ -9,13 +9,8 @@ Per interface (a normalised dict from ``_netconf``):
   made directly inside the container netns under ``ifname`` with its MAC,
   MTU, IPv4 and IPv6 (``nodad``) addresses; default routes via
   ``gateway``/``gateway6``; ``lo`` up.
-- ``rate``: towards the container, an HTB qdisc (``1:``) on the host veth
-  with one class ``1:10`` for the container and a match-all u32 filter as
-  primary classifier (``default 10`` as fallback). From the container, an
-  ingress qdisc on the host veth redirects (mirred) every packet to an IFB
-  device ``i...`` that carries the same HTB shape. (IFB rather than ingress
-  policing: it shapes instead of dropping, so TCP holds the rate closely, and
-  it needs no police action in the kernel.)
+- ``rate``: HTB towards the container, the same shape on an IFB device from
+  it (see ``_netrate``).
 
 - ``filtering`` (default on): the port's anti-spoofing chain (``_portfilter``),
   installed before the host veth is created or brought up.
@@ -26,7 +21,6 @@ report the actions (the same list in check mode, where nothing is changed).
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
 import socket
@@ -38,11 +32,8 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     NotFoundError,
     ValidationError,
 )
+from ansible_collections.ctrhost.fleet.plugins.module_utils._netrate import converge_rate, htb_rate, ifb_name, lookup, unshape
 
-HTB_HANDLE = 0x10000  # 1:
-HTB_CLASS = 0x10010  # 1:10, the container's class
-INGRESS_HANDLE = 0xFFFF0000  # ffff:
-ETH_P_ALL = 0x0003
 IFA_F_NODAD = 0x02
 
 
@@ -63,16 +54,6 @@ def ipr(netns=None):
         return IPRoute(netns=netns)
     except TypeError:
         return _syscall.in_netns(netns, IPRoute)
-
-
-def ifb_name(host_veth):
-    """IFB device shaping the container's egress: ``i`` + the veth name's rest."""
-    return "i" + host_veth[1:]
-
-
-def lookup(ipr, ifname):
-    found = ipr.link_lookup(ifname=ifname)
-    return found[0] if found else None
 
 
 def _kind(link):
@@ -101,81 +82,6 @@ def _default_route(ns, family):
     for route in ns.get_default_routes(family=family):
         return route.get_attr("RTA_GATEWAY"), route.get_attr("RTA_OIF")
     return None, None
-
-
-# -- rate limiting --------------------------------------------------------
-
-def _htb_rate(ipr, index):
-    """Rate in bit/s of the container class 1:10 on ``index``, None if absent."""
-    for msg in ipr.get_classes(index):
-        if msg["handle"] != HTB_CLASS or msg.get_attr("TCA_KIND") != "htb":
-            continue
-        opts = msg.get_attr("TCA_OPTIONS")
-        rate64 = opts.get_attr("TCA_HTB_RATE64")
-        return int(rate64 or opts.get_attr("TCA_HTB_PARMS")["rate"]) * 8
-    return None
-
-
-def _has_ingress_redirect(ipr, index):
-    return any(m.get_attr("TCA_KIND") == "u32" and m.get_attr("TCA_OPTIONS") is not None
-               for m in ipr.get_filters(index, parent=INGRESS_HANDLE))
-
-
-def _shape(ipr, index, rate):
-    quantum = max(1600, min(rate // 8 // 10, 200000))
-    ipr.tc("add", "htb", index, HTB_HANDLE, default=0x10)
-    ipr.tc("add-class", "htb", index, HTB_CLASS, parent=HTB_HANDLE, rate="%dbit" % rate,
-           ceil="%dbit" % rate, quantum=quantum)
-    ipr.tc("add-filter", "u32", index, parent=HTB_HANDLE, prio=1, protocol=ETH_P_ALL,
-           target=HTB_CLASS, keys=["0x0/0x0+0"])
-
-
-def _unshape(ipr, veth_index, ifb):
-    for kind, handle in (("htb", HTB_HANDLE), ("ingress", INGRESS_HANDLE)):
-        with contextlib.suppress(Exception):  # absent already
-            ipr.tc("del", kind, veth_index, handle)
-    ifb_index = lookup(ipr, ifb)
-    if ifb_index:
-        ipr.link("del", index=ifb_index)
-
-
-def _rate_state(ipr, veth_index, ifb):
-    ifb_index = lookup(ipr, ifb)
-    return dict(egress=_htb_rate(ipr, veth_index),
-                ingress=_htb_rate(ipr, ifb_index) if ifb_index else None,
-                redirect=_has_ingress_redirect(ipr, veth_index))
-
-
-def _converge_rate(ipr, veth_index, iface, act, check_mode):
-    ifb = ifb_name(iface["host_veth"])
-    want = iface["rate"]
-    have = _rate_state(ipr, veth_index, ifb) if veth_index else dict(egress=None, ingress=None, redirect=False)
-    if want is None:
-        if have["egress"] or have["ingress"] or have["redirect"] or (veth_index and lookup(ipr, ifb)):
-            act("remove rate limit of %s" % iface["host_veth"])
-            if not check_mode:
-                _unshape(ipr, veth_index, ifb)
-        return
-    if have["egress"] == want and have["ingress"] == want and have["redirect"]:
-        return
-    act("set rate %dbit on %s and %s" % (want, iface["host_veth"], ifb))
-    if check_mode:
-        return
-    if have["egress"] and have["ingress"] and have["redirect"]:
-        for index in (veth_index, lookup(ipr, ifb)):  # live change, queues kept
-            ipr.tc("change-class", "htb", index, HTB_CLASS, parent=HTB_HANDLE, rate="%dbit" % want,
-                   ceil="%dbit" % want, quantum=max(1600, min(want // 8 // 10, 200000)))
-        return
-    _unshape(ipr, veth_index, ifb)
-    ipr.link("add", ifname=ifb, kind="ifb")
-    ifb_index = lookup(ipr, ifb)
-    ipr.link("set", index=ifb_index, state="up")
-    _shape(ipr, veth_index, want)
-    _shape(ipr, ifb_index, want)
-    ipr.tc("add", "ingress", veth_index, INGRESS_HANDLE)
-    ipr.tc("add-filter", "u32", veth_index, parent=INGRESS_HANDLE, prio=1, protocol=ETH_P_ALL,
-           target=HTB_CLASS, keys=["0x0/0x0+0"],
-           action=dict(kind="mirred", direction="egress", action="redirect", ifindex=ifb_index))
 
 
 # -- links ------------------------------------------------------------------
@@ -208,7 +114,7 @@ def _remove_iface(host, ifname, host_veth, act, check_mode, ns=None, ns_index=No
         return
     index = lookup(host, host_veth) if host_veth else None
     if index:
-        _unshape(host, index, ifb_name(host_veth))
+        unshape(host, index, ifb_name(host_veth))
         host.link("del", index=index)  # the peer goes with it
     elif host_veth:
         ifb = lookup(host, ifb_name(host_veth))
@@ -265,7 +171,7 @@ def _converge_iface(host, ns, ns_index, iface, bridge_index, act, check_mode, ho
             ip = ipaddress.ip_interface(cidr)
             extra = dict(flags=IFA_F_NODAD) if ip.version == 6 else {}
             ns.addr("add", index=ns_index, address=str(ip.ip), prefixlen=ip.network.prefixlen, **extra)
-    _converge_rate(host, host_index, iface, act, check_mode)
+    converge_rate(host, host_index, iface, act, check_mode)
 
 
 def _converge_routes(ns, interfaces, act, check_mode):
@@ -321,7 +227,7 @@ def _converge(name, netns_path, old, new, check_mode, host_up=True):
                     _create_iface(host, netns_path, iface, act, check_mode)
                 ns_index = lookup(ns, iface["ifname"]) if ns else None
                 if check_mode and not ns_index:
-                    _converge_rate(host, None, iface, act, True)
+                    converge_rate(host, None, iface, act, True)
                     continue
                 _converge_iface(host, ns, ns_index, iface, bridges[iface["ifname"]], act, check_mode,
                                 host_up)
@@ -357,7 +263,7 @@ def _renames(host, veths, new, act, check_mode):
         if not check_mode:
             old_ifb = lookup(host, ifb_name(current))
             if old_ifb:
-                _unshape(host, index, ifb_name(current))  # re-made under the new name
+                unshape(host, index, ifb_name(current))  # re-made under the new name
             host.link("set", index=index, state="down")
             host.link("set", index=index, ifname="vtmp%d%s" % (step, target[-6:]))
     for index, _current, target in moves if not check_mode else ():
@@ -429,7 +335,7 @@ def info(name, netns_path):
                 entry["host_veth"] = peer.get_attr("IFLA_IFNAME")
                 master = peer.get_attr("IFLA_MASTER")
                 entry["bridge"] = _host_name(host, master) if master else None
-                entry["rate"] = _htb_rate(host, peer["index"])
+                entry["rate"] = htb_rate(host, peer["index"])
             out.append(entry)
     finally:
         ns.close()

@@ -25,10 +25,8 @@ import socket
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import _sysctr
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ValidationError
-from ansible_collections.ctrhost.fleet.plugins.module_utils._state import (
-    atomic_write_json,
-    read_json,
-)
+from ansible_collections.ctrhost.fleet.plugins.module_utils._atomic import atomic_write_json
+from ansible_collections.ctrhost.fleet.plugins.module_utils._state import read_json
 
 OCI_VERSION = "1.0.2"
 CONFIG_FILE = "config.json"

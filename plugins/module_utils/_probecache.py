@@ -15,9 +15,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import threading
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import _sysinfo
+from ansible_collections.ctrhost.fleet.plugins.module_utils._atomic import atomic_write
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import RUN_DIR
 
 _MEMO = {}
@@ -43,16 +43,6 @@ def leaf(binary):
     return binary.strip("/").replace("/", "_")
 
 
-def atomic_write(path, text, mode=0o600):
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    # pid and thread: the threads of one process (a batch of migrations) never share one
-    tmp = "%s.%d.%d.tmp" % (path, os.getpid(), threading.get_ident())
-    with open(tmp, "w") as handle:
-        handle.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-
-
 def cached(cache_dir, name, key, compute, keep=lambda value: True):
     """``compute()`` once per ``key``: memoised in-process and in ``<cache_dir>/<name>.json``.
 
@@ -75,6 +65,6 @@ def cached(cache_dir, name, key, compute, keep=lambda value: True):
         if not keep(value):
             return value
         with contextlib.suppress(OSError, TypeError, ValueError):
-            atomic_write(path, json.dumps(dict(key=key, value=value)))
+            atomic_write(path, json.dumps(dict(key=key, value=value)), parents=True)
     _MEMO[(path, key)] = value
     return value

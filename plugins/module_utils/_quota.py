@@ -30,7 +30,7 @@ import os
 import stat
 import struct
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _storage, _syscall, _units
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _procfs, _syscall, _units
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import LimitError
 
 FS_IOC_FSGETXATTR = 0x801C581F  # _IOR('X', 31, struct fsxattr)
@@ -217,7 +217,8 @@ def _filesystem(path):
     path = os.path.realpath(path)
     best = ("/", "")
     with contextlib.suppress(OSError):
-        for point, fstype, _opts in _storage.mounts():
+        for mount in _procfs.mountinfo():
+            point, fstype = mount["mount_point"], mount["fstype"]
             if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) >= len(best[0]):
                 best = (point, fstype)
     return best

@@ -15,7 +15,6 @@ and CommandError carries CRIU's classified cause and log lines.
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import shutil
 import time
@@ -28,17 +27,21 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _limits,
     _netns,
     _oci,
-    _sysctr,
-    _sysinfo,
-    _template,
+    _procfs,
 )
+from ansible_collections.ctrhost.fleet.plugins.module_utils._criutool import criu_for
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     CommandError,
-    ConflictError,
     CtrhostError,
-    NotFoundError,
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
+from ansible_collections.ctrhost.fleet.plugins.module_utils._restorecfg import (
+    check_template,
+    recreate_cgroups,
+    restore_command,
+    restore_config,
+)
+from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import runtime_for
 from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore, private_dir
 from ansible_collections.ctrhost.fleet.plugins.module_utils._storage import Overlay, is_mounted
 from ansible_collections.ctrhost.fleet.plugins.module_utils._validate import validate_name
@@ -48,39 +51,6 @@ LOG_FILE = "console.log"
 
 def work_dir(layout, name, kind="restore"):
     return os.path.join(layout.run_dir, "criu", "%s.%s" % (name, kind))
-
-
-def check_template(layout, meta):
-    """The local template must be the one the checkpoint was made on (same sha256)."""
-    template = meta["spec"]["template"]
-    local = _template.read_meta(layout, template)
-    if local is None:
-        raise NotFoundError("template: the checkpoint needs template %r, which is not installed "
-                            "under %s" % (template, layout.templates_dir), field="template")
-    want, have = meta.get("template_sha256"), local.get("sha256")
-    if want and have != want:
-        raise ConflictError("template: template %r here has sha256 %s but the checkpoint was made "
-                            "on sha256 %s; install the same template content first"
-                            % (template, have, want), field="template", expected=want, found=have)
-    return local
-
-
-def restore_config(layout, name, spec, image_dir):
-    """The bundle's config.json: the dumped one with this host's cgroups path and netns."""
-    cfg = _oci.load_config(os.path.join(image_dir, _checkpoint.CONFIG_COPY))
-    conf = _criuconf.container_config_path(layout.run_dir, name)  # written by restore_images
-    if cfg is None:
-        return _oci.build_config(name, spec, _netns.path(name), cgroups=spec["cgroups_path"],
-                                 criu_config=conf)
-    cfg = copy.deepcopy(cfg)
-    cfg["annotations"] = dict(cfg.get("annotations") or {}, **{"org.criu.config": conf})
-    cfg["root"] = dict(cfg.get("root") or {}, path="rootfs")
-    linux = cfg.setdefault("linux", {})
-    linux["cgroupsPath"] = spec["cgroups_path"]
-    for ns in linux.get("namespaces") or []:
-        if ns.get("type") == "network":
-            ns["path"] = _netns.path(name)
-    return _sysctr.retarget(cfg)
 
 
 def keep_log(layout, name, work, leaf):
@@ -99,10 +69,9 @@ def cleanup_work(path):
     """Unmount what a killed CRIU left in its work dir, then remove the dir."""
     if not os.path.isdir(path):
         return
-    with open("/proc/self/mountinfo") as handle:
-        points = [line.split()[4] for line in handle]
-    for point in sorted((p for p in points if p.startswith(path + "/")), reverse=True):
-        _cli.run(["umount", "-l", point], check=False)
+    for point in _procfs.mounts_below(path):
+        if point != os.path.realpath(path):
+            _cli.run(["umount", "-l", point], check=False)
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -265,7 +234,7 @@ def remove_incoming(layout, name, spec, runtime_path=None):
     rootfs mount, netns, veths, bundle; then the received images."""
     spec = dict(spec, cgroups_path=spec.get("cgroups_path") or _oci.cgroups_path(name))
     marker = spec.get("incoming") or {}
-    rt = _checkpoint.runtime_for(layout, spec, runtime_path)
+    rt = runtime_for(layout, spec.get("runtime"), runtime_path)
     forget_runtime(rt, name, spec["cgroups_path"])
     kill_cgroup(spec["cgroups_path"])
     cleanup_work(work_dir(layout, name, "migrate"))
@@ -293,24 +262,6 @@ def prepare(layout, name, meta, image_dir, created=None):
     return spec, created
 
 
-def recreate_cgroups(cgroups_path, tree):
-    """The container's cgroup subtree as it was at dump time (CRIU recreates only the
-    cgroups that hold processes; systemd inside also watches empty ones)."""
-    if not tree:
-        return 0
-    from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import Cgroup
-    return _sysctr.recreate_tree(Cgroup(cgroups_path).dirs(create=True), tree)
-
-
-def restore_command(rt, criu_path, name, image_dir, work, bundle, options, lazy=False):
-    args = _checkpoint.criu_args(rt, criu_path) + [
-        "restore", "--detach", "--image-path", image_dir, "--work-path", work, "--bundle", bundle]
-    args += [_checkpoint.CRIU_FLAGS[k] for k in _checkpoint.RESTORE_FLAGS if options.get(k)]
-    if lazy:
-        args.append("--lazy-pages")
-    return args + [name]
-
-
 def restore_images(layout, name, image_dir, meta, runtime_path=None, criu_path=None,
                    lazy=False, work=None, timeout=600, recorder=None, created=None, staged=False):
     """Restore ``name`` from ``image_dir`` (checkpoint.json ``meta``); return facts of the run.
@@ -324,7 +275,7 @@ def restore_images(layout, name, image_dir, meta, runtime_path=None, criu_path=N
     else:
         spec, created = prepare(layout, name, meta, image_dir, created)
     t_prepared = time.monotonic()
-    rt = _checkpoint.runtime_for(layout, spec, runtime_path, recorder)
+    rt = runtime_for(layout, spec.get("runtime"), runtime_path, recorder)
     overlay = Overlay(layout, name, spec["template"])
     bundle = layout.container_dir(name)
     work = work or work_dir(layout, name)
@@ -333,7 +284,7 @@ def restore_images(layout, name, image_dir, meta, runtime_path=None, criu_path=N
     os.makedirs(work, mode=0o700, exist_ok=True)
     forget_runtime(rt, name, spec["cgroups_path"])
     recreate_cgroups(spec["cgroups_path"], meta.get("cgroup_tree"))
-    found = _sysinfo.criu_path(criu_path)
+    found = criu_for(layout, criu_path).found
     if found:
         _criuconf.write_restore_config(layout.run_dir, found, name, spec["cgroups_path"])
     args = restore_command(rt, criu_path, name, image_dir, work, bundle,
@@ -380,14 +331,14 @@ def restore(root, name, cid=None, runtime_path=None, criu_path=None, check_mode=
     meta = _checkpoint.find(layout, name, cid)
     recorder = _cli.Recorder()
     store = ContainerStore(layout)
-    rt = _checkpoint.runtime_for(layout, meta["spec"], runtime_path, recorder, check_mode)
+    rt = runtime_for(layout, meta["spec"].get("runtime"), runtime_path, recorder, check_mode)
     st = rt.state(name)
     if st and st.get("status") in ("running", "paused"):
         return dict(changed=False, id=meta["id"], checkpoint_dir=meta["path"], pid=st.get("pid"),
                     msg="container %s is already %s; nothing restored" % (name, st["status"]),
                     commands=[])
     check_template(layout, meta)
-    criu = _criu.require(criu_path, _criuconf.cache_dir_of(layout.run_dir))
+    criu = criu_for(layout, criu_path).require()
     bundle = layout.container_dir(name)
     if check_mode:
         recorder.add(rt.base_cmd() + restore_command(rt, criu["path"], name, meta["path"],

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
 import time
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _console, _probecache, _timens
@@ -24,6 +23,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     NotFoundError,
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import RUN_DIR
+from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime_console import DetachedStart
 
 RUNTIMES = ("runc", "crun")
 
@@ -32,18 +32,26 @@ RUNTIMES = ("runc", "crun")
 _CGROUP_REFUSALS = ("cgroupv1", "cgroup v1", "hybrid", "cgroups v1", "unified mode")
 _NOT_FOUND = ("does not exist", "not found", "container not exist", "no such file")
 
-# The console of a detached container: see _console.
-LOGGERS_SUFFIX = ".loggers"
 PIDS_SUFFIX = ".pids"
-CONSOLES_SUFFIX = ".consoles"
 
 
 def default_state_root(name, run_dir=RUN_DIR):
     return os.path.join(run_dir, "runtime", name)
 
 
-class Runtime:
-    """One OCI runtime binary with its own state root."""
+def runtime_for(layout, name=None, path=None, recorder=None, dry_run=False):
+    """The one way to build a ``Runtime``: runtime ``name`` (runc when None) at ``path``
+    (PATH and sbin searched when None), its state under ``layout``'s run directory
+    (``<run_dir>/runtime/<name>``), its probes cached in ``<run_dir>/cache``."""
+    name = name or "runc"
+    return Runtime(name, path=path, state_root=os.path.join(layout.runtime_root, name),
+                   recorder=recorder, dry_run=dry_run,
+                   cache_dir=_probecache.cache_dir_of(layout.run_dir))
+
+
+class Runtime(DetachedStart):
+    """One OCI runtime binary with its own state root (detached starts and their console
+    loggers: ``_runtime_console.DetachedStart``)."""
 
     def __init__(self, name="runc", path=None, state_root=None, recorder=None, dry_run=False,
                  cache_dir=None):
@@ -93,9 +101,11 @@ class Runtime:
             return _cli.run(cmd, check=check, input=input, timeout=timeout, msg=msg,
                             recorder=self.recorder if mutating else None)
         except CommandError as exc:
-            raise self._explain(exc, args)
+            raise self.explain(exc, args)
 
-    def _explain(self, exc, args):
+    def explain(self, exc, args):
+        """``exc`` of runtime command ``args`` turned into what it means (crun refusing the
+        cgroup layout, an unknown container), or ``exc`` itself."""
         text = (exc.stderr + "\n" + exc.stdout).lower()
         if self.name == "crun" and any(f in text for f in _CGROUP_REFUSALS):
             return MissingToolError(
@@ -108,126 +118,6 @@ class Runtime:
                                  % (self.name, args[-1], self.state_root, exc.stderr.strip()),
                                  cmd=exc.cmd, rc=exc.rc, stderr=exc.stderr)
         return exc
-
-    def spawn(self, args, log_path, timeout=120, msg=None, terminal=False):
-        """Run a runtime command that leaves a container process behind
-        (create, run -d, restore -d) with its stdout/stderr on a pipe drained into
-        ``log_path`` by a detached logger. Returns a ``_cli.Result``.
-
-        ``terminal`` (config.json's ``process.terminal``): the container's console
-        is a pseudo-terminal; the runtime sends its master through
-        ``--console-socket`` and the logger drains the master instead."""
-        _console.reap_loggers()
-        cmd = self.command(args)
-        if self.dry_run:
-            self.record(cmd)
-            return None
-        cid = args[-1]
-        os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
-        offset = os.path.getsize(log_path) if os.path.exists(log_path) else 0
-        env = dict(os.environ, PATH=_cli.search_path())
-        if terminal:
-            return self._spawn_terminal(args, log_path, offset, env, timeout, msg)
-        self.record(cmd)
-        rfd, wfd = os.pipe()
-        try:
-            logger = _console.start_logger(rfd, log_path, env)
-            os.close(rfd)
-            rfd = None
-            start = time.monotonic()
-            try:
-                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=wfd, stderr=wfd,
-                                        close_fds=True, env=env, cwd="/")
-            except FileNotFoundError:
-                raise MissingToolError("%s not found on this host" % cmd[0], tool=self.name)
-            os.close(wfd)
-            wfd = None
-            rc = _console.wait_process(proc, timeout)
-            duration = time.monotonic() - start
-        finally:
-            for fd in (rfd, wfd):
-                if fd is not None:
-                    os.close(fd)
-        if rc == 0:
-            self._save_logger(cid, logger)
-            return _cli.Result(cmd, 0, "", "", duration)
-        _console.wait_gone(logger, 2.0)  # nothing writes any more: the log holds the last words
-        _console.kill_logger(logger)
-        raise self._spawn_failed(args, cmd, rc, _console.log_tail(log_path, offset), timeout, msg)
-
-    def _spawn_terminal(self, args, log_path, offset, env, timeout, msg):
-        cid = args[-1]
-        with _console.ConsoleSocket(self.state_root.rstrip("/") + CONSOLES_SUFFIX, cid) as sock:
-            at = next(i for i, a in enumerate(args) if a in ("run", "create", "restore")) + 1
-            cmd = self.command(list(args[:at]) + ["--console-socket", sock.path] + list(args[at:]))
-            self.record(cmd)
-            start = time.monotonic()
-            with open(log_path, "ab") as out:
-                try:
-                    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
-                                            stderr=out, close_fds=True, env=env, cwd="/")
-                except FileNotFoundError:
-                    raise MissingToolError("%s not found on this host" % cmd[0], tool=self.name)
-                master = sock.receive(proc, timeout)
-                rc = _console.wait_process(proc, timeout)
-            duration = time.monotonic() - start
-        if rc == 0 and master is not None:
-            slave = None
-            try:
-                slave = _console.open_peer(master)
-                logger = _console.start_logger(master, log_path, env, keep=(slave,))
-            finally:
-                for fd in (master, slave):
-                    if fd is not None:
-                        os.close(fd)
-            self._save_logger(cid, logger)
-            return _cli.Result(cmd, 0, "", "", duration)
-        if master is not None:
-            os.close(master)
-        if rc == 0:
-            rc = 1
-        raise self._spawn_failed(args, cmd, rc, _console.log_tail(log_path, offset)
-                                 or "no console received on %s" % sock.path, timeout, msg)
-
-    def _spawn_failed(self, args, cmd, rc, tail, timeout, msg):
-        what = msg or "%s %s" % (self.name, args[0])
-        why = "timed out after %ss" % timeout if rc == -1 else "failed (rc=%d)" % rc
-        exc = CommandError("%s %s: %s" % (what, why, _last_line(tail)), cmd, rc, "", tail)
-        return self._explain(exc, args)
-
-    # -- container loggers --------------------------------------------------
-    def logger_file(self, cid):
-        return os.path.join(self.state_root.rstrip("/") + LOGGERS_SUFFIX, cid)
-
-    def _save_logger(self, cid, logger):
-        path = self.logger_file(cid)
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        old = self.logger(cid)
-        if old and old != logger:
-            _console.kill_logger(old)
-        if logger[1] is None:  # already gone: nothing holds the pipe any more
-            return
-        with open(path + ".tmp", "w") as handle:
-            handle.write("%d %d\n" % logger)
-        os.replace(path + ".tmp", path)
-
-    def logger(self, cid):
-        """(pid, starttime) of the live logger of ``cid``'s console, or None."""
-        try:
-            with open(self.logger_file(cid)) as handle:
-                pid, start = (int(x) for x in handle.read().split())
-        except (OSError, ValueError):
-            return None
-        return (pid, start) if _console.start_time(pid) == start else None
-
-    def stop_logger(self, cid):
-        """Kill ``cid``'s logger (if alive) and forget it."""
-        found = self.logger(cid)
-        if found:
-            _console.kill_logger(found)
-        with contextlib.suppress(OSError):
-            os.unlink(self.logger_file(cid))
-        return found is not None
 
     # -- read -------------------------------------------------------------
     def version_text(self):
@@ -403,13 +293,3 @@ def probe_version(binary, cache_dir=None):
                                probe, keep=lambda v: v["ok"])
     return value["text"]
 
-
-def _last_line(text):
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    if not lines:
-        return "no output"
-    line = lines[-1]
-    try:  # runc --log-format json lines
-        return json.loads(line).get("msg", line)
-    except ValueError:
-        return line

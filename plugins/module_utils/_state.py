@@ -8,45 +8,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import itertools
 import json
 import os
 import time
 
+from ansible_collections.ctrhost.fleet.plugins.module_utils._atomic import atomic_write_json
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ConflictError
 
 SPEC_FILE = "spec.json"
-_TMP_SEQ = itertools.count()
 DEFAULT_LOCK_TIMEOUT = 60
-
-
-def atomic_write_json(path, data, mode=0o644, durable=True):
-    """Write ``data`` as JSON to ``path`` atomically (temp file + fsync + rename).
-
-    ``durable=False`` skips the fsync, for files rebuilt from others (config.json
-    from spec.json): still atomic, only not forced to disk before the rename."""
-    directory = os.path.dirname(path) or "."
-    tmp, fd = None, None
-    while fd is None:
-        tmp = os.path.join(directory, ".%s.%d.%d" % (os.path.basename(path), os.getpid(),
-                                                     next(_TMP_SEQ)))
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        except FileExistsError:  # left by a dead process that had our pid
-            continue
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            if durable:
-                os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def private_dir(path):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _syscall
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _procfs, _syscall
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     CommandError,
     ConflictError,
@@ -24,28 +24,9 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
 )
 
 
-def _unescape(field):
-    # /proc/self/mountinfo escapes space, tab, newline and backslash as octal.
-    return (field.replace("\\040", " ").replace("\\011", "\t")
-            .replace("\\012", "\n").replace("\\134", "\\"))
-
-
-def mounts(mountinfo="/proc/self/mountinfo"):
-    """[(mount point, fstype, super options)] of the current mount namespace."""
-    result = []
-    with open(mountinfo) as handle:
-        for line in handle:
-            left, _, right = line.partition(" - ")
-            fields = left.split()
-            rfields = right.split()
-            result.append((_unescape(fields[4]), rfields[0] if rfields else "",
-                           rfields[2] if len(rfields) > 2 else ""))
-    return result
-
-
-def is_mounted(path, mountinfo="/proc/self/mountinfo"):
+def is_mounted(path, table=None):
     path = os.path.realpath(path)
-    return any(point == path for point, _, _ in mounts(mountinfo))
+    return any(m["mount_point"] == path for m in _procfs.mountinfo(table))
 
 
 class Overlay:

@@ -1,12 +1,13 @@
 # -*- coding: utf-8 -*-
 # Copyright: ctrhost.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Low-level host facts: cpus, memory, kernel, cgroup layout, runtimes, CRIU.
+"""Low-level host facts: cpus, memory, kernel, cgroup layout, runtimes, what CRIU's lazy
+pages need of this process (CRIU's own probes: ``_criutool``).
 
 Every reader of a file takes ``base`` (default ``/``) so that tests can point it
 at a tree that looks like ``/proc`` and ``/sys`` of another host. Results of
-external commands (versions, ``criu check``) are cached for the life of the
-process: ``clear_cache()`` forgets them.
+external commands (versions) are cached for the life of the process:
+``clear_cache()`` forgets them.
 """
 
 from __future__ import annotations
@@ -15,15 +16,12 @@ import fcntl
 import os
 import re
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _procfs
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CommandError, MissingToolError
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 CAP_SYS_RESOURCE = 24
 RUNTIMES = ("runc", "crun")
-# Features probed with `criu check --feature NAME` (names as CRIU spells them).
-CRIU_FEATURES = ("uffd", "uffd-noncoop", "mem_dirty_track", "pidfd_store", "timens",
-                 "network_lock_nftables")
 # Options of a cgroup v1 mount that are not controllers (used when /proc/cgroups is unreadable).
 _V1_NON_CONTROLLERS = {"rw", "ro", "noprefix", "clone_children", "xattr", "cpuset_v2_mode",
                        "nosuid", "nodev", "noexec", "relatime"}
@@ -210,25 +208,6 @@ def lazy_pages_verdict(uffd, uffd_noncoop, cap_sys_resource, max_size, needed, p
 
 # ---------------------------------------------------------------- cgroups
 
-def _unescape(field):
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def parse_mountinfo(text):
-    mounts = []
-    for line in (text or "").splitlines():
-        fields = line.split()
-        if "-" not in fields:
-            continue
-        sep = fields.index("-")
-        if sep < 6 or len(fields) < sep + 4:
-            continue
-        mounts.append(dict(root=_unescape(fields[3]), mount_point=_unescape(fields[4]),
-                           fstype=fields[sep + 1], source=_unescape(fields[sep + 2]),
-                           super_options=fields[sep + 3].split(",")))
-    return mounts
-
-
 def proc_cgroups(base="/"):
     """``/proc/cgroups``: controller name -> {hierarchy, enabled}."""
     result = {}
@@ -247,7 +226,7 @@ def cgroup_layout(base="/"):
     """
     known = {name for name, info in proc_cgroups(base).items() if info["enabled"]}
     v1, named, v2_mounts = {}, {}, []
-    for mount in parse_mountinfo(read_text(host_path(base, "/proc/self/mountinfo"), "")):
+    for mount in _procfs.parse_mountinfo(read_text(host_path(base, "/proc/self/mountinfo"), "")):
         if mount["fstype"] == "cgroup2":
             v2_mounts.append(mount["mount_point"])
         elif mount["fstype"] == "cgroup":
@@ -342,71 +321,8 @@ def runtime_usable(name, info, cgroup):
     return True, None
 
 
-# ---------------------------------------------------------------- CRIU
-
-def criu_path(path=None):
-    return _cli.which(path or "criu")
-
-
-def criu_version(path):
-    def compute():
-        try:
-            result = _cli.run([path, "--version"], check=True, timeout=15)
-        except (CommandError, MissingToolError):
-            return None
-        match = re.search(r"Version:\s*(\S+)", result.stdout)
-        return match.group(1) if match else None
-    return _cached(("criu-version", path), compute)
-
+# ---------------------------------------------------------------- command output
 
 def trim_output(text, lines=20, chars=2000):
     kept = "\n".join((text or "").strip().splitlines()[-lines:])
     return kept[-chars:]
-
-
-def criu_check(path):
-    """(passed, trimmed output) of ``criu check``."""
-    def compute():
-        try:
-            result = _cli.run([path, "check"], check=False, timeout=120)
-        except (CommandError, MissingToolError) as exc:
-            return False, exc.msg
-        output = "\n".join(part for part in (result.stdout.strip(), result.stderr.strip()) if part)
-        return result.rc == 0, trim_output(output)
-    return _cached(("criu-check", path), compute)
-
-
-def criu_feature(path, feature):
-    """(True/False, or None when this CRIU does not know the feature; message)."""
-    def compute():
-        try:
-            result = _cli.run([path, "check", "--feature", feature], check=False, timeout=60)
-        except (CommandError, MissingToolError) as exc:
-            return False, exc.msg
-        output = trim_output("\n".join(p for p in (result.stdout.strip(), result.stderr.strip()) if p), 3)
-        if result.rc == 0:
-            return True, output
-        if "Unknown feature" in output:
-            return None, output
-        return False, output
-    return _cached(("criu-feature", path, feature), compute)
-
-
-def criu_features(path, base="/", probe=True):
-    """Feature verdicts of CRIU at ``path`` plus what lazy migration needs of this process."""
-    checks = {name: criu_feature(path, name)[0] for name in CRIU_FEATURES}
-    cap = capability(CAP_SYS_RESOURCE, base)
-    max_size = pipe_max_size(base)
-    needed = criu_pipe_bytes()
-    probe_ok = pipe_resize_probe(needed)[0] if probe else None
-    usable, reason = lazy_pages_verdict(checks["uffd"], checks["uffd-noncoop"], cap, max_size,
-                                        needed, probe_ok)
-    features = {name.replace("-", "_"): value for name, value in checks.items()}
-    features.update(
-        lazy_pages=bool(checks["uffd"] and checks["uffd-noncoop"]),
-        dirty_tracking=bool(checks["mem_dirty_track"]),
-        pre_dump=bool(checks["mem_dirty_track"]),
-        lazy_pages_usable=usable,
-    )
-    return dict(features=features, cap_sys_resource=cap, pipe_max_size=max_size,
-                pipe_size_needed=needed, lazy_pages_reason=reason)

@@ -26,13 +26,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import re
 import shutil
 import stat
 import tarfile
 import tempfile
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _procfs
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ValidationError
 
 DEVICE_POLICIES = ("skip", "create", "refuse")
@@ -385,31 +384,11 @@ def exchange_paths(a, b):
     return func(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
-def mounts_below(path):
-    """Mount points at or below ``path`` (deepest first), from /proc/self/mountinfo."""
-    base = os.path.realpath(path)
-    found = []
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                fields = line.split()
-                point = _unescape(fields[4]) if len(fields) > 4 else ""
-                if point == base or point.startswith(base + "/"):
-                    found.append(point)
-    except OSError:
-        return []
-    return sorted(set(found), key=lambda p: p.count("/"), reverse=True)
-
-
-def _unescape(text):
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
-
-
 def safe_rmtree(path, recorder=None):
     """Remove a tree, detaching any mount below it first (never deletes through a mount)."""
     if not os.path.lexists(path):
         return
-    for point in mounts_below(path):
+    for point in _procfs.mounts_below(path):
         _cli.run(["umount", "-l", point], recorder=recorder, msg="unmounting %s" % point)
     if os.path.islink(path) or not os.path.isdir(path):
         os.unlink(path)

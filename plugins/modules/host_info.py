@@ -33,6 +33,8 @@ options:
         so V([!criu_check]) skips the slowest probe.
       - V(criu) is CRIU's path and version; V(criu_check) runs C(criu check);
         V(criu_features) runs C(criu check --feature) for each feature and probes pipe resizing.
+      - A passing C(criu check), CRIU's version and the feature verdicts are kept (the same cache as
+        checkpoints and migrations use) until the CRIU binary or the kernel changes, or the host reboots.
     type: list
     elements: str
     default: [all]

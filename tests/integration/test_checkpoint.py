@@ -15,6 +15,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _container,
     _paths,
     _restore,
+    _runtime,
     _state,
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CommandError, ConflictError
@@ -61,7 +62,7 @@ def start(root, name, limits=None, command=None):
                            state="started", limits=limits or {}))
     layout = _paths.Layout(root)
     spec = _state.ContainerStore(layout).load(name)
-    return layout, spec, _checkpoint.runtime_for(layout, spec)
+    return layout, spec, _runtime.runtime_for(layout, spec.get("runtime"))
 
 
 def counter(layout, name):

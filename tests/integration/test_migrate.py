@@ -38,7 +38,7 @@ HELPER = r'''
 import json, os, shutil, subprocess, sys, time
 sys.path.insert(0, os.path.join(@ROOT@, ".cache", "pytest-collections"))
 from ansible_collections.ctrhost.fleet.plugins.module_utils import (
-    _checkpoint, _container, _hostnet, _migrate, _paths)
+    _checkpoint, _container, _hostnet, _migrate, _paths, _runtime)
 R = "/var/lib/ctrhost"
 op, a = sys.argv[1], json.loads(sys.argv[2])
 out = {}
@@ -67,7 +67,7 @@ elif op == "remove":
     _container.ensure(dict(root=R, name=a["name"], state="absent"))
 elif op == "facts":
     n = a["name"]
-    st = _checkpoint.runtime_for(_paths.Layout(R), {}).state(n)
+    st = _runtime.runtime_for(_paths.Layout(R)).state(n)
     rootfs = R + "/containers/%s/rootfs" % n
     def rd(p):
         for _ in range(50):  # the counter file is rewritten (truncated) 20 times a second

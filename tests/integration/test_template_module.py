@@ -19,7 +19,7 @@ import urllib.request
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _tarsafe
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _procfs, _tarsafe
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PLAYBOOK = os.path.join(REPO, ".venv", "bin", "ansible-playbook")
@@ -311,7 +311,7 @@ def test_debootstrap_minbase(root, tmp_path):
     assert out.count("installed") == res["template"]["packages"] > 50
     assert res["template"]["source"]["variant"] == "minbase"
     assert res["size"] > 50 * 1024 * 1024
-    assert _tarsafe.mounts_below(root) == []
+    assert _procfs.mounts_below(root) == []
     rc, res = play(str(tmp_path), task)
     assert rc == 0 and res["changed"] is False
     assert residue(root) == ["tpdeb"]

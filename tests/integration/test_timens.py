@@ -24,6 +24,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _info,
     _paths,
     _restore,
+    _runtime,
     _state,
     _timens,
 )
@@ -56,7 +57,7 @@ def root(tmp_path_factory):
 def start(root, name):
     _container.ensure(dict(root=root, name=name, template="busybox", command=CLOCK, state="started"))
     layout = _paths.Layout(root)
-    rt = _checkpoint.runtime_for(layout, _state.ContainerStore(layout).load(name))
+    rt = _runtime.runtime_for(layout, _state.ContainerStore(layout).load(name).get("runtime"))
     return layout, rt
 
 
@@ -279,7 +280,7 @@ elif op == "start":
 elif op == "remove":
     _container.ensure(dict(root=R, name=a["name"], state="absent"))
 elif op == "clock":
-    st = _checkpoint.runtime_for(_paths.Layout(R), {}).state(a["name"])
+    st = _runtime.runtime_for(_paths.Layout(R)).state(a["name"])
     out = dict(status=(st or {}).get("status", "absent"))
     if out["status"] == "running":
         path = R + "/containers/%s/upper/tmp/clk" % a["name"]

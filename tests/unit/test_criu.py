@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _criu, _criuconf
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _criu
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "criu")
 
@@ -174,39 +174,6 @@ def test_error_lines_limit():
     lines = ["(0.%d) Error (x.c:1): thing %d" % (i, i) for i in range(30)]
     assert len(_criu.error_lines("\n".join(lines))) == 20
     assert _criu.error_lines("\n".join(lines), limit=None)[0].endswith("thing 0")
-
-
-# -- discovery (boundary: the _sysinfo probes) ---------------------------------------------------
-@pytest.fixture(autouse=True)
-def private_probe_cache(tmp_path, monkeypatch):
-    """The probes below are faked: keep their answers out of the shared on-disk cache."""
-    monkeypatch.setattr(_criuconf, "_MEMO", {})
-    monkeypatch.setattr(_criuconf, "cache_dir_of", lambda run_dir=None: str(tmp_path / "cache"))
-
-
-def test_discover_reports_why_pre_dump_and_lazy_are_unusable(monkeypatch):
-    monkeypatch.setattr(_criu._sysinfo, "criu_path", lambda path=None: "/sbin/criu")
-    monkeypatch.setattr(_criu._sysinfo, "criu_check", lambda path: (True, "Looks good."))
-    monkeypatch.setattr(_criu._sysinfo, "criu_version", lambda path: "4.2.1")
-    monkeypatch.setattr(_criu._sysinfo, "criu_features", lambda path, probe=True: dict(
-        features=dict(mem_dirty_track=False, lazy_pages_usable=False, uffd=True),
-        lazy_pages_reason="capped at fs.pipe-max-size=1048576", pipe_max_size=1048576,
-        pipe_size_needed=4194304, cap_sys_resource=False))
-    info = _criu.discover()
-    assert info["version"] == "4.2.1" and info["check"]
-    assert info["pre_dump"] is False and "dirty memory" in info["pre_dump_reason"]
-    assert info["lazy_pages"] is False and "pipe-max-size" in info["lazy_pages_reason"]
-
-
-def test_require_fails_clearly(monkeypatch):
-    monkeypatch.setattr(_criu._sysinfo, "criu_path", lambda path=None: None)
-    with pytest.raises(_criu.MissingToolError, match="criu: not found"):
-        _criu.require()
-    monkeypatch.setattr(_criu._sysinfo, "criu_path", lambda path=None: "/sbin/criu")
-    monkeypatch.setattr(_criu._sysinfo, "criu_check", lambda path: (False, "vdso: bad"))
-    monkeypatch.setattr(_criu._sysinfo, "criu_version", lambda path: "3.17")
-    with pytest.raises(_criu.MissingToolError, match="fails 'criu check': vdso: bad"):
-        _criu.require()
 
 
 def test_criu_own_error_lines_win_over_firewall_noise():

@@ -8,7 +8,9 @@ import stat
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _criu, _criuconf, _sysinfo
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _criu, _criuconf, _probecache, _sysinfo
+from ansible_collections.ctrhost.fleet.plugins.module_utils._criutool import Criu
+from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import MissingToolError
 
 pytestmark = pytest.mark.skipif(not shutil.which("sh"), reason="needs sh")
 
@@ -25,7 +27,7 @@ esac
 
 @pytest.fixture(autouse=True)
 def fresh(monkeypatch):
-    monkeypatch.setattr(_criuconf, "_MEMO", {})
+    monkeypatch.setattr(_probecache, "_MEMO", {})
     _sysinfo.clear_cache()
     yield
     _sysinfo.clear_cache()
@@ -52,7 +54,7 @@ def load(path):
 
 def forget():
     """A new process: nothing memoised, only the disk cache left."""
-    _criuconf._MEMO.clear()
+    _probecache._MEMO.clear()
     _sysinfo.clear_cache()
 
 
@@ -65,7 +67,7 @@ def test_require_probes_once_then_reads_the_disk_cache(tmp_path):
     assert _criu.require(criu, cache) == dict(path=criu, version="9.9.9")
     assert len(runs(log)) == 2  # cache hit: no new run
     saved = [load(os.path.join(cache, leaf)) for leaf in sorted(os.listdir(cache))]
-    assert all(s["key"] == _criuconf.probe_key(criu) for s in saved)
+    assert all(s["key"] == _probecache.probe_key(criu) for s in saved)
     assert _sysinfo.kernel_release() in saved[0]["key"]
 
 
@@ -83,13 +85,13 @@ def test_a_changed_binary_invalidates_the_cache(tmp_path):
 def test_a_changed_kernel_invalidates_the_cache(tmp_path, monkeypatch):
     criu, log = fake_criu(tmp_path)
     cache = str(tmp_path / "cache")
-    _criuconf.feature(criu, "network_lock_nftables", cache)
+    Criu(criu, cache).feature("network_lock_nftables")
     forget()
-    _criuconf.feature(criu, "network_lock_nftables", cache)
+    Criu(criu, cache).feature("network_lock_nftables")
     assert len(runs(log)) == 1
     forget()
     monkeypatch.setattr(_sysinfo, "kernel_release", lambda base="/": "0.0.0-other")
-    assert _criuconf.feature(criu, "network_lock_nftables", cache)[0] is True
+    assert Criu(criu, cache).feature("network_lock_nftables")[0] is True
     assert len(runs(log)) == 2
 
 
@@ -98,7 +100,7 @@ def test_a_failed_check_is_not_kept(tmp_path):
     cache = str(tmp_path / "cache")
     for _ in range(2):
         forget()
-        with pytest.raises(_criu.MissingToolError, match="fails 'criu check'"):
+        with pytest.raises(MissingToolError, match="fails 'criu check'"):
             _criu.require(criu, cache)
     assert runs(log).count("check") == 2  # probed again: a failure may be transient
     assert not [leaf for leaf in os.listdir(cache) if leaf.startswith("criu-check")]
@@ -116,7 +118,7 @@ def test_no_nftables_lock_with_criu_3(tmp_path):
     """CRIU 3.17 reports the feature but crashes when a dump through runc asks for it."""
     criu, _ = fake_criu(tmp_path, nft=True, version="3.17.1")
     assert _criuconf.write_config(str(tmp_path / "run"), criu) is None
-    assert not _criuconf.nft_lock_usable(criu)
+    assert not Criu(criu, str(tmp_path / "cache")).nft_lock_usable()
 
 
 def test_write_config_removes_the_file_without_nftables(tmp_path):
@@ -130,14 +132,13 @@ def test_write_config_removes_the_file_without_nftables(tmp_path):
     assert os.listdir(os.path.join(run_dir, "criu")) == []
 
 
-def test_a_missing_binary_is_never_cached(tmp_path, monkeypatch):
+def test_a_missing_binary_is_never_cached(tmp_path):
     cache = str(tmp_path / "cache")
     missing = str(tmp_path / "nope" / "criu")
-    assert _criuconf.probe_key(missing) is None
-    answers = iter([(True, "first"), (False, "second")])
-    monkeypatch.setattr(_sysinfo, "criu_check", lambda path: next(answers))
-    assert _criuconf.check(missing, cache) == (True, "first")
-    assert _criuconf.check(missing, cache) == (False, "second")
+    assert _probecache.probe_key(missing) is None
+    for _ in range(2):
+        with pytest.raises(MissingToolError, match="criu: not found on this host"):
+            _criu.require(missing, cache)
     assert not os.path.exists(cache)
 
 

@@ -218,8 +218,8 @@ def test_a_callers_hook_still_runs_with_the_window(monkeypatch, tmp_path):
 
 
 def test_probe_cache_writes_from_many_threads_never_collide(tmp_path):
-    """The migrations of a batch share the process's probe cache files (``_probecache.atomic_write``)."""
-    from ansible_collections.ctrhost.fleet.plugins.module_utils._probecache import atomic_write
+    """The migrations of a batch share the process's probe cache files (``_atomic.atomic_write``)."""
+    from ansible_collections.ctrhost.fleet.plugins.module_utils._atomic import atomic_write
 
     path = str(tmp_path / "cache" / "criu.json")
     errors = []
@@ -229,7 +229,7 @@ def test_probe_cache_writes_from_many_threads_never_collide(tmp_path):
         barrier.wait()
         try:
             for _ in range(50):
-                atomic_write(path, "value %d\n" % i)
+                atomic_write(path, "value %d\n" % i, parents=True)
         except OSError as exc:
             errors.append(exc)
 

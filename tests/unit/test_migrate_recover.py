@@ -16,11 +16,12 @@ import os
 import pytest
 from migrate_boundaries import FakeRuntime, LocalLink
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _checkpoint, _migrate
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _migrate
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CommandError
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_precopy import Policy
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_run import MigrationError, Run
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
+from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import runtime_for
 from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore
 
 NAME = "web1"
@@ -50,7 +51,7 @@ class Source:
                              policy=Policy.from_options(None), dest_root=str(self.tmp / "dst"),
                              runtime_path=self.runtime.binary)
         run.link = LocalLink(self.tmp / "dst", answers)
-        rt = _checkpoint.runtime_for(self.layout, SPEC, self.runtime.binary)
+        rt = runtime_for(self.layout, SPEC.get("runtime"), self.runtime.binary)
         criu = dict(path=self.runtime.criu, pre_dump=pre_dump)
         meta = dict(id="migrate-1", spec=SPEC, options={})
         pre = dict(ok=True, facts=dict(lazy_port=1))

@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _sysinfo
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _procfs, _sysinfo
 
 # ------------------------------------------------------------------ sample trees
 
@@ -276,7 +276,7 @@ def test_cgroup_v1_without_proc_cgroups_filters_options(tmp_path):
 
 
 def test_mountinfo_unescapes_paths():
-    mounts = _sysinfo.parse_mountinfo(
+    mounts = _procfs.parse_mountinfo(
         "40 31 0:37 / /mnt/my\\040cgroup rw - cgroup2 none rw\n"
         "41 31 0:38 / /a rw shared:3 master:1 - cgroup cgroup rw,memory\nshort line\n")
     assert mounts[0]["mount_point"] == "/mnt/my cgroup" and mounts[0]["fstype"] == "cgroup2"
@@ -362,49 +362,8 @@ esac
 """
 
 
-def test_criu_version_check_and_features(tmp_path):
-    criu = hi_tool(tmp_path, "criu", HI_CRIU)
-    assert _sysinfo.criu_path(criu) == criu
-    assert _sysinfo.criu_version(criu) == "4.2.1"
-    assert _sysinfo.criu_check(criu) == (True, "Looks good.")
-    assert _sysinfo.criu_feature(criu, "uffd")[0] is True
-    dirty, message = _sysinfo.criu_feature(criu, "mem_dirty_track")
-    assert dirty is False and "Dirty tracking is OFF" in message
-    assert _sysinfo.criu_feature(criu, "timens")[0] is None
-    calls = (tmp_path / "calls").read_text().count("x")
-    _sysinfo.criu_check(criu)
-    _sysinfo.criu_feature(criu, "uffd")
-    assert (tmp_path / "calls").read_text().count("x") == calls
-
-
-def test_criu_check_failure_is_reported(tmp_path):
-    criu = hi_tool(tmp_path, "criu", "echo 'Error (criu/cr-check.c:1): vDSO mismatch' >&2\n"
-                                     "echo 'Looks like something is wrong' >&2\nexit 1\n")
-    passed, output = _sysinfo.criu_check(criu)
-    assert passed is False and "vDSO mismatch" in output
-
-
 def test_trim_output_keeps_the_tail():
     text = "\n".join("line %d" % i for i in range(100))
     trimmed = _sysinfo.trim_output(text, lines=5)
     assert trimmed.splitlines() == ["line %d" % i for i in range(95, 100)]
     assert len(_sysinfo.trim_output("x" * 5000)) == 2000
-
-
-def test_criu_features_derive_lazy_pages(tmp_path):
-    criu = hi_tool(tmp_path, "criu", HI_CRIU)
-    base = hi_tree(tmp_path / "host", {"/proc/self/status": "CapEff:\t000001fffeffffff\n",
-                                       "/proc/sys/fs/pipe-max-size": "1048576\n"})
-    info = _sysinfo.criu_features(criu, base, probe=False)
-    features = info["features"]
-    assert features["uffd"] and features["uffd_noncoop"] and features["lazy_pages"]
-    assert features["mem_dirty_track"] is False and not features["dirty_tracking"] and not features["pre_dump"]
-    assert features["timens"] is None
-    assert info["cap_sys_resource"] is False and info["pipe_max_size"] == 1048576
-    assert features["lazy_pages_usable"] is False and "CAP_SYS_RESOURCE" in info["lazy_pages_reason"]
-
-    _sysinfo.clear_cache()
-    roomy = hi_tree(tmp_path / "roomy", {"/proc/self/status": "CapEff:\t000001fffeffffff\n",
-                                         "/proc/sys/fs/pipe-max-size": "%d\n" % (16 << 20)})
-    info = _sysinfo.criu_features(criu, roomy, probe=False)
-    assert info["features"]["lazy_pages_usable"] is True and info["lazy_pages_reason"] is None

@@ -11,7 +11,7 @@ import tarfile
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _tarsafe
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _procfs, _tarsafe
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ValidationError
 from ansible_collections.ctrhost.fleet.plugins.module_utils._tarsafe import UnsafeArchiveError
 
@@ -276,14 +276,14 @@ def test_safe_rmtree_detaches_mounts_instead_of_deleting_through_them(tmp_path):
     (tree / "sub" / "bound").mkdir(parents=True)
     subprocess.run(["mount", "--bind", str(keep), str(tree / "sub" / "bound")], check=True)
     try:
-        assert _tarsafe.mounts_below(str(tree)) == [str(tree / "sub" / "bound")]
+        assert _procfs.mounts_below(str(tree)) == [str(tree / "sub" / "bound")]
         _tarsafe.safe_rmtree(str(tree))
     finally:
         subprocess.run(["umount", "-l", str(tree / "sub" / "bound")], check=False,
                        stderr=subprocess.DEVNULL)
     assert not tree.exists()
     assert (keep / "precious").read_text() == "keep me"
-    assert _tarsafe.mounts_below(str(tmp_path)) == []
+    assert _procfs.mounts_below(str(tmp_path)) == []
 
 
 def test_large_file_content_survives_extraction(tmp_path, dest):
