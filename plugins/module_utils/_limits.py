@@ -107,6 +107,16 @@ def _cpuset_canon(which):
     return canon
 
 
+def _cpuset_limit(which, parse_as):
+    """``cpuset_cpus`` / ``cpuset_mems``: the same record for either cpuset file."""
+    return Limit("cpuset_" + which, _limitparse.cpuset(parse_as), "str",
+                 oci=lambda res, v, lim: _section(res, "cpu").update({which: v}),
+                 files=("cpuset", "cpuset." + which, "cpuset." + which), load=lambda cg, text, name: text,
+                 canon=_cpuset_canon(which),
+                 reset=lambda res, cg, lim: _section(res, "cpu").update({which: cg.parent_cpuset(which)}),
+                 reset_show=lambda cg, name: cg.parent_cpuset(which))
+
+
 def _unified_or(v2_file, v2_value, section, field, v1_value):
     def reset(res, cgroup, limits):
         if cgroup.v2:
@@ -213,18 +223,8 @@ LIMITS = (
           load=lambda cg, text, name: int(text) if cg.v2 else shares_to_weight(int(text)),
           reset=_unified_or("cpu.weight", "100", "cpu", "shares", 1024),
           reset_show=lambda cg, name: "100" if cg.v2 else "1024"),
-    Limit("cpuset_cpus", _limitparse.cpuset("cpuset"), "str",
-          oci=lambda res, v, lim: _section(res, "cpu").update(cpus=v),
-          files=("cpuset", "cpuset.cpus", "cpuset.cpus"), load=lambda cg, text, name: text,
-          canon=_cpuset_canon("cpus"),
-          reset=lambda res, cg, lim: _section(res, "cpu").update(cpus=cg.parent_cpuset("cpus")),
-          reset_show=lambda cg, name: cg.parent_cpuset("cpus")),
-    Limit("cpuset_mems", _limitparse.cpuset("mems"), "str",
-          oci=lambda res, v, lim: _section(res, "cpu").update(mems=v),
-          files=("cpuset", "cpuset.mems", "cpuset.mems"), load=lambda cg, text, name: text,
-          canon=_cpuset_canon("mems"),
-          reset=lambda res, cg, lim: _section(res, "cpu").update(mems=cg.parent_cpuset("mems")),
-          reset_show=lambda cg, name: cg.parent_cpuset("mems")),
+    _cpuset_limit("cpus", "cpuset"),
+    _cpuset_limit("mems", "mems"),
     Limit("memory", _limitparse.memory, oci=_memory_pair, reset=_memory_reset,
           files=("memory", "memory.limit_in_bytes", "memory.max"),
           show=lambda cg, v, name: str(page(v))),
