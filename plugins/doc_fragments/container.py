@@ -169,11 +169,11 @@ limits:
       type: raw
     disk:
       description:
-        - Disk space for the container's own files, in its directory C(containers/<name>) under O(root), which
+        - Disk space for the container's own files, in its directory C(<root>/containers/<name>), which
           holds the overlay's upper and work directories where everything it writes lands. At least V(1M),
           rounded up to whole KiB (V(10G)). A write past it fails
           inside the container with C(EDQUOT) ("Disk quota exceeded"); the container keeps running.
-        - Enforced by a project quota on the filesystem holding O(root) (ext4 with the C(quota,project)
+        - Enforced by a project quota on the filesystem holding that directory (ext4 with the C(quota,project)
           features or XFS, mounted with C(prjquota)); refused with the reason where that filesystem cannot
           (M(ctrhost.fleet.host_info) reports it as C(limits.disk)). Raised or lowered live; lowering it below
           what the container already uses is refused, naming the usage. It follows the container through
