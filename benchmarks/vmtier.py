@@ -43,8 +43,8 @@ def lab_cmd(lab, *cmd, timeout=1800):
     proc = subprocess.run([os.path.join(REPO, "scripts", "lab"), "--name", lab, *cmd], cwd=REPO,
                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout)
     if proc.returncode != 0:
-        raise RuntimeError("scripts/lab --name %s %s: rc=%d %s" % (lab, " ".join(cmd), proc.returncode,
-                                                                  (proc.stderr or proc.stdout)[-800:]))
+        out = (proc.stderr or proc.stdout)[-800:]
+        raise RuntimeError("scripts/lab --name %s %s: rc=%d %s" % (lab, " ".join(cmd), proc.returncode, out))
     return proc.stdout
 
 

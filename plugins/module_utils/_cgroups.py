@@ -25,6 +25,7 @@ V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "freeze
 UNLIMITED = 1 << 62  # v1 reports 'unlimited' as PAGE_COUNTER_MAX pages (~2^63)
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
+
 def detect_mode(base=DEFAULT_BASE):
     """'v1', 'hybrid' or 'v2' for the hierarchy at ``base``: from ``_sysinfo`` (mountinfo)
     for the real one, from the files for a sample tree."""

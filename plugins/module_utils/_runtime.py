@@ -292,4 +292,3 @@ def probe_version(binary, cache_dir=None):
                                "version-%s" % _probecache.leaf(binary), _probecache.probe_key(binary),
                                probe, keep=lambda v: v["ok"])
     return value["text"]
-

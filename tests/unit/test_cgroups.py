@@ -205,9 +205,9 @@ def test_v2_read_limits_usage_and_state(tmp_path):
                           leaf + "/io.max": "8:0 rbps=1048576 wbps=max riops=max wiops=max",
                           leaf + "/io.weight": "default %d" % _limits.blkio_to_io_weight(250),
                           leaf + "/cgroup.freeze": "1", leaf + "/cgroup.events": "frozen 1"})
-    assert read_limits(cg) == {"cpus": 0.5, "cpuset_cpus": "0-1", "memory": 256 * M,
-                                "memory_swap": 512 * M, "io_weight": 250,
-                                "io_read_bps": [{"device": "8:0", "rate": M}]}
+    assert read_limits(cg) == {
+        "cpus": 0.5, "cpuset_cpus": "0-1", "memory": 256 * M, "memory_swap": 512 * M, "io_weight": 250,
+        "io_read_bps": [{"device": "8:0", "rate": M}]}
     assert cg.freezer_state() == "frozen"
 
 

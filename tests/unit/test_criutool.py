@@ -77,10 +77,8 @@ def test_one_probe_cache_for_every_object_and_process(tmp_path):
     cache = str(tmp_path / "cache")
     Criu(criu, cache).facts(probe=False)
     first = sorted(calls(criu))
-    assert first == sorted(["--version", "check"] + ["check --feature %s" % f for f in
-                                                      ("uffd", "uffd-noncoop", "mem_dirty_track",
-                                                       "pidfd_store", "timens",
-                                                       "network_lock_nftables")])
+    features = ("uffd", "uffd-noncoop", "mem_dirty_track", "pidfd_store", "timens", "network_lock_nftables")
+    assert first == sorted(["--version", "check"] + ["check --feature %s" % f for f in features])
     Criu(criu, cache).facts(probe=False)  # another object: memoised in this process
     _criu.require(criu, cache)
     _probecache._MEMO.clear()  # a new process: read back from the disk

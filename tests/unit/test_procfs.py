@@ -47,8 +47,8 @@ def test_mounts_below_deepest_first(tmp_path):
     base = str(tmp_path)
     table = _table(tmp_path, ["/", base + "/w", base + "/w/a\\040b", base + "/w/a\\040b/c",
                               base + "/wx"])
-    assert _procfs.mounts_below(base + "/w", table) == [base + "/w/a b/c", base + "/w/a b",
-                                                         base + "/w"]
+    assert _procfs.mounts_below(base + "/w", table) == [
+        base + "/w/a b/c", base + "/w/a b", base + "/w"]
 
 
 def test_restore_cleanup_unmounts_a_path_with_a_space(tmp_path, monkeypatch):
