@@ -258,7 +258,7 @@ LAB_HELPER = r'''
 import json, os, shutil, subprocess, sys, time
 sys.path.insert(0, os.path.join(@ROOT@, ".cache", "pytest-collections"))
 from ansible_collections.ctrhost.fleet.plugins.module_utils import (
-    _checkpoint, _container, _migrate, _paths, _timens)
+    _checkpoint, _container, _migrate, _paths, _runtime, _timens)
 R = "/var/lib/ctrhost"
 op, a = sys.argv[1], json.loads(sys.argv[2])
 out = {}
