@@ -7,6 +7,8 @@ import shutil
 import subprocess
 import time
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
 PLAYBOOK = os.path.join(ROOT, ".venv", "bin", "ansible-playbook")
@@ -33,6 +35,28 @@ def busybox_root(base, sha256="0" * 64):
 
 def leftover_containers(base):
     return sorted(os.listdir(base / "containers")) if (base / "containers").exists() else []
+
+
+# What a test module of real containers on this machine needs (its ``pytestmark``).
+RUNTIME_MARKS = [
+    pytest.mark.runtime,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+    pytest.mark.skipif(not shutil.which("runc", path="/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/sbin"),
+                       reason="needs runc"),
+    pytest.mark.skipif(not shutil.which("busybox"), reason="needs a static busybox"),
+]
+
+
+def root_fixture(prefix):
+    """A module-scoped ``root`` fixture: a layout root holding a busybox template written
+    directly; the containers a test left are removed through the module afterwards."""
+    @pytest.fixture(scope="module")
+    def root(tmp_path_factory):
+        base = tmp_path_factory.mktemp(prefix)
+        yield busybox_root(base)
+        for name in leftover_containers(base):
+            play(str(base), [dict(name=name, state="absent")], "container", timeout=300)
+    return root
 
 
 def play(root, steps, module, timeout=600):

@@ -6,36 +6,22 @@ Every effect is checked by an independent path: /proc/<pid>, the cgroup files,
 
 import json
 import os
-import shutil
 import subprocess
 
 import pytest
 
 import _local
-from _local import busybox_root, gone, leftover_containers, leftovers, mounted
+from _local import gone, leftovers, mounted
 
 RUN_DIR = "/run/ctrhost"
 RUNC_ROOT = os.path.join(RUN_DIR, "runtime", "runc")
 LOOP = ["/bin/sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
 
-pytestmark = [
-    pytest.mark.runtime,
-    pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
-    pytest.mark.skipif(not shutil.which("runc", path="/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/sbin"),
-                       reason="needs runc"),
-    pytest.mark.skipif(not shutil.which("busybox"), reason="needs a static busybox"),
-]
+pytestmark = _local.RUNTIME_MARKS + [pytest.mark.slow]
+root = _local.root_fixture("ctroot")  # a layout root holding a busybox template
 
 
 # -- helpers ---------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    """A layout root holding a busybox template written directly."""
-    base = tmp_path_factory.mktemp("ctroot")
-    yield busybox_root(base)
-    for name in leftover_containers(base):
-        play(str(base), [dict(name=name, state="absent")])
 
 
 def play(root, steps, module="container"):

@@ -9,30 +9,16 @@ migration) needs a kernel with project quota: extensions/molecule/vm/limits.yml.
 
 import json
 import os
-import shutil
 
 import pytest
 
 import _local
-from _local import busybox_root, leftover_containers, leftovers
+from _local import leftovers
 
 LOOP = ["/bin/sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
 
-pytestmark = [
-    pytest.mark.runtime,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
-    pytest.mark.skipif(not shutil.which("runc", path="/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/sbin"),
-                       reason="needs runc"),
-    pytest.mark.skipif(not shutil.which("busybox"), reason="needs a static busybox"),
-]
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    base = tmp_path_factory.mktemp("dkroot")
-    yield busybox_root(base)
-    for name in leftover_containers(base):
-        play(str(base), [dict(name=name, state="absent")])
+pytestmark = _local.RUNTIME_MARKS
+root = _local.root_fixture("dkroot")
 
 
 def play(root, steps, module="container"):
