@@ -123,6 +123,27 @@ capabilities:
         - Capabilities to remove; V(ALL) removes the whole default set.
       type: list
       elements: str
+privileged:
+  description:
+    - V(false) runs the container in a user namespace - root inside is the first id of the host's
+      subordinate range of root (C(/etc/subuid), C(/etc/subgid); the C(ctrhost.fleet.host) role writes
+      C(root:1000000000:65536), the same range on every host of a fleet), ids 0-65535 inside map to the
+      first 65536 ids of that range. Root inside cannot mount filesystems of the host, load modules or
+      reach host devices, and a file it creates belongs to the mapped uid on the host. The template's
+      files appear owned by the mapped ids (its tree is shifted once per host into the range; containers
+      never copy it). The container's own network namespace belongs to its user namespace (root inside
+      may configure its interfaces).
+    - V(true) runs it as before, with the host's ids (root inside is root of the host, with the default
+      capability set).
+    - Left out, a new container is privileged (the default may change to unprivileged once checkpoint,
+      restore and migration support user namespaces); an existing one keeps its stored value, and a
+      container created before this option existed stays privileged.
+    - Checkpoint, restore and migration refuse an unprivileged container for now (CRIU restores the user
+      namespace before it joins the container's network namespace, which that user namespace does not
+      own), naming the field.
+    - Changing it needs O(recreate=true); the container's own files (its upper layer) are moved into (out
+      of) the range and its network namespace is made again with the same interfaces.
+  type: bool
 limits:
   description:
     - Resource limits, applied live to a running container through the runtime's C(update) and

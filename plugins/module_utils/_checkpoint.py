@@ -28,6 +28,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _cli,
     _criu,
     _criuconf,
+    _idmap,
     _netns,
     _sysctr,
     _sysinfo,
@@ -236,6 +237,7 @@ def checkpoint(root, name, cid=None, leave_running=False, tcp_established=False,
     if spec is None:
         raise NotFoundError("name: container %s does not exist under %s"
                             % (name, layout.containers_dir), field="name")
+    _idmap.refuse_criu(spec, name, "a checkpoint")
     options = dict(leave_running=bool(leave_running), tcp_established=bool(tcp_established),
                    file_locks=bool(file_locks), ext_unix_sk=bool(ext_unix_sk))
     final = layout.checkpoint_dir(name, cid)

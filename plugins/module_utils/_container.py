@@ -10,8 +10,8 @@ container to the requested state:
 * create: container dir, overlay rootfs, netns, network, config.json,
   spec.json, then runtime create + start when it should run;
 * limits, network and autostart change live (same pid);
-* template, command, hostname, env, mounts, capabilities and runtime need a
-  re-create: refused (fields listed) unless ``recreate`` is true;
+* template, command, hostname, env, mounts, capabilities, privileged and runtime
+  need a re-create: refused (fields listed) unless ``recreate`` is true;
 * stop keeps the bundle (spec, config, upper layer, netns) and unmounts the
   rootfs; absent removes process, mount, cgroups, netns, network and files.
 
@@ -29,6 +29,7 @@ import time
 from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _addrguard,
     _ctrspec,
+    _idmap,
     _limitlive,
     _limits,
     _netns,
@@ -100,9 +101,9 @@ class Ctx:
         return runtime_for(self.layout, name, self.runtime_path, recorder=self.recorder,
                            dry_run=self.check_mode)
 
-    def overlay(self, template):
+    def overlay(self, template, idmap=None):
         return Overlay(self.layout, self.name, template, recorder=self.recorder,
-                       dry_run=self.check_mode)
+                       dry_run=self.check_mode, idmap=idmap)
 
 
 def remove(ctx, stored):
@@ -156,6 +157,8 @@ def describe(ctx, spec, fallback_state=None):
                 runtime=spec["runtime"], hostname=spec["hostname"], command=spec["command"],
                 init=spec.get("init", "auto"), system=_sysctr.is_system(spec),
                 limits=spec["limits"], network=spec["network"], autostart=spec["autostart"],
+                privileged=spec.get("privileged", _ctrspec.STORED_DEFAULTS["privileged"]),
+                idmap=_idmap.of(spec),
                 created=spec.get("created"), cgroups_path=spec.get("cgroups_path"),
                 bundle=ctx.bundle, rootfs=os.path.join(ctx.bundle, "rootfs"),
                 netns=_netns.path(ctx.name))
@@ -213,13 +216,16 @@ def _create(ctx, spec, state):
                 created=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()))
     rt = ctx.runtime(spec["runtime"])
     rt.check_usable()
-    overlay = ctx.overlay(spec["template"])
+    idmap = _idmap.of(spec)
+    if idmap:
+        check_reachable(ctx.layout.containers_dir, idmap)
+    overlay = ctx.overlay(spec["template"], idmap)
     try:
         if not ctx.check_mode:
-            private_dir(ctx.bundle)
+            private_dir(ctx.bundle, (idmap or {}).get("gid"))
             for path in (overlay.upper, overlay.work, overlay.rootfs):
                 os.makedirs(path, mode=0o755, exist_ok=True)
-            network_attach(ctx.name, _netns.ensure(ctx.name), spec["network"])
+            network_attach(ctx.name, _netns.ensure(ctx.name, idmap=idmap), spec["network"])
         write_config(ctx, spec)
         if not ctx.check_mode:
             ctx.store.save(ctx.name, spec)
@@ -257,6 +263,8 @@ def _converge(ctx, stored, spec, state, params):
         status = "stopped"
         if "template" in recreate:
             ctx.overlay(stored["template"]).reset()
+        if "privileged" in recreate:
+            _reown(ctx, stored, spec)
             meta = _ctrspec.template_meta(ctx.layout, spec["template"])
             spec["template_sha256"] = meta.get("sha256")
         changed = True
@@ -285,6 +293,37 @@ def _converge(ctx, stored, spec, state, params):
             write_config(ctx, spec)
         ctx.store.save(ctx.name, spec)
     return _transition(ctx, spec, rt, status, state) or changed, spec
+
+
+def check_reachable(path, idmap):
+    """The container's root (a host uid that is neither owner nor group of anything above
+    its directory) must pass through every directory down to ``path``."""
+    blocked = _idmap.blocked_ancestor(path)
+    if blocked:
+        raise ValidationError(
+            "privileged", "%s (mode %04o) is not searchable by others: the root of an "
+            "unprivileged container (host uid %d) must pass through it to reach its rootfs; "
+            "make it o+x or set privileged: true" % (blocked[0], blocked[1], idmap["uid"]))
+
+
+def _reown(ctx, stored, spec):
+    """A stopped container turning unprivileged (or back): its upper layer's owners
+    moved into (out of) the range, its netns made again under (without) its own user
+    namespace with the same interfaces."""
+    old, new = _idmap.of(stored), _idmap.of(spec)
+    if new:
+        check_reachable(ctx.layout.containers_dir, new)
+    if ctx.check_mode:
+        return
+    upper = ctx.overlay(spec["template"]).upper
+    if os.path.isdir(upper):
+        if old:
+            _idmap.shift_in_place(upper, old, back=True)
+        if new:
+            _idmap.shift_in_place(upper, new)
+    network_detach(ctx.name, stored.get("network"))
+    _netns.remove(ctx.name)
+    network_attach(ctx.name, _netns.ensure(ctx.name, idmap=new), stored.get("network"))
 
 
 def _transition(ctx, spec, rt, status, state):

@@ -63,6 +63,7 @@ CONTAINER_OPTIONS = dict(
     secret_env=dict(type="dict", no_log=True),
     mounts=dict(type="list", elements="dict", options=MOUNT_OPTIONS),
     capabilities=dict(type="dict", options=CAPABILITY_OPTIONS),
+    privileged=dict(type="bool"),
     limits=dict(type="dict", options=LIMIT_OPTIONS),
     network=dict(type="list", elements="dict", options=NETWORK_OPTIONS),
     autostart=dict(type="bool"),

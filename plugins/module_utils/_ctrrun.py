@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _console, _limits, _netns, _oci, _sysctr
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _console, _idmap, _limits, _netns, _oci, _sysctr
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CommandError
 
 LOG_FILE = "console.log"
@@ -79,9 +79,9 @@ def start(ctx, spec, rt, status, configured=False):
     if status == "created":
         rt.start(ctx.name)
         return
-    ctx.overlay(spec["template"]).mount()
+    ctx.overlay(spec["template"], _idmap.of(spec)).mount()
     if not ctx.check_mode and not configured and not _netns.exists(ctx.name):
-        network_attach(ctx.name, _netns.ensure(ctx.name), spec.get("network"))
+        network_attach(ctx.name, _netns.ensure(ctx.name, idmap=_idmap.of(spec)), spec.get("network"))
     if not configured:
         write_config(ctx, spec)
     leftover = rt.state(ctx.name)

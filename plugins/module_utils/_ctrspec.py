@@ -18,7 +18,7 @@ import os
 import re
 import shlex
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _limits, _oci, _sysctr
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _idmap, _limits, _oci, _sysctr
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ValidationError
 from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import RUNTIMES
 from ansible_collections.ctrhost.fleet.plugins.module_utils._validate import (
@@ -28,10 +28,10 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._validate import (
 
 # Declared fields, in display order.
 FIELDS = ("template", "command", "init", "hostname", "env", "secret_env", "mounts", "capabilities",
-          "limits", "network", "autostart", "runtime")
+          "privileged", "limits", "network", "autostart", "runtime")
 # Changing one of these needs the container re-created (new config/rootfs).
 RECREATE_FIELDS = ("template", "command", "init", "hostname", "env", "secret_env", "mounts", "capabilities",
-                   "runtime")
+                   "privileged", "runtime")
 # These change live on a running container.
 LIVE_FIELDS = ("limits", "network", "autostart")
 
@@ -41,8 +41,11 @@ _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                           r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 DEFAULT_COMMAND = ["/bin/sh"]
-# What a field stored before it existed means.
-STORED_DEFAULTS = {"init": "auto"}
+# What a field stored before it existed means: a container made before user
+# namespaces existed here keeps running as it was made, privileged.
+STORED_DEFAULTS = {"init": "auto", "privileged": True}
+# A new container's ``privileged`` when the task leaves it out.
+DEFAULT_PRIVILEGED = True
 # What a secret value is shown as (diff, results); a changed one says so.
 MASK = "********"
 MASK_CHANGED = "******** (changed)"
@@ -187,6 +190,7 @@ def normalize(layout, name, params, stored=None):
         else stored.get("mounts", [])
     spec["capabilities"] = _oci.normalize_capabilities(
         get("capabilities") if get("capabilities") is not None else stored.get("capabilities"))
+    spec["privileged"], spec["idmap"] = norm_privileged(get("privileged"), stored)
     spec["limits"] = norm_limits(get("limits"), layout.root) if get("limits") is not None \
         else stored.get("limits", {})
     spec["network"] = (_norm_network(get("network"), name) if get("network") is not None
@@ -198,6 +202,19 @@ def normalize(layout, name, params, stored=None):
         raise ValidationError("runtime", "expected one of %s, got %r" % (", ".join(RUNTIMES), runtime))
     spec["runtime"] = runtime
     return spec
+
+
+def norm_privileged(value, stored):
+    """(privileged, idmap): ``idmap`` is the stored one of an unprivileged container,
+    else this host's range (ValidationError naming ``privileged`` when it has none)."""
+    if value is None:
+        value = stored.get("privileged", STORED_DEFAULTS["privileged"]) if stored \
+            else DEFAULT_PRIVILEGED
+    if value:
+        return True, None
+    if stored and not stored.get("privileged", STORED_DEFAULTS["privileged"]) and stored.get("idmap"):
+        return False, stored["idmap"]
+    return False, _idmap.host_range()
 
 
 def _norm_network(value, name):

@@ -16,7 +16,7 @@ import contextlib
 import os
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import _netns, _oci, _sysctr, _timens
-from ansible_collections.ctrhost.fleet.plugins.module_utils._ctrspec import mask
+from ansible_collections.ctrhost.fleet.plugins.module_utils._ctrspec import STORED_DEFAULTS, mask
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     CtrhostError,
     MissingToolError,
@@ -91,6 +91,7 @@ def container_info(layout, name, spec, runtimes=None, runtime_path=None, network
         init=spec.get("init") or "auto", system=_sysctr.is_system(spec),
         env=spec.get("env") or {}, secret_env=mask(spec.get("secret_env")), mounts=spec.get("mounts") or [],
         capabilities=spec.get("capabilities") or {}, autostart=bool(spec.get("autostart")),
+        privileged=spec.get("privileged", STORED_DEFAULTS["privileged"]), idmap=spec.get("idmap") or None,
         created=spec.get("created"), started=(rt_state or {}).get("created") if pid else None,
         bundle=bundle, rootfs=rootfs, rootfs_mounted=is_mounted(rootfs),
         cgroups_path=cgroups, freezer=freezer,

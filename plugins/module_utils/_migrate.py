@@ -38,6 +38,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _checkpoint,
     _criu,
     _criuconf,
+    _idmap,
     _migrate_precopy,
     _oci,
     _restore,
@@ -120,6 +121,7 @@ def migrate(root, name, dest, mode="cold", dest_root=None, ssh_config=None, iden
         return moved
     store = ContainerStore(layout)
     spec = _load(store, layout, name)
+    _idmap.refuse_criu(spec, name, "a migration")
     src_criu = _source_criu(layout, name, criu_path)
     rt = runtime_for(layout, spec.get("runtime"), runtime_path)
     # leave_running: the dump leaves the (frozen) source as it is; see _migrate_window.

@@ -8,6 +8,12 @@ does, through ``_syscall``: no program to start, no netlink library to load) bef
 is handed to the runtime by path, so runc treats it as external: a checkpoint
 does not contain it and a restore joins the pre-made namespace at the same
 path. Links inside survive a runtime stop/start and a restore.
+
+An unprivileged container's netns is owned by its user namespace (made at the
+same time, with a time namespace, and kept at ``/run/ctrhost/userns/<name>`` and
+``/run/ctrhost/timens/<name>``; see ``_syscall.userns_create``): sysfs can only be
+mounted for a network namespace the container's user namespace owns, and root
+inside may configure its own interfaces, as on a host.
 """
 
 from __future__ import annotations
@@ -37,8 +43,10 @@ def exists(name):
     return _is_nsfs(path(name))
 
 
-def ensure(name, lo=True):
+def ensure(name, lo=True, idmap=None):
     """Create the named netns if needed, with ``lo`` up inside; return its path.
+    ``idmap`` ({uid, gid, size}): the netns is made owned by a new user namespace
+    with that map (and a time namespace), for an unprivileged container.
 
     Idempotent: an existing namespace is kept as is (``lo`` is brought up
     again unless ``lo`` is false), a stale placeholder file left by an
@@ -49,7 +57,16 @@ def ensure(name, lo=True):
         if os.path.lexists(p):
             _drop(p)
         try:
-            _syscall.netns_create(p)
+            if idmap:
+                for stale in (Layout.userns_path(name), Layout.timens_path(name)):
+                    if os.path.lexists(stale):
+                        _syscall.ns_remove(stale)
+                _syscall.userns_create(
+                    Layout.userns_path(name), p, Layout.timens_path(name),
+                    "0 %d %d\n" % (idmap["uid"], idmap["size"]),
+                    "0 %d %d\n" % (idmap["gid"], idmap["size"]))
+            else:
+                _syscall.netns_create(p)
         except OSError as exc:
             raise CtrhostError("cannot create network namespace %s: %s" % (p, exc), path=p)
     elif lo:
@@ -62,6 +79,9 @@ def remove(name):
     p = path(name)
     if os.path.lexists(p):
         _drop(p)
+    for other in (Layout.userns_path(name), Layout.timens_path(name)):
+        if os.path.lexists(other):
+            _drop(other)
 
 
 def _drop(p):

@@ -7,7 +7,9 @@
 config. Defaults are the safe ones of a system container:
 
 * namespaces pid, ipc, uts, mount, network (joined by path: the container's
-  netns is created first), cgroup when the kernel has it;
+  netns is created first), cgroup when the kernel has it; user (joined by path,
+  with its ``uidMappings``/``gidMappings``) unless the container is privileged:
+  its root is the first id of the host's subordinate range (``_idmap``);
 * no host devices: ``linux.devices`` is empty, the runtime adds only its safe
   set (null, zero, full, random, urandom, tty, console, ptmx/pts), and the
   device cgroup denies everything else;
@@ -23,9 +25,10 @@ from __future__ import annotations
 import os
 import socket
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _sysctr
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _idmap, _sysctr
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ValidationError
 from ansible_collections.ctrhost.fleet.plugins.module_utils._atomic import atomic_write_json
+from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
 from ansible_collections.ctrhost.fleet.plugins.module_utils._state import read_json
 
 OCI_VERSION = "1.0.2"
@@ -169,13 +172,15 @@ def user_mount(mount):
             "options": ["rbind", "rprivate"] + ro}
 
 
-def namespaces(netns_path, cgroupns=None):
+def namespaces(netns_path, cgroupns=None, userns_path=None):
     if cgroupns is None:
         cgroupns = os.path.exists("/proc/self/ns/cgroup")
     out = [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
            {"type": "network", "path": netns_path}]
     if cgroupns:
         out.append({"type": "cgroup"})
+    if userns_path:
+        out.append({"type": "user", "path": userns_path})
     return out
 
 
@@ -191,8 +196,9 @@ def build_config(name, spec, netns_path, cgroups=None, seccomp=True,
     env = {"PATH": DEFAULT_PATH, "HOME": "/root", "TERM": "xterm", "container": "ctrhost"}
     env.update(spec.get("env") or {})
     env.update(spec.get("secret_env") or {})
+    idmap = _idmap.of(spec)
     linux = {
-        "namespaces": namespaces(netns_path, cgroupns),
+        "namespaces": namespaces(netns_path, cgroupns, Layout.userns_path(name) if idmap else None),
         "cgroupsPath": cgroups or cgroups_path(name),
         "resources": {},
         "devices": [],
@@ -201,6 +207,8 @@ def build_config(name, spec, netns_path, cgroups=None, seccomp=True,
         "rootfsPropagation": "rprivate",
     }
     linux["resources"]["devices"] = [{"allow": False, "access": "rwm"}]
+    if idmap:
+        linux["uidMappings"], linux["gidMappings"] = _idmap.oci_mappings(idmap)
     if seccomp:
         linux["seccomp"] = seccomp_profile(caps, machine)
     annotations = {"org.ctrhost.name": name, "org.ctrhost.template": spec.get("template", "")}

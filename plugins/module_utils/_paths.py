@@ -11,6 +11,9 @@ DEFAULT_ROOT = "/var/lib/ctrhost"
 RUN_DIR = "/run/ctrhost"
 NETNS_DIR = "/run/netns"
 NETNS_PREFIX = "ctrhost-"
+# The user and time namespaces of an unprivileged container (they own its netns).
+USERNS_DIR = RUN_DIR + "/userns"
+TIMENS_DIR = RUN_DIR + "/timens"
 
 
 class Layout:
@@ -75,3 +78,11 @@ class Layout:
     @classmethod
     def netns_path(cls, name):
         return os.path.join(NETNS_DIR, cls.netns_name(name))
+
+    @staticmethod
+    def userns_path(name):
+        return os.path.join(USERNS_DIR, name)
+
+    @staticmethod
+    def timens_path(name):
+        return os.path.join(TIMENS_DIR, name)

@@ -24,6 +24,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _cli,
     _criu,
     _criuconf,
+    _idmap,
     _limits,
     _netns,
     _oci,
@@ -125,7 +126,7 @@ def stage(layout, name, meta, image_dir, created=None, incoming=None):
     if created is None:
         created = not os.path.isdir(layout.container_dir(name))
     spec = dict(meta["spec"], cgroups_path=_oci.cgroups_path(name))
-    overlay = Overlay(layout, name, spec["template"])
+    overlay = Overlay(layout, name, spec["template"], idmap=_idmap.of(spec))
     try:
         tar = os.path.join(image_dir, _checkpoint.ROOTFS_TAR)
         if not os.path.isdir(overlay.upper) and os.path.exists(tar):
@@ -133,8 +134,8 @@ def stage(layout, name, meta, image_dir, created=None, incoming=None):
             _cli.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls",
                       "-C", overlay.upper, "-xf", tar], msg="unpack the rootfs changes",
                      timeout=3600)
-        private_dir(layout.container_dir(name))
-        netns_path = _netns.ensure(name)
+        private_dir(layout.container_dir(name), (_idmap.of(spec) or {}).get("gid"))
+        netns_path = _netns.ensure(name, idmap=_idmap.of(spec))
         if spec.get("network"):
             from ansible_collections.ctrhost.fleet.plugins.module_utils import _netlink
             _netlink.attach(name, netns_path, spec["network"], host_up=incoming is None)
@@ -246,7 +247,7 @@ def remove_incoming(layout, name, spec, runtime_path=None):
 
 
 def mount_rootfs(layout, name, spec, created):
-    overlay = Overlay(layout, name, spec["template"])
+    overlay = Overlay(layout, name, spec["template"], idmap=_idmap.of(spec))
     try:
         overlay.mount()
     except BaseException:

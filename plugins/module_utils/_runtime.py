@@ -22,7 +22,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     MissingToolError,
     NotFoundError,
 )
-from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import RUN_DIR
+from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import RUN_DIR, Layout
 from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime_console import DetachedStart
 
 RUNTIMES = ("runc", "crun")
@@ -90,7 +90,8 @@ class Runtime(DetachedStart):
     def command(self, args):
         """The argv of runtime sub-command ``args``; ``run``/``create`` start in a new time
         namespace (see ``_timens``)."""
-        return _timens.birth_argv(args[0], self.cache_dir) + self.base_cmd() + list(args)
+        own = Layout.timens_path(args[-1]) if args[0] in _timens.BIRTH_VERBS else None
+        return _timens.birth_argv(args[0], self.cache_dir, own=own) + self.base_cmd() + list(args)
 
     def _run(self, args, mutating=True, check=True, input=None, timeout=120, msg=None, base=None):
         cmd = base + list(args) if base else self.command(args)

@@ -19,10 +19,17 @@ SPEC_FILE = "spec.json"
 DEFAULT_LOCK_TIMEOUT = 60
 
 
-def private_dir(path):
-    """Make ``path`` (and its parents) and keep it root's only: 0700."""
+def private_dir(path, group=None):
+    """Make ``path`` (and its parents) and keep it root's only: 0700. ``group`` (the
+    host gid of an unprivileged container's root): 0710 with that group, so that the
+    container's root may pass through to its rootfs (the runtime mounts it from
+    inside the user namespace) but read nothing in it."""
     os.makedirs(path, mode=0o700, exist_ok=True)
-    os.chmod(path, 0o700)
+    if group is None:
+        os.chmod(path, 0o700)
+        return
+    os.chown(path, 0, group)
+    os.chmod(path, 0o710)
 
 
 def read_json(path, default=None):
@@ -51,7 +58,7 @@ class ContainerStore:
 
     def save(self, name, spec):
         """spec.json (0600, it holds ``secret_env``) in the container's directory (0700)."""
-        private_dir(self.layout.container_dir(name))
+        private_dir(self.layout.container_dir(name), ((spec or {}).get("idmap") or {}).get("gid"))
         atomic_write_json(self.spec_path(name), spec, mode=0o600)
 
     def names(self):

@@ -9,6 +9,11 @@ upper/work = ``containers/<name>/upper`` and ``work``, mount point =
 survives an unmount (stop, host reboot), so a remount shows the same files.
 Mount and unmount are the system calls (``_syscall``); the ``commands`` result
 shows them as the equivalent ``mount``/``umount`` command lines.
+
+An unprivileged container (``idmap``) has the template's tree shifted into its
+id range as lower layer (``_idmap.ensure_shifted``: made once per range and host,
+shared by every container of that range), and its upper directory owned by the
+range's root, so that ``/`` inside belongs to root inside.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _procfs, _syscall
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _idmap, _procfs, _syscall
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     CommandError,
     ConflictError,
@@ -32,16 +37,23 @@ def is_mounted(path, table=None):
 class Overlay:
     """The overlay rootfs of one container."""
 
-    def __init__(self, layout, name, template, recorder=None, dry_run=False):
+    def __init__(self, layout, name, template, recorder=None, dry_run=False, idmap=None):
         self.layout = layout
         self.name = name
         self.template = template
         self.recorder = recorder
         self.dry_run = dry_run
+        self.idmap = idmap
+
+    @property
+    def template_rootfs(self):
+        return self.layout.template_rootfs(self.template)
 
     @property
     def lower(self):
-        return self.layout.template_rootfs(self.template)
+        if self.idmap:
+            return _idmap.shifted_rootfs(self.template_rootfs, self.idmap)
+        return self.template_rootfs
 
     @property
     def upper(self):
@@ -72,21 +84,33 @@ class Overlay:
         """Mount the overlay unless it already is; return True when it mounted."""
         if self.is_mounted():
             return False
-        if not os.path.isdir(self.lower):
+        if not os.path.isdir(self.template_rootfs):
             raise NotFoundError("template: rootfs %s of template %s is missing"
-                                % (self.lower, self.template), field="template")
+                                % (self.template_rootfs, self.template), field="template")
+        if self.idmap and not self.dry_run:
+            _idmap.ensure_shifted(self.template_rootfs, self.idmap, self.recorder)
         cmd = self.mount_command()
         self._record(cmd)
         if self.dry_run:
             return True
         for path in (self.upper, self.work, self.rootfs):
             os.makedirs(path, mode=0o755, exist_ok=True)
+        if self.idmap:
+            self.own_upper()
         try:
             _syscall.mount("overlay", self.rootfs, "overlay", 0, self.mount_options())
         except OSError as exc:
             raise CommandError("mount overlay rootfs of %s failed: %s" % (self.name, exc.strerror),
                                cmd, exc.errno, "", exc.strerror) from None
         return True
+
+    def own_upper(self):
+        """The upper directory (``/`` inside) owned and moded as the shifted lower's root."""
+        top, upper = os.stat(self.lower), os.stat(self.upper)
+        if (upper.st_uid, upper.st_gid) != (top.st_uid, top.st_gid):
+            os.chown(self.upper, top.st_uid, top.st_gid)
+        if upper.st_mode & 0o7777 != top.st_mode & 0o7777:
+            os.chmod(self.upper, top.st_mode & 0o7777)
 
     def umount(self):
         """Unmount if mounted (lazily when busy); return True when it unmounted."""

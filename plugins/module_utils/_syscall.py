@@ -5,7 +5,8 @@
 
 ``mount(2)``/``umount2(2)`` for the overlay rootfs and named network
 namespaces, and ``unshare(2)``/``setns(2)`` to make a network namespace and
-bring its ``lo`` up. Each is what ``mount``, ``umount`` and ``ip netns add``
+bring its ``lo`` up (or a user namespace owning a network and a time namespace:
+``userns_create``). Each is what ``mount``, ``umount`` and ``ip netns add``
 do, without starting a program or importing a netlink library for it.
 
 Namespace work runs in a short-lived thread: ``unshare``/``setns`` of the
@@ -24,6 +25,8 @@ import struct
 import threading
 
 CLONE_NEWNET = 0x40000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWTIME = 0x00000080
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_SHARED = 1 << 20
@@ -134,6 +137,73 @@ def netns_create(path):
         raise
 
 
+def _placeholder(path, share=False):
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    if share:
+        _share_dir(directory)
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+
+
+def userns_create(user_path, net_path, time_path, uid_map, gid_map):
+    """A new user namespace (``uid_map``/``gid_map``: the lines of its maps) owning a new
+    network namespace (``lo`` up) and, when ``time_path``, a new time namespace for
+    children; each bind-mounted at its path. Namespaces the container's user namespace
+    does not own cannot be dumped by CRIU, and sysfs cannot be mounted for a network
+    namespace that it does not own.
+
+    A forked child makes them (``unshare(CLONE_NEWUSER)`` needs a single-threaded
+    process); this process writes the maps and bind-mounts the child's namespaces."""
+    lib = libc()
+    made = []
+    for path, share in ((user_path, False), (net_path, True), (time_path, False)):
+        if path:
+            _placeholder(path, share)
+            made.append(path)
+    child_in, to_child = os.pipe()  # (read end, write end)
+    from_child, child_out = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child: system calls only, then _exit)
+        code = 1
+        try:
+            os.close(to_child)
+            os.close(from_child)
+            if lib.unshare(CLONE_NEWUSER) == 0:
+                os.write(child_out, b"u")
+                if os.read(child_in, 1) == b"m" and \
+                        lib.unshare(CLONE_NEWNET | (CLONE_NEWTIME if time_path else 0)) == 0:
+                    lo_up_here()
+                    os.write(child_out, b"n")
+                    os.read(child_in, 1)
+                    code = 0
+        finally:
+            os._exit(code)
+    os.close(child_in)
+    os.close(child_out)
+    try:
+        if os.read(from_child, 1) != b"u":
+            raise OSError(errno.EPERM, "unshare(CLONE_NEWUSER) failed", user_path)
+        for leaf, lines in (("uid_map", uid_map), ("gid_map", gid_map)):
+            with open("/proc/%d/%s" % (pid, leaf), "w") as handle:
+                handle.write(lines)
+        os.write(to_child, b"m")
+        if os.read(from_child, 1) != b"n":
+            raise OSError(errno.EPERM, "unshare of the network/time namespaces failed", net_path)
+        for path, leaf in ((user_path, "user"), (net_path, "net"), (time_path, "time_for_children")):
+            if path:
+                mount("/proc/%d/ns/%s" % (pid, leaf), path, "none", MS_BIND)
+    except BaseException:
+        for path in made:
+            ns_remove(path)
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            os.write(to_child, b"e")
+        os.close(to_child)
+        os.close(from_child)
+        os.waitpid(pid, 0)
+
+
 def in_netns(path, func):
     """``func()`` run in a thread that entered the network namespace at ``path``; its
     value. Sockets it opens stay in that namespace after the thread ends."""
@@ -155,6 +225,11 @@ def netns_lo_up(path):
 
 def netns_remove(path):
     """Detach the namespace mount at ``path`` and remove the file; no error if absent."""
+    ns_remove(path)
+
+
+def ns_remove(path):
+    """Detach the namespace mount (of any type) at ``path`` and remove the file."""
     try:
         umount(path, MNT_DETACH)
     except OSError as exc:

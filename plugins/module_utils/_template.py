@@ -7,6 +7,10 @@ A template is ``templates/<name>/rootfs`` plus ``templates/<name>/template.json`
 
     {name, source: {type, ...}, sha256, size, created, duration, files, [image_config]}
 
+and, on a host with a subordinate id range for unprivileged containers, the tree
+shifted into it, ``templates/<name>/rootfs.<uid>-<gid>-<size>`` (``_idmap``), made
+here once so that no container start waits for it.
+
 ``sha256`` identifies the content (the same on every host that installed the same thing):
 
 - ``src`` / ``url``: sha256 of the tarball;
@@ -33,7 +37,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _tarsafe, _tplbuild
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _idmap, _tarsafe, _tplbuild
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     ConflictError, NotFoundError, ValidationError)
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
@@ -227,6 +231,9 @@ def _install(layout, name, source, sha256, recorder, started, http=None):
                     created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                     duration=round(time.monotonic() - started, 3))
         meta.update(extra)
+        idmap = _host_idmap()
+        if idmap:  # the tree unprivileged containers use as lower layer, made once here
+            _idmap.ensure_shifted(rootfs, idmap, recorder)
         with open(os.path.join(work, "template.json"), "w", encoding="utf-8") as handle:
             json.dump(meta, handle, indent=2, sort_keys=True)
             handle.write("\n")
@@ -237,6 +244,14 @@ def _install(layout, name, source, sha256, recorder, started, http=None):
             _tarsafe.safe_rmtree(work)
         raise
     return meta
+
+
+def _host_idmap():
+    """This host's range for unprivileged containers, or None when it has none."""
+    try:
+        return _idmap.host_range()
+    except ValidationError:
+        return None
 
 
 def _result(layout, name, state, changed, before, after, recorder, started, **extra):

@@ -98,13 +98,28 @@ def continuity(criu_timens, proc="/proc", cache_dir=None):
     return True, None
 
 
-def birth_argv(verb, cache_dir=None, proc="/proc"):
+def birth_argv(verb, cache_dir=None, proc="/proc", own=None):
     """The prefix that starts runtime ``verb`` in a new time namespace (for ``run`` and
-    ``create``); [] for other verbs or where this host has no time namespaces."""
-    if verb not in BIRTH_VERBS or not kernel_supported(proc) or \
-            not tool_supports_time("unshare", cache_dir):
+    ``create``); [] for other verbs or where this host has no time namespaces.
+
+    ``own``: the path of the time namespace made for the container with its user
+    namespace (an unprivileged container's: CRIU dumps only namespaces that the
+    container's user namespace owns); when it is mounted there, the runtime enters it
+    (``nsenter --time``) instead of a new one."""
+    if verb not in BIRTH_VERBS or not kernel_supported(proc):
+        return []
+    if own and _is_time_ns(own, proc) and tool_supports_time("nsenter", cache_dir):
+        return [_cli.which("nsenter"), "--time=" + own, "--"]
+    if not tool_supports_time("unshare", cache_dir):
         return []
     return [_cli.which("unshare"), "--fork", "--kill-child", "--time", "--"]
+
+
+def _is_time_ns(path, proc="/proc"):
+    try:
+        return os.stat(path).st_dev == os.stat(os.path.join(proc, "self", "ns", "time")).st_dev
+    except OSError:
+        return False
 
 
 def namespace(pid, proc="/proc"):

@@ -27,8 +27,8 @@ description:
     host-global kernel state (kexec, kernel modules, keyrings, bpf, perf_event_open, swap, syslog, acct,
     ioperm/iopl, clock setting; mount, unshare and setns unless C(CAP_SYS_ADMIN) is added).
   - O(limits), O(network) and O(autostart) change live on a running container (same pid, no restart).
-    O(template), O(command), O(hostname), O(env), O(mounts), O(capabilities) and O(runtime) need a
-    re-create; a change to any of them fails and lists the fields unless O(recreate=true).
+    O(template), O(command), O(hostname), O(env), O(mounts), O(capabilities), O(privileged) and
+    O(runtime) need a re-create; a change to any of them fails and lists the fields unless O(recreate=true).
   - An option left out keeps the container's stored value (so limits changed with
     M(ctrhost.fleet.container_limits) are not undone by a later task that does not mention them).
   - Two tasks on the same container do not interleave; each holds the container's lock under
@@ -74,6 +74,12 @@ EXAMPLES = r"""
       memory: 256M
       cpus: 0.5
       pids: 128
+
+- name: An unprivileged container (root inside is uid 1000000000 of the host)
+  ctrhost.fleet.container:
+    name: tenant1
+    template: busybox
+    privileged: false
 
 - name: Raise its memory limit live (same pid)
   ctrhost.fleet.container:
@@ -182,6 +188,17 @@ container:
       description: Autostart flag.
       type: bool
       returned: when present
+    privileged:
+      description: Whether the container runs with the host's ids (no user namespace).
+      type: bool
+      returned: when present
+    idmap:
+      description:
+        - The id range of an unprivileged container's user namespace ({uid, gid, size}; ids 0 to size-1
+          inside are uid (gid) to uid+size-1 on the host); null when privileged.
+      type: dict
+      returned: when present
+      sample: {uid: 1000000000, gid: 1000000000, size: 65536}
     created:
       description: Creation time (UTC, ISO 8601).
       type: str

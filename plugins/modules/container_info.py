@@ -150,6 +150,19 @@ containers:
       description: Autostart flag.
       type: bool
       returned: always
+    privileged:
+      description: Whether the container runs with the host's ids (no user namespace); true for a container
+        created before user namespaces were supported.
+      type: bool
+      returned: always
+    idmap:
+      description:
+        - The id range of an unprivileged container's user namespace ({uid, gid, size}; ids 0 to size-1
+          inside are uid (gid) to uid+size-1 on the host, as C(/proc/<pid>/uid_map) shows); null when
+          privileged.
+      type: dict
+      returned: always
+      sample: {uid: 1000000000, gid: 1000000000, size: 65536}
     created:
       description: Creation time (UTC).
       type: str
