@@ -126,7 +126,8 @@ def remove(ctx, stored):
     if overlay.is_mounted():
         found = True
     overlay.umount()
-    if _netns.exists(ctx.name) or os.path.lexists(_netns.path(ctx.name)):
+    if _netns.exists(ctx.name) or any(os.path.lexists(p) for p in (
+            _netns.path(ctx.name), Layout.userns_path(ctx.name), Layout.timens_path(ctx.name))):
         found = True
         if not ctx.check_mode:
             network_detach(ctx.name, (stored or {}).get("network"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import _console, _idmap, _limits, _netns, _oci, _sysctr
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CommandError
+from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CommandError, ConflictError
 
 LOG_FILE = "console.log"
 # CRIU settings for this host's checkpoints and restores (e.g. ``network-lock nftables``),
@@ -79,9 +79,16 @@ def start(ctx, spec, rt, status, configured=False):
     if status == "created":
         rt.start(ctx.name)
         return
-    ctx.overlay(spec["template"], _idmap.of(spec)).mount()
+    idmap = _idmap.of(spec)
+    missing = _idmap.missing_on_host(idmap) if idmap else []
+    if missing:
+        raise ConflictError("privileged: container %s maps its ids to %d-%d of the host, but %s: "
+                            "give this host the fleet's range (the host role does)"
+                            % (ctx.name, idmap["uid"], idmap["uid"] + idmap["size"] - 1,
+                               "; ".join(missing)), field="privileged")
+    ctx.overlay(spec["template"], idmap).mount()
     if not ctx.check_mode and not configured and not _netns.exists(ctx.name):
-        network_attach(ctx.name, _netns.ensure(ctx.name, idmap=_idmap.of(spec)), spec.get("network"))
+        network_attach(ctx.name, _netns.ensure(ctx.name, idmap=idmap), spec.get("network"))
     if not configured:
         write_config(ctx, spec)
     leftover = rt.state(ctx.name)
