@@ -264,10 +264,10 @@ def _converge(ctx, stored, spec, state, params):
         status = "stopped"
         if "template" in recreate:
             ctx.overlay(stored["template"]).reset()
-        if "privileged" in recreate:
-            _reown(ctx, stored, spec)
             meta = _ctrspec.template_meta(ctx.layout, spec["template"])
             spec["template_sha256"] = meta.get("sha256")
+        if "privileged" in recreate:
+            _reown(ctx, stored, spec)
         changed = True
         if state == "present" and was in ("running", "frozen"):
             state = "started" if was == "running" else "frozen"
