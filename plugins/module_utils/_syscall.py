@@ -153,7 +153,8 @@ def userns_create(user_path, net_path, time_path, uid_map, gid_map):
     namespace that it does not own.
 
     A forked child makes them (``unshare(CLONE_NEWUSER)`` needs a single-threaded
-    process); this process writes the maps and bind-mounts the child's namespaces."""
+    process) with nothing but system calls and pipe reads and writes; this process
+    writes the maps, bind-mounts the child's namespaces and brings ``lo`` up."""
     lib = libc()
     made = []
     for path, share in ((user_path, False), (net_path, True), (time_path, False)):
@@ -172,7 +173,6 @@ def userns_create(user_path, net_path, time_path, uid_map, gid_map):
                 os.write(child_out, b"u")
                 if os.read(child_in, 1) == b"m" and \
                         lib.unshare(CLONE_NEWNET | (CLONE_NEWTIME if time_path else 0)) == 0:
-                    lo_up_here()
                     os.write(child_out, b"n")
                     os.read(child_in, 1)
                     code = 0
@@ -192,6 +192,7 @@ def userns_create(user_path, net_path, time_path, uid_map, gid_map):
         for path, leaf in ((user_path, "user"), (net_path, "net"), (time_path, "time_for_children")):
             if path:
                 mount("/proc/%d/ns/%s" % (pid, leaf), path, "none", MS_BIND)
+        netns_lo_up(net_path)
     except BaseException:
         for path in made:
             ns_remove(path)
