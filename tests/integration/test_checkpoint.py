@@ -4,11 +4,12 @@ the cgroup files and the container's upper layer."""
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 
 import pytest
+
+import _local
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _checkpoint,
@@ -34,17 +35,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     base = tmp_path_factory.mktemp("crroot")
-    rootfs = base / "templates" / "busybox" / "rootfs"
-    for d in ("bin", "etc", "dev", "proc", "sys", "root", "tmp", "run"):
-        (rootfs / d).mkdir(parents=True)
-    busybox = shutil.which("busybox")
-    shutil.copy2(busybox, rootfs / "bin" / "busybox")
-    for applet in subprocess.run([busybox, "--list"], capture_output=True, text=True).stdout.split():
-        if applet != "busybox":
-            os.symlink("busybox", rootfs / "bin" / applet)
-    meta = dict(name="busybox", sha256="c" * 64, source=dict(type="src", src="test"), size=0,
-                created="2000-01-01T00:00:00Z")
-    (base / "templates" / "busybox" / "template.json").write_text(json.dumps(meta))
+    _local.busybox_root(base, sha256="c" * 64)
     yield str(base)
     for name in os.listdir(base / "containers") if (base / "containers").exists() else ():
         _container.ensure(dict(root=str(base), name=name, state="absent"))
