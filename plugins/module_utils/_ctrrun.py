@@ -97,6 +97,8 @@ def start(ctx, spec, rt, status, configured=False):
     system = _sysctr.is_system(spec)
     if system and not ctx.check_mode:
         _sysctr.write_hostname(ctx.overlay(spec["template"]).rootfs, spec["hostname"])
+        if idmap:
+            _sysctr.delegate(spec.get("cgroups_path") or _oci.cgroups_path(ctx.name), idmap)
     pid_file = rt.pid_file(ctx.name)
     log = os.path.join(ctx.bundle, LOG_FILE)
     offset = os.path.getsize(log) if os.path.exists(log) else 0

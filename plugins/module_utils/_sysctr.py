@@ -125,6 +125,23 @@ def retarget(cfg, base="/sys/fs/cgroup"):
     return cfg
 
 
+def delegate(cgroups_path, idmap, cgroup_mode=None, base="/sys/fs/cgroup"):
+    """Give an unprivileged system container's root the cgroup directory its init
+    manages (v1, hybrid: the ``name=systemd`` one bound at ``SYSTEMD_BIND``; v2: the
+    unified one), made now if the runtime has not yet: systemd creates its scopes there."""
+    if cgroup_mode is None:
+        from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import detect_mode
+        cgroup_mode = detect_mode()
+    top = base if cgroup_mode == "v2" else os.path.join(base, "systemd")
+    path = os.path.join(top, cgroups_path.lstrip("/"))
+    os.makedirs(path, exist_ok=True)
+    for leaf in [""] + sorted(os.listdir(path)):
+        entry = os.path.join(path, leaf)
+        if leaf == "" or os.path.isfile(entry):
+            os.chown(entry, idmap["uid"], idmap["gid"])
+    return path
+
+
 def write_hostname(rootfs, hostname):
     """Write ``/etc/hostname`` into the mounted ``rootfs``; True when it changed.
 

@@ -272,3 +272,18 @@ def test_start_verified_with_the_tail_of_the_console_log(tmp_path):
     assert "old run" not in err.value.msg  # only what this start wrote
     assert err.value.details["console_log"] == str(log)
     _console.verify_started(FakeRt([{"status": "running"}]), "c1", str(log), offset, 0.1)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another owner needs root")
+def test_delegate_gives_the_systemd_cgroup_directory_to_the_ranges_root(tmp_path):
+    idmap = dict(uid=1000000000, gid=1000000000, size=65536)
+    leaf = tmp_path / "systemd" / "ctrhost" / "h1" / "c1"
+    leaf.mkdir(parents=True)
+    (leaf / "cgroup.procs").write_text("")
+    (leaf / "sub").mkdir()
+    made = _sysctr.delegate("/ctrhost/h1/c1", idmap, cgroup_mode="hybrid", base=str(tmp_path))
+    assert made == str(leaf)
+    assert os.stat(leaf).st_uid == 1000000000 and os.stat(leaf / "cgroup.procs").st_gid == 1000000000
+    assert os.stat(leaf / "sub").st_uid == 0 and os.stat(tmp_path / "systemd" / "ctrhost").st_uid == 0
+    v2 = _sysctr.delegate("/ctrhost/h1/c2", idmap, cgroup_mode="v2", base=str(tmp_path))
+    assert v2 == str(tmp_path / "ctrhost" / "h1" / "c2") and os.stat(v2).st_uid == 1000000000
