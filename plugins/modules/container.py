@@ -75,11 +75,11 @@ EXAMPLES = r"""
       cpus: 0.5
       pids: 128
 
-- name: A container with the host's ids (root inside is root of the host), as before
+- name: An unprivileged container (root inside is uid 1000000000 of the host)
   ctrhost.fleet.container:
-    name: legacy1
+    name: tenant1
     template: busybox
-    privileged: true
+    privileged: false
 
 - name: Raise its memory limit live (same pid)
   ctrhost.fleet.container:
