@@ -135,8 +135,7 @@ privileged:
       may configure its interfaces).
     - V(true) runs it as before, with the host's ids (root inside is root of the host, with the default
       capability set).
-    - Left out, a new container is privileged (the default may change to unprivileged once checkpoint,
-      restore and migration support user namespaces); an existing one keeps its stored value, and a
+    - Left out, a new container is unprivileged (V(false)); an existing one keeps its stored value, and a
       container created before this option existed stays privileged.
     - Checkpoint, restore and migration refuse an unprivileged container for now (CRIU restores the user
       namespace before it joins the container's network namespace, which that user namespace does not

@@ -45,7 +45,7 @@ DEFAULT_COMMAND = ["/bin/sh"]
 # namespaces existed here keeps running as it was made, privileged.
 STORED_DEFAULTS = {"init": "auto", "privileged": True}
 # A new container's ``privileged`` when the task leaves it out.
-DEFAULT_PRIVILEGED = True
+DEFAULT_PRIVILEGED = False
 # What a secret value is shown as (diff, results); a changed one says so.
 MASK = "********"
 MASK_CHANGED = "******** (changed)"

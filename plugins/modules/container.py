@@ -75,11 +75,11 @@ EXAMPLES = r"""
       cpus: 0.5
       pids: 128
 
-- name: An unprivileged container (root inside is uid 1000000000 of the host)
+- name: A container with the host's ids (root inside is root of the host), as before
   ctrhost.fleet.container:
-    name: tenant1
+    name: legacy1
     template: busybox
-    privileged: false
+    privileged: true
 
 - name: Raise its memory limit live (same pid)
   ctrhost.fleet.container:

@@ -111,7 +111,7 @@ def env(tmp_path, monkeypatch):
     monkeypatch.setattr(_syscall, "netns_remove", fake.netns.discard)
     monkeypatch.setattr(_syscall, "netns_lo_up", lambda path: None)
     monkeypatch.setattr(_netns, "exists", lambda name: _netns.path(name) in fake.netns)
-    base = dict(root=str(root), run_dir=str(run_dir), name="ctweb1", template="busybox",
+    base = dict(root=str(root), run_dir=str(run_dir), name="ctweb1", template="busybox", privileged=True,
                 command=LOOP, state="started")
     return layout, fake, base
 

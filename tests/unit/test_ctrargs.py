@@ -100,7 +100,7 @@ def root(tmp_path):
 
 
 def items(n):
-    return [dict(name="ctb%d" % i, template="busybox", state="started") for i in range(n)]
+    return [dict(name="ctb%d" % i, template="busybox", state="started", privileged=True) for i in range(n)]
 
 
 def test_batch_bad_item_names_index_and_field_and_writes_nothing(root):
