@@ -38,6 +38,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _checkpoint,
     _criu,
     _criuconf,
+    _dumpwindow,
     _migrate_precopy,
     _oci,
     _restore,
@@ -220,8 +221,17 @@ def _preflight(run, meta, src_criu):
 
 
 def _new_images(run, meta):
-    """The local image directory of this move, empty."""
+    """The local image directory of this move, empty: on the run directory's tmpfs when
+    the images fit there (``_dumpwindow``; not for live mode's pre-dump rounds), else
+    under the container's checkpoints."""
     layout = run.layout
+    run.images, why = _dumpwindow.plan(layout, run.name, "." + meta["id"],
+                                       _dumpwindow.expected_bytes(run.spec.get("cgroups_path") or
+                                                                  "/ctrhost/-/" + run.name),
+                                       run.mode != "live")
+    run.stats["images"] = dict(staged=bool(run.images), why_not=why)
+    if run.images:
+        return
     run.images = layout.checkpoint_dir(run.name, "." + meta["id"])
     shutil.rmtree(run.images, ignore_errors=True)
     for path in (layout.checkpoints_dir, layout.checkpoint_dir(run.name), run.images):
@@ -263,7 +273,7 @@ def _failed_before_freeze(run, exc):
     container never stopped running here)."""
     close_receiver(run)
     run.fence = fence(run)
-    shutil.rmtree(run.images, ignore_errors=True)  # pre-dump rounds, if any
+    _dumpwindow.remove(run.images)  # pre-dump rounds, if any
     if not isinstance(exc, CtrhostError):
         return exc
     return MigrationError("migration of %s to %s failed before the freeze: %s; the "

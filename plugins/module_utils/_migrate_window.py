@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The frozen window of a migration, on the source: freeze, dump, transfer, restore there.
 
-The source is frozen first (the runtime's ``pause``: the cgroup freezer) and its
+The source is frozen first (its cgroup's freezer, ``_dumpwindow.freeze_first``) and its
 host-side veths go down, so that from then on nothing of it runs and its network
 stack accepts nothing. The dump leaves it that way (``--leave-running`` on a frozen
 cgroup: CRIU returns the freezer to the state it found), with every process
@@ -25,7 +25,14 @@ import socket
 import subprocess
 import time
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _checkpoint, _cli, _criu, _migrate_stream, _restore
+from ansible_collections.ctrhost.fleet.plugins.module_utils import (
+    _checkpoint,
+    _cli,
+    _criu,
+    _dumpwindow,
+    _migrate_stream,
+    _restore,
+)
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CommandError, CtrhostError
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_run import MigrationError
 
@@ -76,7 +83,12 @@ def _freeze(run, rt):
     """The start of the frozen window: the source's processes stop, its veths go down."""
     run.t_freeze = time.monotonic()
     run.step("freeze")
-    rt.pause(run.name)
+    # The cgroup frozen directly (polled every millisecond) rather than by a runtime
+    # process; the runtime's pause (which retries a freezer that does not settle) when
+    # that does not work out.
+    cgroups_path = run.spec.get("cgroups_path") or "/ctrhost/-/" + run.name
+    if _dumpwindow.freeze_first(rt, cgroups_path, dict(status="running")) is None:
+        rt.pause(run.name)
     run.frozen = True
     _source_links_down(run)
 
