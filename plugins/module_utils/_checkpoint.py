@@ -275,16 +275,21 @@ def _dump(layout, rt, criu, name, cid, spec, options, rootfs, recorder):
         shutil.rmtree(tmp)
     _private_dir(tmp)
     cgroups_path = spec.get("cgroups_path") or "/ctrhost/-/" + name
+    t0 = time.monotonic()
     frozen = _dumpwindow.freeze_first(rt, cgroups_path, state)
+    freeze_time = time.monotonic() - t0
     stage, why = _dumpwindow.plan(layout, name, cid, _dumpwindow.expected_bytes(cgroups_path),
                                   options["leave_running"] or (
                                       frozen is not None and not options["tcp_established"]))
     # Staged without leave_running: dumped leaving it frozen, stopped once its images are on disk.
     cmd = dump_command(rt, criu["path"], name, stage or tmp, tmp,
                        dict(options, leave_running=options["leave_running"] or bool(stage)))
+    follower = _dumpwindow.Follower(stage, tmp) if stage else None  # the move overlaps the dump
     try:
         result = _cli.run(cmd, recorder=recorder, timeout=3600, msg="checkpoint of %s" % name)
     except CommandError as exc:
+        if follower is not None:
+            follower.stop()
         _dumpwindow.remove(stage)
         err = dump_failure(exc, tmp, "checkpoint", rt, name, spec)
         log = _keep_failed_log(layout, name, tmp)
@@ -298,7 +303,7 @@ def _dump(layout, rt, criu, name, cid, spec, options, rootfs, recorder):
     t0 = time.monotonic()
     if stage:
         try:
-            _dumpwindow.unstage(stage, tmp)
+            follower.finish()
         except OSError as exc:  # still frozen or running: a failed checkpoint leaves it running
             status = recover_running(rt, name, cgroups_path)
             shutil.rmtree(tmp, ignore_errors=True)
@@ -309,7 +314,7 @@ def _dump(layout, rt, criu, name, cid, spec, options, rootfs, recorder):
         if not options["leave_running"]:
             _dumpwindow.stop_frozen(rt, name, frozen)
     images = dict(staged=bool(stage), why_not=why, move_time=round(time.monotonic() - t0, 3),
-                  frozen_first=frozen is not None)
+                  frozen_first=frozen is not None, freeze_time=round(freeze_time, 4))
     bundle = layout.container_dir(name)
     if os.path.exists(os.path.join(bundle, "config.json")):
         shutil.copy2(os.path.join(bundle, "config.json"), os.path.join(tmp, CONFIG_COPY))

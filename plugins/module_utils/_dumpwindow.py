@@ -35,12 +35,14 @@ import contextlib
 import os
 import shutil
 import signal
+import threading
 import time
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import _procfs, _sysinfo
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CtrhostError
 
 STAGE_DIR = "images"
+STAGE_MIN = 32 * 1024 * 1024  # smaller images: the move and stop after cost more than they save
 MARGIN = 64 * 1024 * 1024  # beyond the memory use: non-memory images, rounding
 RESERVE = 512 * 1024 * 1024  # memory the host keeps available while the stage holds images
 TMPFS = ("tmpfs",)
@@ -104,6 +106,8 @@ def plan(layout, name, leaf, need, allowed=True):
         os.makedirs(base, mode=0o700, exist_ok=True)
     except OSError as exc:
         return None, str(exc)
+    if need is not None and need < STAGE_MIN:
+        return None, "the images are small (%d bytes at most): written in place" % need
     ok, why = verdict(base, need)
     if not ok:
         return None, why
@@ -157,6 +161,87 @@ def unstage(src, dst):
         return move_tree(src, dst)
     finally:
         remove(src)
+
+
+class Follower:
+    """Copies the page images (``pages-*.img``) of a stage into ``dst`` while CRIU still
+    writes them, so that most of the move to disk overlaps the dump. CRIU appends to
+    them (splice at the file position) and tmpfs sets a file's size only once its bytes
+    are in: what lies below the size seen is final. ``finish`` (after the dump
+    succeeded) copies the rest and every other image; a failed dump just ``stop``s it."""
+
+    def __init__(self, src, dst, interval=0.005):
+        self.src, self.dst, self.interval = src, dst, interval
+        self.done = {}  # leaf -> bytes copied
+        self.error = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self):
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except OSError as exc:  # finish() copies again from where it stopped, or raises
+                self.error = exc
+                return
+            self._stop.wait(self.interval)
+
+    def step(self):
+        for leaf in os.listdir(self.src):
+            if leaf.startswith("pages-") and leaf.endswith(".img"):
+                self._copy(leaf)
+
+    def _copy(self, leaf):
+        src, dst = os.path.join(self.src, leaf), os.path.join(self.dst, leaf)
+        start = self.done.get(leaf, 0)
+        fdin = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fdin).st_size
+            if size <= start and leaf in self.done:
+                return
+            fdout = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                if leaf not in self.done:
+                    os.ftruncate(fdout, 0)
+                os.lseek(fdout, start, os.SEEK_SET)  # sendfile writes at the output's position
+                while start < size:
+                    sent = os.sendfile(fdout, fdin, start, size - start)
+                    if not sent:
+                        break
+                    start += sent
+            finally:
+                os.close(fdout)
+        finally:
+            os.close(fdin)
+        self.done[leaf] = start
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+
+    def finish(self):
+        """After the dump: the pages' last bytes and the other images into ``dst``; the
+        stage removed (also when this fails). Returns the bytes of the stage."""
+        self.stop()
+        try:
+            total = 0
+            for leaf in sorted(os.listdir(self.src)):
+                source = os.path.join(self.src, leaf)
+                if leaf in self.done or (leaf.startswith("pages-") and leaf.endswith(".img")):
+                    self._copy(leaf)
+                    total += self.done[leaf]
+                    continue
+                target = os.path.join(self.dst, leaf)
+                if os.path.islink(source):
+                    os.symlink(os.readlink(source), target)
+                else:
+                    shutil.copyfile(source, target)
+                    os.chmod(target, 0o600)
+                    total += os.path.getsize(target)
+            return total
+        finally:
+            remove(self.src)
 
 
 def move_tree(src, dst):

@@ -58,6 +58,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_recover imp
     recover,
     remove_source,
 )
+from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_pages import PageStream
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_run import MigrationError, Run, result, timings  # noqa: F401 (API)
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_ssh import LEASE, Link
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_stream import Receiver
@@ -261,8 +262,12 @@ def _stage(run, rt, criu, meta, config, upper, options, timeout):
     # The receiver of the frozen window's transfer, started now: inside the window
     # only bytes flow (no SSH session or process start there).
     run.receiver = Receiver(link, posixpath.commonpath([run.incoming, run.dest_upper]))
+    if run.mode == "cold":  # the page images go while the dump writes them
+        run.pages = PageStream(link, posixpath.join(run.incoming, "images"))
     ready = link.call("ready", timeout=30)
     run.receiver.wait_ready()  # the agent is there: only now freeze
+    if run.pages is not None:
+        run.pages.wait_ready()
     if not ready.get("ok"):
         raise MigrationError("dest: the agent on %s is not ready (fenced=%s)"
                              % (run.dest, ready.get("fenced")))

@@ -130,3 +130,6 @@ def close_receiver(run):
     if run.receiver is not None:
         run.receiver.close()
         run.receiver = None
+    if run.pages is not None:
+        run.pages.close()
+        run.pages = None

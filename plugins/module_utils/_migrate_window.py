@@ -46,20 +46,27 @@ def _transfer(run, upper, timeout):
     stream into the receiver started before the freeze. A delta tar cannot carry
     exactly (deletions, xattrs, hard links) goes by rsync after it."""
     recv, run.receiver = run.receiver, None
+    pages, run.pages = run.pages, None
     t0 = time.monotonic()
     try:
+        sent_pages = pages.finish(timeout) if pages is not None else {}
+        tp = time.monotonic()
         changed = _migrate_stream.delta(upper, run.upper_snapshot, tree_state(upper))
         run.upper_delta = changed is None or bool(changed)
         t1 = time.monotonic()
-        recv.add_dir_files(run.images, posixpath.join(run.incoming, "images"))
+        recv.add_dir_files(run.images, posixpath.join(run.incoming, "images"), skip=sent_pages)
         for rel in changed or ():
             recv.add(os.path.join(upper, rel), posixpath.join(run.dest_upper, rel))
         t2 = time.monotonic()
         sent = recv.finish(timeout)
     finally:
         recv.close()
-    run.stats["transfer"] = dict(delta_scan=round(t1 - t0, 3), stream=round(t2 - t1, 3),
-                                 finish=round(time.monotonic() - t2, 3), bytes=sent)
+        if pages is not None:
+            pages.close()
+    run.stats["transfer"] = dict(pages_tail=round(tp - t0, 3), delta_scan=round(t1 - tp, 3),
+                                 stream=round(t2 - t1, 3), finish=round(time.monotonic() - t2, 3),
+                                 bytes=sent, pages_bytes=sum(sent_pages.values()))
+    sent += sum(sent_pages.values())
     if changed is None:
         sent += run.link.rsync(upper, run.dest_upper, timeout, whole_file=True)
     run.stats["transfer"].update(rsync=changed is None, rootfs_entries=len(changed or ()))
@@ -112,10 +119,14 @@ def cold(run, rt, criu, upper, options, timeout):
     name = run.name
     parent = ["--parent-path", run.parent] if run.parent else []  # live: only the delta
     _freeze(run, rt)
+    if run.pages is not None:
+        run.pages.follow(run.images)
     try:
         _cli.run(_dump_cmd(rt, criu, name, run.images, options, parent), timeout=timeout,
                  msg="checkpoint of %s" % name)
     except CtrhostError as exc:
+        if run.pages is not None:
+            run.pages.stop()
         raise _checkpoint.dump_failure(exc, run.images, "dump for migration", rt, name, run.spec)
     run.dumped = True
     run.step("dumped")

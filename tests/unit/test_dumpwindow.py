@@ -62,12 +62,14 @@ def test_a_plan_not_allowed_or_not_fitting_writes_to_disk(tmp_path, monkeypatch)
     layout = Layout(str(tmp_path / "root"), str(tmp_path / "run"))
     assert _dumpwindow.plan(layout, "c1", "x", 10 * M, allowed=False) == (None, _dumpwindow.NOT_ALLOWED)
     monkeypatch.setattr(_dumpwindow, "verdict", lambda base, need: (False, "no room"))
-    assert _dumpwindow.plan(layout, "c1", "x", 10 * M) == (None, "no room")
+    assert _dumpwindow.plan(layout, "c1", "x", 100 * M) == (None, "no room")
     monkeypatch.setattr(_dumpwindow, "verdict", lambda base, need: (True, None))
+    path, why = _dumpwindow.plan(layout, "c1", "x", _dumpwindow.STAGE_MIN - 1)
+    assert path is None and "written in place" in why
     stale = tmp_path / "run" / "images" / "c1" / "x"
     stale.mkdir(parents=True)
     (stale / "pages-1.img").write_text("from a dump that died")
-    path, why = _dumpwindow.plan(layout, "c1", "x", 10 * M)
+    path, why = _dumpwindow.plan(layout, "c1", "x", 100 * M)
     assert path == str(stale) and why is None and os.listdir(path) == []  # fresh, empty
     assert os.stat(os.path.dirname(path)).st_mode & 0o777 == 0o700
     assert _dumpwindow.staged(path) and not _dumpwindow.staged(layout.checkpoint_dir("c1", "x"))
@@ -156,3 +158,39 @@ def test_thaw_after_falls_back_to_the_runtime(tmp_path):
     rt = Rt("runc")
     _dumpwindow.thaw_after(rt, "dw1", cg)
     assert rt.resumed == ["dw1"]
+
+
+def test_the_follower_copies_pages_while_they_grow_then_the_rest(tmp_path):
+    stage = tmp_path / "run" / "images" / "c1" / "ck"
+    stage.mkdir(parents=True)
+    dst = tmp_path / "disk"
+    dst.mkdir()
+    (dst / "pages-1.img").write_bytes(b"stale bytes of an earlier attempt, longer than the new")
+    follower = _dumpwindow.Follower(str(stage), str(dst))
+    follower.stop()  # its steps driven here
+    pages = stage / "pages-1.img"
+    with open(str(pages), "ab") as handle:
+        handle.write(b"a" * 5000)
+        handle.flush()
+        follower.step()
+        assert follower.done == {"pages-1.img": 5000}
+        assert (dst / "pages-1.img").read_bytes() == b"a" * 5000  # the stale copy truncated
+        handle.write(b"b" * 3000)
+    (stage / "pages-2.img").write_bytes(b"c" * 10)  # a later process's pages
+    (stage / "pagemap-1.img").write_bytes(b"map")
+    os.symlink("../pre-1", str(stage / "parent"))
+    assert follower.finish() == 8000 + 10 + 3
+    assert (dst / "pages-1.img").read_bytes() == b"a" * 5000 + b"b" * 3000
+    assert (dst / "pages-2.img").read_bytes() == b"c" * 10
+    assert (dst / "pagemap-1.img").read_bytes() == b"map"
+    assert os.readlink(str(dst / "parent")) == "../pre-1"
+    assert not stage.exists()
+
+
+def test_a_stopped_follower_leaves_the_stage_to_its_caller(tmp_path):
+    stage = tmp_path / "images" / "c1" / "ck"
+    stage.mkdir(parents=True)
+    (stage / "pages-1.img").write_bytes(b"a" * 100)
+    follower = _dumpwindow.Follower(str(stage), str(tmp_path), interval=0.001)
+    follower.stop()
+    assert follower.error is None and (stage / "pages-1.img").exists()
