@@ -52,17 +52,6 @@ NOT_ALLOWED = ("a container that stops at its checkpoint is staged only when it 
                "first and holds no established TCP connection (tcp_established)")
 
 
-def fs_type(path, table=None):
-    """File system type of the mount holding ``path`` (None when the table is unreadable)."""
-    real = os.path.realpath(path)
-    best, fstype = "", None
-    for mount in _procfs.mountinfo(table, missing=[]):
-        point = mount["mount_point"]
-        if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
-            best, fstype = point, mount["fstype"]
-    return fstype
-
-
 def expected_bytes(cgroups_path):
     """Bytes of memory the container's cgroup charges (page cache included: an upper
     bound of the pages a dump writes); None when unknown."""
@@ -78,7 +67,7 @@ def verdict(run_dir, need, table=None, meminfo=None):
     (False, why)."""
     if need is None:
         return False, "the container's memory use is unknown"
-    fstype = fs_type(run_dir, table)
+    fstype = _procfs.fs_type(run_dir, table)
     if fstype not in TMPFS:
         return False, "%s is on %s, not tmpfs" % (run_dir, fstype or "an unknown file system")
     try:

@@ -5,8 +5,9 @@
 
 Sequence: SSH to the destination (one ControlMaster) and start the agent ->
 preflight there -> stage there -> rsync the rootfs upper layer while the
-container runs -> start the transfer's receiver there -> freeze and dump ->
-stream the images and the rootfs delta into that receiver (``_migrate_stream``)
+container runs -> start the transfer's receivers there -> freeze and dump (cold:
+the page images streamed while CRIU writes them, ``_migrate_pages``) -> stream the
+other images and the rootfs delta into the tar receiver (``_migrate_stream``)
 -> restore there -> it runs -> commit -> remove it here. Modes: ``cold`` (stop-and-copy), ``live``
 (pre-copy, ``_migrate_precopy``: pre-dump rounds streamed while it runs, then the final
 dump holds only the delta; where either kernel tracks no dirty memory it falls back to
@@ -21,7 +22,7 @@ restore itself when the session ends (see ``_migrate_agent``).
 Files: this one (the spine: entry, preflight, staging, the window, the end),
 ``_migrate_run`` (``Run``, the state; the result),
 ``_migrate_precopy`` (live: the pre-dump rounds and their policy),
-``_migrate_window`` (the frozen window), ``_migrate_stream`` (its transfer),
+``_migrate_window`` (the frozen window), ``_migrate_stream`` and ``_migrate_pages`` (its transfer),
 ``_migrate_recover`` (fencing and resuming), ``_migrate_ssh`` (the SSH link),
 ``_migrate_agent`` (+ ``_migrate_preflight``, ``_migrate_proc``: destination).
 """

@@ -39,6 +39,8 @@ RECEIVER = r"""
 import os, re, sys
 base, inp = sys.argv[1], sys.stdin.buffer
 files, total = {}, 0
+buf = bytearray(1 << 22)
+view = memoryview(buf)
 sys.stdout.write("ready\n"); sys.stdout.flush()
 while True:
     line = inp.readline().split()
@@ -52,14 +54,14 @@ while True:
     if name not in files:
         files[name] = os.open(os.path.join(base, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     while left:
-        chunk = inp.read(min(left, 1 << 20))
-        if not chunk:
+        n = inp.readinto(view[:min(left, len(buf))])
+        if not n:
             sys.exit(3)
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(files[name], view):]
-        left -= len(chunk)
-        total += len(chunk)
+        done = 0
+        while done < n:
+            done += os.write(files[name], view[done:n])
+        left -= n
+        total += n
 for fd in files.values():
     os.close(fd)
 sys.stdout.write("done %d\n" % total); sys.stdout.flush()

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _dumpwindow
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _dumpwindow, _procfs
 from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import Cgroup
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
 
@@ -34,10 +34,10 @@ def test_the_deepest_mount_holding_a_path_names_its_type(tmp_path):
     run.mkdir()
     mounts = table(tmp_path, {"/": "ext4", str(tmp_path): "xfs", str(run): "tmpfs",
                               str(run) + "x": "ext4"})
-    assert _dumpwindow.fs_type(str(run / "ctrhost" / "images"), mounts) == "tmpfs"
-    assert _dumpwindow.fs_type(str(tmp_path / "other"), mounts) == "xfs"
-    assert _dumpwindow.fs_type(str(run) + "xy", mounts) == "xfs"  # a prefix is no parent
-    assert _dumpwindow.fs_type("/", str(tmp_path / "missing")) is None
+    assert _procfs.fs_type(str(run / "ctrhost" / "images"), mounts) == "tmpfs"
+    assert _procfs.fs_type(str(tmp_path / "other"), mounts) == "xfs"
+    assert _procfs.fs_type(str(run) + "xy", mounts) == "xfs"  # a prefix is no parent
+    assert _procfs.fs_type("/", str(tmp_path / "missing")) is None
 
 
 def test_images_are_staged_only_on_tmpfs_with_room_and_memory_to_spare(tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 
 import pytest
 from migrate_boundaries import FakeRuntime, LocalLink
@@ -102,6 +103,7 @@ def test_a_cold_move_ends_on_the_destination_and_removes_the_source(src):
         assert handle.read() == "written while it still ran\n"
     assert os.path.exists(src.dest("containers", NAME, "upper", "etc", "motd"))
     assert out["rootfs_delta"] is True and out["stats"]["transfer"]["rootfs_entries"] == 2
+    assert out["stats"]["transfer"]["pages_bytes"] == 8192  # sent while the dump wrote them
     assert src.run.link.requests == ["prepare", "ready", "restore", "commit"]
     assert src.run.link.closed
 
@@ -153,6 +155,16 @@ def test_a_failure_in_the_frozen_window_thaws_it_here(src, how, why):
     assert src.steps()[-1] == "fenced" and "freeze" in src.steps()
     assert not os.path.exists(src.run.images)  # the local images: dropped, it runs
     assert "fence" in src.run.link.requests
+
+
+def test_a_page_stream_cut_during_the_dump_thaws_it_here(src):
+    def cut(run):  # the destination's images directory goes: its page receiver fails
+        shutil.rmtree(os.path.join(run.incoming, "images"))
+    with pytest.raises(MigrationError) as err:
+        src.move(hooks=dict(freeze=cut))
+    assert "page stream to dest" in err.value.msg and "runs on source" in err.value.msg
+    assert err.value.details["where"] == "source" and src.status() == "running"
+    assert "restore" not in src.run.link.requests and "delete" not in src.calls()
 
 
 def test_a_failed_dump_keeps_its_log_and_resumes_it(src):
