@@ -48,6 +48,8 @@ RESERVE = 512 * 1024 * 1024  # memory the host keeps available while the stage h
 TMPFS = ("tmpfs",)
 FREEZE_TIMEOUT = 2.0  # seconds freeze_first waits for the freezer before leaving it to CRIU
 STOP_TIMEOUT = 30.0  # seconds stop_frozen waits for the killed processes before the runtime's delete
+_LOCK = threading.Lock()
+_RESERVED = {}  # staging directory -> bytes its dump may write (until it is removed)
 NOT_ALLOWED = ("a container that stops at its checkpoint is staged only when it was frozen "
                "first and holds no established TCP connection (tcp_established)")
 
@@ -62,8 +64,9 @@ def expected_bytes(cgroups_path):
         return None
 
 
-def verdict(run_dir, need, table=None, meminfo=None):
-    """(True, None) when images of ``need`` bytes fit on ``run_dir``'s tmpfs, else
+def verdict(run_dir, need, table=None, meminfo=None, reserved=0):
+    """(True, None) when images of ``need`` bytes fit on ``run_dir``'s tmpfs besides the
+    ``reserved`` bytes other dumps of this process are about to write there, else
     (False, why)."""
     if need is None:
         return False, "the container's memory use is unknown"
@@ -75,7 +78,8 @@ def verdict(run_dir, need, table=None, meminfo=None):
         available = (meminfo or _sysinfo.meminfo())["available"]
     except (OSError, CtrhostError) as exc:
         return False, str(exc)
-    free = st.f_bavail * st.f_frsize
+    free = st.f_bavail * st.f_frsize - reserved
+    available -= reserved
     if free < need + MARGIN:
         return False, "%s has %d bytes free, the images may take %d" % (run_dir, free, need + MARGIN)
     if available < need + MARGIN + RESERVE:
@@ -97,10 +101,12 @@ def plan(layout, name, leaf, need, allowed=True):
         return None, str(exc)
     if need is not None and need < STAGE_MIN:
         return None, "the images are small (%d bytes at most): written in place" % need
-    ok, why = verdict(base, need)
-    if not ok:
-        return None, why
     path = os.path.join(base, name, leaf)
+    with _LOCK:  # several moves at once (container_migrate_batch): each counts the others
+        ok, why = verdict(base, need, reserved=sum(_RESERVED.values()))
+        if not ok:
+            return None, why
+        _RESERVED[path] = need + MARGIN
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path, mode=0o700)
     os.chmod(os.path.join(base, name), 0o700)
@@ -261,6 +267,8 @@ def remove(path):
     """Drop an image directory (a stage's container directory too when that is empty)."""
     if not path:
         return
+    with _LOCK:
+        _RESERVED.pop(path, None)
     shutil.rmtree(path, ignore_errors=True)
     if staged(path):
         with contextlib.suppress(OSError):

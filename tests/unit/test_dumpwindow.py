@@ -56,14 +56,18 @@ def test_images_are_staged_only_on_tmpfs_with_room_and_memory_to_spare(tmp_path)
     ok, why = _dumpwindow.verdict(where, need, tmpfs,
                                   dict(available=need + _dumpwindow.MARGIN + _dumpwindow.RESERVE - 1))
     assert not ok and "memory available" in why
+    ok, why = _dumpwindow.verdict(where, need, tmpfs, PLENTY, reserved=free_bytes(where))
+    assert not ok and "bytes free" in why  # what other dumps are about to write counts
 
 
 def test_a_plan_not_allowed_or_not_fitting_writes_to_disk(tmp_path, monkeypatch):
     layout = Layout(str(tmp_path / "root"), str(tmp_path / "run"))
     assert _dumpwindow.plan(layout, "c1", "x", 10 * M, allowed=False) == (None, _dumpwindow.NOT_ALLOWED)
-    monkeypatch.setattr(_dumpwindow, "verdict", lambda base, need: (False, "no room"))
+    monkeypatch.setattr(_dumpwindow, "verdict", lambda base, need, reserved: (False, "no room"))
     assert _dumpwindow.plan(layout, "c1", "x", 100 * M) == (None, "no room")
-    monkeypatch.setattr(_dumpwindow, "verdict", lambda base, need: (True, None))
+    seen = []
+    monkeypatch.setattr(_dumpwindow, "verdict",
+                        lambda base, need, reserved: seen.append(reserved) or (True, None))
     path, why = _dumpwindow.plan(layout, "c1", "x", _dumpwindow.STAGE_MIN - 1)
     assert path is None and "written in place" in why
     stale = tmp_path / "run" / "images" / "c1" / "x"
@@ -73,6 +77,13 @@ def test_a_plan_not_allowed_or_not_fitting_writes_to_disk(tmp_path, monkeypatch)
     assert path == str(stale) and why is None and os.listdir(path) == []  # fresh, empty
     assert os.stat(os.path.dirname(path)).st_mode & 0o777 == 0o700
     assert _dumpwindow.staged(path) and not _dumpwindow.staged(layout.checkpoint_dir("c1", "x"))
+    other, _why = _dumpwindow.plan(layout, "c2", "x", 200 * M)  # another move at the same time
+    assert seen[-1] == 100 * M + _dumpwindow.MARGIN  # counts what the first may write
+    _dumpwindow.remove(path)
+    _dumpwindow.remove(other)
+    _dumpwindow.plan(layout, "c3", "x", 100 * M)
+    assert seen[-1] == 0  # released with their stages
+    _dumpwindow.remove(os.path.join(str(tmp_path / "run"), "images", "c3", "x"))
 
 
 def test_unstage_moves_files_and_links_and_removes_the_stage(tmp_path):
