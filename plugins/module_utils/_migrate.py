@@ -227,11 +227,9 @@ def _new_images(run, meta):
     the images fit there (``_dumpwindow``; not for live mode's pre-dump rounds), else
     under the container's checkpoints."""
     layout = run.layout
-    run.images, why = _dumpwindow.plan(layout, run.name, "." + meta["id"],
-                                       _dumpwindow.expected_bytes(run.spec.get("cgroups_path") or
-                                                                  "/ctrhost/-/" + run.name),
-                                       run.mode != "live")
-    run.stats["images"] = dict(staged=bool(run.images), why_not=why)
+    need = _dumpwindow.expected_bytes(run.spec.get("cgroups_path") or "/ctrhost/-/" + run.name)
+    run.images, why = _dumpwindow.plan(layout, run.name, "." + meta["id"], need, run.mode != "live")
+    run.stats["images"] = dict(staged=bool(run.images), why_not=why, expected_bytes=need)
     if run.images:
         return
     run.images = layout.checkpoint_dir(run.name, "." + meta["id"])
@@ -263,7 +261,8 @@ def _stage(run, rt, criu, meta, config, upper, options, timeout):
     # The receiver of the frozen window's transfer, started now: inside the window
     # only bytes flow (no SSH session or process start there).
     run.receiver = Receiver(link, posixpath.commonpath([run.incoming, run.dest_upper]))
-    if run.mode == "cold":  # the page images go while the dump writes them
+    if run.mode == "cold" and (run.stats["images"]["expected_bytes"] or 0) >= _dumpwindow.STAGE_MIN:
+        # the page images go while the dump writes them (small ones: the tar stream is enough)
         run.pages = PageStream(link, posixpath.join(run.incoming, "images"))
     ready = link.call("ready", timeout=30)
     run.receiver.wait_ready()  # the agent is there: only now freeze

@@ -208,34 +208,34 @@ def staged_checkpoint(root, name, cid, full=""):
 
 
 def test_staged_images_end_on_disk_and_the_container_restores(root):
-    layout, _spec, rt = start(root, "crck5", command=HOLDING)
+    layout, _spec, rt = start(root, "crck7", command=HOLDING)
     time.sleep(2.0)  # dd has read its 48 MiB
-    out = staged_checkpoint(root, "crck5", "st")
+    out = staged_checkpoint(root, "crck7", "st")
     assert out["ok"], out
     assert out["images"]["staged"] is True and out["images"]["frozen_first"] is True, out
     assert out["stage_left"] == [] and out["partial_left"] == []
     assert out["size"] > 48 * 1024 * 1024 and "inventory.img" in out["files"]
     assert any(f.startswith("pages-") for f in out["files"]) and "dump.log" in out["files"]
-    assert pid_of(rt, "crck5") is None  # stopped once its images were on disk
-    dumped = counter(layout, "crck5")
-    res = _restore.restore(root, "crck5", "st")
+    assert pid_of(rt, "crck7") is None  # stopped once its images were on disk
+    dumped = counter(layout, "crck7")
+    res = _restore.restore(root, "crck7", "st")
     assert res["stats"]["pages_restored"] > 12000  # the 48 MiB came back from disk
     time.sleep(0.4)
-    assert dumped < counter(layout, "crck5") < dumped + 40
+    assert dumped < counter(layout, "crck7") < dumped + 40
 
 
 def test_a_staged_checkpoint_whose_move_fails_leaves_it_running(root):
-    layout, _spec, rt = start(root, "crck6", command=HOLDING)
+    layout, _spec, rt = start(root, "crck8", command=HOLDING)
     time.sleep(2.0)
-    pid = pid_of(rt, "crck6")
-    out = staged_checkpoint(root, "crck6", "full", full="8M")  # the images do not fit there
+    pid = pid_of(rt, "crck8")
+    out = staged_checkpoint(root, "crck8", "full", full="8M")  # the images do not fit there
     assert not out["ok"] and out["cause"] == "no_space", out
     assert out["container_status"] == "running" and "could not be moved" in out["msg"], out
     assert out["stage_left"] == [] and out["partial_left"] == [], out
-    assert pid_of(rt, "crck6") == pid  # the same processes, thawed
-    before = counter(layout, "crck6")
+    assert pid_of(rt, "crck8") == pid  # the same processes, thawed
+    before = counter(layout, "crck8")
     time.sleep(0.3)
-    assert counter(layout, "crck6") > before
+    assert counter(layout, "crck8") > before
 
 
 def test_template_checksum_mismatch_is_refused(root):
