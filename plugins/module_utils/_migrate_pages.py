@@ -166,13 +166,7 @@ class PageStream:
             if self.proc.poll() is None:
                 self.proc.kill()  # a send blocked on a full pipe returns (EPIPE)
             self._thread.join()
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    pipe.close()
+        _cli.close_process(self.proc)
 
     def _failed(self, msg):
         self._stop.set()

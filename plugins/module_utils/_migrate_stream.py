@@ -112,14 +112,7 @@ class Receiver:
 
     def close(self):
         """Stop the receiver (after a failure or when it was not used)."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(OSError):
-                self.proc.kill()
-            self.proc.wait()
-        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    pipe.close()
+        _cli.close_process(self.proc)
 
     def _write(self, data):
         view = memoryview(data)
