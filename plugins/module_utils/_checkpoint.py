@@ -31,6 +31,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _criuconf,
     _dumpwindow,
     _netns,
+    _oci,
     _sysctr,
     _sysinfo,
 )
@@ -190,7 +191,7 @@ def inspect(layout, rt, name, spec, state, criu_path, options):
     the directories the container watches, record a system container's cgroup tree.
     Returns the facts (``_sysctr.before_dump``); updates ``options`` in place."""
     from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import Cgroup
-    facts = _sysctr.before_dump(Cgroup(spec.get("cgroups_path") or "/ctrhost/-/" + name),
+    facts = _sysctr.before_dump(Cgroup(_oci.cgroups_path_of(spec, name)),
                                 layout.container_file(name, "rootfs"), (state or {}).get("pid"),
                                 _sysctr.is_system(spec))
     if facts["file_locks"] and not options.get("file_locks"):
@@ -274,7 +275,7 @@ def _dump(layout, rt, criu, name, cid, spec, options, rootfs, recorder):
     if os.path.isdir(tmp):
         shutil.rmtree(tmp)
     _private_dir(tmp)
-    cgroups_path = spec.get("cgroups_path") or "/ctrhost/-/" + name
+    cgroups_path = _oci.cgroups_path_of(spec, name)
     t0 = time.monotonic()
     frozen = _dumpwindow.freeze_first(rt, cgroups_path, state)
     freeze_time = time.monotonic() - t0

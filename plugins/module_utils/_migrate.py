@@ -227,7 +227,7 @@ def _new_images(run, meta):
     the images fit there (``_dumpwindow``; not for live mode's pre-dump rounds), else
     under the container's checkpoints."""
     layout = run.layout
-    need = _dumpwindow.expected_bytes(run.spec.get("cgroups_path") or "/ctrhost/-/" + run.name)
+    need = _dumpwindow.expected_bytes(_oci.cgroups_path_of(run.spec, run.name))
     run.images, why = _dumpwindow.plan(layout, run.name, "." + meta["id"], need, run.mode != "live")
     run.stats["images"] = dict(staged=bool(run.images), why_not=why, expected_bytes=need)
     if run.images:
