@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import ckphases
+
 
 def r(peer, limit):
     return dict(kind="ratio", peer=peer, max=limit)
@@ -20,8 +22,10 @@ OPS = (
     ("create_start_proc", "create+start (fresh Python process)", "s", r("podman", 0.5)),
     ("stop", "stop", "s", None),
     ("checkpoint_idle", "checkpoint to disk, idle", "s", r("podman", 0.5)),
+) + ckphases.ops("idle") + (
     ("restore_idle", "restore from disk, idle", "s", r("podman", 0.7)),
     ("checkpoint_mem", "checkpoint to disk, 256 MB", "s", r("podman", 0.5)),
+) + ckphases.ops("mem") + (
     ("restore_mem", "restore from disk, 256 MB", "s", r("podman", 0.7)),
     ("migrate_cold_downtime", "migration 256 MB, cold: downtime", "s", a(1.5)),
     ("migrate_cold_total", "migration 256 MB, cold: total", "s", None),
@@ -50,7 +54,7 @@ OPS = (
     ("vm_migrate_live_downtime", "VM tier, 256 MB dirtying 1.25 MB/s, live (pre-copy): downtime", "s", None),
     ("vm_migrate_live_total", "VM tier, 256 MB dirtying 1.25 MB/s, live (pre-copy): total", "s", None),
 )
-NOTES = {
+NOTES = dict(ckphases.NOTES, **{
     "create_start_proc": "ours: `python -c` importing the library and converging one container "
                          "(what a module pays besides Ansible); peers: the same CLI runs as above",
     "migrate_cold_downtime": "Podman: `container checkpoint --export`, scp, `container restore "
@@ -69,4 +73,4 @@ NOTES = {
     "vm_migrate_cold_downtime": "two Debian 12 VMs under QEMU (TCG here: an emulated CPU), provisioned by "
                                 "the host role (benchmarks/vmtier.py); ours only",
     "vm_migrate_live_downtime": "pre-copy rounds while it runs, then only the delta frozen",
-}
+})

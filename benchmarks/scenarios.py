@@ -20,6 +20,7 @@ import sys
 import time
 import traceback
 
+import ckphases
 from sides import (
     MEM_BYTES,
     mem_available,
@@ -150,7 +151,11 @@ def one_checkpoint(side, workload, rep, res):
             out = side.checkpoint(name, "c1")
             res.add(ck, side.name, time.perf_counter() - t0)
             if isinstance(out, dict):
-                res.fact(ck, side.name, dict(stats=out.get("stats"), size=out.get("size")))
+                res.fact(ck, side.name, dict(stats=out.get("stats"), size=out.get("size"),
+                                             images=(out.get("checkpoint") or {}).get("images")))
+                ckphases.record(res, workload, side.name, ckphases.from_ours(out))
+            elif isinstance(out, str):
+                ckphases.record(res, workload, side.name, ckphases.from_podman(out))
         except Exception as exc:
             res.fail(ck, side.name, exc)
             return

@@ -10,9 +10,9 @@ runs the same two workloads (``WORKLOADS``), each under its own private state
 root so that nothing else on the machine is touched.
 
 Side interface: ``available()`` -> (ok, reason); ``prepare(tarball)``;
-``create_start(name, workload)``; ``stop(name)``; ``checkpoint(name, cid)``;
-``restore(name, cid)``; ``init_pid(name)``; ``remove(name)`` (untimed,
-tolerant); ``supervisor_pids(names)``; ``cleanup()``.
+``create_start(name, workload)``; ``stop(name)``; ``checkpoint(name, cid)`` (ours: the
+result, Podman: its ``--print-stats`` output); ``restore(name, cid)``; ``init_pid(name)``;
+``remove(name)`` (untimed, tolerant); ``supervisor_pids(names)``; ``cleanup()``.
 """
 
 from __future__ import annotations
@@ -192,8 +192,8 @@ class Podman:
     def stop(self, name):
         self.p("stop", "-t", "10", name)
 
-    def checkpoint(self, name, cid):
-        self.p("container", "checkpoint", name)
+    def checkpoint(self, name, cid):  # prints CRIU's statistics as JSON (benchmarks/ckphases.py)
+        return self.p("container", "checkpoint", "--print-stats", name)
 
     def restore(self, name, cid):
         self.p("container", "restore", name)

@@ -206,6 +206,31 @@ class Cgroup:
         value = self.read("freezer", "freezer.state")
         return value.lower() if value else None
 
+    def freeze(self, timeout=2.0, poll=0.001):
+        """Freeze the cgroup and wait (polling every ``poll`` seconds) until it is frozen;
+        True then. When it does not settle within ``timeout`` it is thawed again: False."""
+        if self.v2:
+            self.write(None, "cgroup.freeze", "1")
+        else:
+            self.write("freezer", "freezer.state", "FROZEN")
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.freezer_state()
+            if state == "frozen":
+                return True
+            if state is None or time.monotonic() >= deadline:
+                break
+            time.sleep(poll)
+        with contextlib.suppress(OSError, LimitError):
+            self.thaw()
+        return False
+
+    def thaw(self):
+        if self.v2:
+            self.write(None, "cgroup.freeze", "0")
+        else:
+            self.write("freezer", "freezer.state", "THAWED")
+
     def usage(self):
         """memory current/peak (bytes), cpu time (ns), pids, oom kills."""
         def num(controller, name):

@@ -23,13 +23,16 @@ import datetime
 import os
 import re
 import shutil
+import time
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _cli,
     _criu,
     _criuconf,
+    _dumpwindow,
     _idmap,
     _netns,
+    _oci,
     _sysctr,
     _sysinfo,
 )
@@ -189,7 +192,7 @@ def inspect(layout, rt, name, spec, state, criu_path, options):
     the directories the container watches, record a system container's cgroup tree.
     Returns the facts (``_sysctr.before_dump``); updates ``options`` in place."""
     from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import Cgroup
-    facts = _sysctr.before_dump(Cgroup(spec.get("cgroups_path") or "/ctrhost/-/" + name),
+    facts = _sysctr.before_dump(Cgroup(_oci.cgroups_path_of(spec, name)),
                                 layout.container_file(name, "rootfs"), (state or {}).get("pid"),
                                 _sysctr.is_system(spec))
     if facts["file_locks"] and not options.get("file_locks"):
@@ -266,16 +269,31 @@ def checkpoint(root, name, cid=None, leave_running=False, tcp_established=False,
 def _dump(layout, rt, criu, name, cid, spec, options, rootfs, recorder):
     final = layout.checkpoint_dir(name, cid)
     tmp = layout.checkpoint_dir(name, ".%s.partial" % cid)
-    facts = inspect(layout, rt, name, spec, rt.state(name), criu["path"], options)  # before any file of it
-    cmd = dump_command(rt, criu["path"], name, tmp, tmp, options)  # may refuse: before any write
+    state = rt.state(name)
+    facts = inspect(layout, rt, name, spec, state, criu["path"], options)  # before any file of it
+    dump_command(rt, criu["path"], name, tmp, tmp, options)  # may refuse: before any write
     _private_dir(layout.checkpoints_dir)
     _private_dir(layout.checkpoint_dir(name))
     if os.path.isdir(tmp):
         shutil.rmtree(tmp)
     _private_dir(tmp)
+    cgroups_path = _oci.cgroups_path_of(spec, name)
+    t0 = time.monotonic()
+    frozen = _dumpwindow.freeze_first(rt, cgroups_path, state)
+    freeze_time = time.monotonic() - t0
+    stage, why = _dumpwindow.plan(layout, name, cid, _dumpwindow.expected_bytes(cgroups_path),
+                                  options["leave_running"] or (
+                                      frozen is not None and not options["tcp_established"]))
+    # Staged without leave_running: dumped leaving it frozen, stopped once its images are on disk.
+    cmd = dump_command(rt, criu["path"], name, stage or tmp, tmp,
+                       dict(options, leave_running=options["leave_running"] or bool(stage)))
+    follower = _dumpwindow.Follower(stage, tmp) if stage else None  # the move overlaps the dump
     try:
         result = _cli.run(cmd, recorder=recorder, timeout=3600, msg="checkpoint of %s" % name)
     except CommandError as exc:
+        if follower is not None:
+            follower.stop()
+        _dumpwindow.remove(stage)
         err = dump_failure(exc, tmp, "checkpoint", rt, name, spec)
         log = _keep_failed_log(layout, name, tmp)
         if log:
@@ -283,6 +301,23 @@ def _dump(layout, rt, criu, name, cid, spec, options, rootfs, recorder):
             err.msg += "; CRIU's log: %s" % log
             err.args = (err.msg,)
         raise err
+    if frozen is not None and options["leave_running"]:  # CRIU left it frozen
+        _dumpwindow.thaw_after(rt, name, frozen)
+    t0 = time.monotonic()
+    if stage:
+        try:
+            follower.finish()
+        except OSError as exc:  # still frozen or running: a failed checkpoint leaves it running
+            status = recover_running(rt, name, cgroups_path)
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise CommandError("checkpoint of %s failed: its images could not be moved to %s: %s; "
+                               "the container is %s" % (name, tmp, exc, status), [], -1,
+                               cause="no_space" if exc.errno == 28 else "unknown",
+                               container_status=status)
+        if not options["leave_running"]:
+            _dumpwindow.stop_frozen(rt, name, frozen)
+    images = dict(staged=bool(stage), why_not=why, move_time=round(time.monotonic() - t0, 3),
+                  frozen_first=frozen is not None, freeze_time=round(freeze_time, 4))
     bundle = layout.container_dir(name)
     if os.path.exists(os.path.join(bundle, "config.json")):
         shutil.copy2(os.path.join(bundle, "config.json"), os.path.join(tmp, CONFIG_COPY))
@@ -291,7 +326,7 @@ def _dump(layout, rt, criu, name, cid, spec, options, rootfs, recorder):
         tar_upper(upper, os.path.join(tmp, ROOTFS_TAR))
     meta = build_meta(layout, name, cid, spec, criu, rt, options,
                       _criu.work_stats(tmp).get("dump", {}), tmp, result.duration)
-    meta["cgroup_tree"] = facts["cgroup_tree"]
+    meta.update(cgroup_tree=facts["cgroup_tree"], images=images)
     atomic_write_json(os.path.join(tmp, META_FILE), meta, mode=0o600)
     private_tree(tmp)
     os.rename(tmp, final)

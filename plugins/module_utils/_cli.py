@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -108,6 +109,18 @@ def run(cmd, check=True, input=None, timeout=None, env=None, cwd=None, msg=None,
             cmd, proc.returncode, "" if binary else stdout, stderr,
         )
     return Result(cmd, proc.returncode, stdout, stderr, duration)
+
+
+def close_process(proc):
+    """Kill ``proc`` (a ``subprocess.Popen``) if it still runs, reap it, close its pipes."""
+    if proc.poll() is None:
+        with contextlib.suppress(OSError):
+            proc.kill()
+    proc.wait()
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            with contextlib.suppress(OSError, ValueError):
+                pipe.close()
 
 
 def _text(data):

@@ -16,9 +16,10 @@ release).
 
 from __future__ import annotations
 
+import os
 import re
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _probecache, _sysinfo
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _probecache, _procfs, _sysinfo
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CommandError, MissingToolError
 
 # Features probed with `criu check --feature NAME` (names as CRIU spells them).
@@ -26,6 +27,7 @@ FEATURES = ("uffd", "uffd-noncoop", "mem_dirty_track", "pidfd_store", "timens",
             "network_lock_nftables")
 NFT_FEATURE = "network_lock_nftables"
 NFT_MIN_VERSION = (4, 0)
+KDAT_FILE = "/run/criu.kdat"  # CRIU's kernel probe cache (its build's KDAT_RUNDIR)
 
 
 def criu_for(layout, path=None):
@@ -156,6 +158,18 @@ class Criu:
         )
         return dict(features=features, cap_sys_resource=cap, pipe_max_size=max_size,
                     pipe_size_needed=needed, lazy_pages_reason=reason)
+
+    def kdat_cache(self, table=None):
+        """(True, None) when CRIU can keep its kernel probe between runs, else (False, why).
+        Run as root, CRIU saves what it learnt of the kernel in ``KDAT_FILE`` only when
+        ``/run`` is a tmpfs (a reboot must drop it); elsewhere every CRIU run (each dump,
+        restore, check) probes the kernel again, 30-40 ms here."""
+        fstype = _procfs.fs_type(os.path.dirname(KDAT_FILE), table)
+        if fstype == "tmpfs":
+            return True, None
+        return False, ("%s is on %s, not tmpfs: CRIU does not keep its kernel probe (%s) and "
+                       "repeats it on every run" % (os.path.dirname(KDAT_FILE),
+                                                    fstype or "an unknown file system", KDAT_FILE))
 
     def facts(self, probe=True):
         """{path, version, check, check_output, features, pre_dump, pre_dump_reason,

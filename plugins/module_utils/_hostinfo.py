@@ -161,6 +161,10 @@ def criu(parts, path=None, base="/", layout=None):
                                             _sysinfo.host_path(base, "/proc"))
         result["features"]["clock_continuity"] = usable
         result["clock_continuity_reason"] = reason
+        if base in ("/", "", None):  # this process's mount table is the host's
+            kept, why = tool.kdat_cache()
+            result["features"]["kdat_cache"] = kept
+            result["kdat_cache_reason"] = why
     return result
 
 

@@ -5,8 +5,9 @@
 
 Sequence: SSH to the destination (one ControlMaster) and start the agent ->
 preflight there -> stage there -> rsync the rootfs upper layer while the
-container runs -> start the transfer's receiver there -> freeze and dump ->
-stream the images and the rootfs delta into that receiver (``_migrate_stream``)
+container runs -> start the transfer's receivers there -> freeze and dump (cold:
+the page images streamed while CRIU writes them, ``_migrate_pages``) -> stream the
+other images and the rootfs delta into the tar receiver (``_migrate_stream``)
 -> restore there -> it runs -> commit -> remove it here. Modes: ``cold`` (stop-and-copy), ``live``
 (pre-copy, ``_migrate_precopy``: pre-dump rounds streamed while it runs, then the final
 dump holds only the delta; where either kernel tracks no dirty memory it falls back to
@@ -21,7 +22,7 @@ restore itself when the session ends (see ``_migrate_agent``).
 Files: this one (the spine: entry, preflight, staging, the window, the end),
 ``_migrate_run`` (``Run``, the state; the result),
 ``_migrate_precopy`` (live: the pre-dump rounds and their policy),
-``_migrate_window`` (the frozen window), ``_migrate_stream`` (its transfer),
+``_migrate_window`` (the frozen window), ``_migrate_stream`` and ``_migrate_pages`` (its transfer),
 ``_migrate_recover`` (fencing and resuming), ``_migrate_ssh`` (the SSH link),
 ``_migrate_agent`` (+ ``_migrate_preflight``, ``_migrate_proc``: destination).
 """
@@ -38,6 +39,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _checkpoint,
     _criu,
     _criuconf,
+    _dumpwindow,
     _idmap,
     _migrate_precopy,
     _oci,
@@ -58,6 +60,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_recover imp
     recover,
     remove_source,
 )
+from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_pages import PageStream
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_run import MigrationError, Run, result, timings  # noqa: F401 (API)
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_ssh import LEASE, Link
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_stream import Receiver
@@ -222,8 +225,15 @@ def _preflight(run, meta, src_criu):
 
 
 def _new_images(run, meta):
-    """The local image directory of this move, empty."""
+    """The local image directory of this move, empty: on the run directory's tmpfs when
+    the images fit there (``_dumpwindow``; not for live mode's pre-dump rounds), else
+    under the container's checkpoints."""
     layout = run.layout
+    need = _dumpwindow.expected_bytes(_oci.cgroups_path_of(run.spec, run.name))
+    run.images, why = _dumpwindow.plan(layout, run.name, "." + meta["id"], need, run.mode != "live")
+    run.stats["images"] = dict(staged=bool(run.images), why_not=why, expected_bytes=need)
+    if run.images:
+        return
     run.images = layout.checkpoint_dir(run.name, "." + meta["id"])
     shutil.rmtree(run.images, ignore_errors=True)
     for path in (layout.checkpoints_dir, layout.checkpoint_dir(run.name), run.images):
@@ -253,8 +263,13 @@ def _stage(run, rt, criu, meta, config, upper, options, timeout):
     # The receiver of the frozen window's transfer, started now: inside the window
     # only bytes flow (no SSH session or process start there).
     run.receiver = Receiver(link, posixpath.commonpath([run.incoming, run.dest_upper]))
+    if run.mode == "cold" and (run.stats["images"]["expected_bytes"] or 0) >= _dumpwindow.STAGE_MIN:
+        # the page images go while the dump writes them (small ones: the tar stream is enough)
+        run.pages = PageStream(link, posixpath.join(run.incoming, "images"))
     ready = link.call("ready", timeout=30)
     run.receiver.wait_ready()  # the agent is there: only now freeze
+    if run.pages is not None:
+        run.pages.wait_ready()
     if not ready.get("ok"):
         raise MigrationError("dest: the agent on %s is not ready (fenced=%s)"
                              % (run.dest, ready.get("fenced")))
@@ -265,7 +280,7 @@ def _failed_before_freeze(run, exc):
     container never stopped running here)."""
     close_receiver(run)
     run.fence = fence(run)
-    shutil.rmtree(run.images, ignore_errors=True)  # pre-dump rounds, if any
+    _dumpwindow.remove(run.images)  # pre-dump rounds, if any
     if not isinstance(exc, CtrhostError):
         return exc
     return MigrationError("migration of %s to %s failed before the freeze: %s; the "

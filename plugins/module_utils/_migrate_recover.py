@@ -11,7 +11,7 @@ import shutil
 import signal
 import time
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _checkpoint, _container, _restore
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _checkpoint, _container, _dumpwindow, _restore
 from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import Cgroup
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CtrhostError
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_ssh import LEASE
@@ -91,10 +91,25 @@ def keep_failure(run, where):
         out["dump_log"] = run.layout.checkpoint_dir(run.name, "last-migrate-failure.log")
         shutil.copy2(log, out["dump_log"])
     if where.startswith("nowhere"):
-        out["images"] = run.images
+        out["images"] = _keep_on_disk(run)
     else:
-        shutil.rmtree(run.images, ignore_errors=True)
+        _dumpwindow.remove(run.images)
     return out
+
+
+def _keep_on_disk(run):
+    """Images that are the container's only state, moved off the tmpfs stage (which a
+    reboot empties) under its checkpoints; their path."""
+    if not _dumpwindow.staged(run.images):
+        return run.images
+    target = run.layout.checkpoint_dir(run.name, os.path.basename(run.images))
+    try:
+        _dumpwindow.move_tree(run.images, target)  # removes the stage only once copied
+    except OSError:
+        return run.images
+    _dumpwindow.remove(run.images)
+    run.images = target
+    return target
 
 
 def remove_source(run):
@@ -107,7 +122,7 @@ def remove_source(run):
                 os.kill(pid, signal.SIGKILL)  # pending until the thaw: they never run again
     _container.ensure(dict(root=run.layout.root, run_dir=run.layout.run_dir, name=run.name,
                            state="absent", runtime_path=run.runtime_path), locked=True)
-    shutil.rmtree(run.images, ignore_errors=True)
+    _dumpwindow.remove(run.images)
 
 
 def close_receiver(run):
@@ -115,3 +130,6 @@ def close_receiver(run):
     if run.receiver is not None:
         run.receiver.close()
         run.receiver = None
+    if run.pages is not None:
+        run.pages.close()
+        run.pages = None

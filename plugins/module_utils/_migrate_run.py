@@ -46,6 +46,7 @@ class Run:
     # -- the connection to the destination
     link: Any = None  # _migrate_ssh.Link
     receiver: Any = None  # the transfer's receiver on the destination (_migrate_stream)
+    pages: Any = None  # cold: the page images' stream during the dump (_migrate_pages)
     fence: str | None = None  # what the destination did with its copy after a failure
     incoming: str | None = None  # the destination's incoming directory (images/ under it)
     dest_upper: str | None = None  # the destination's rootfs upper layer

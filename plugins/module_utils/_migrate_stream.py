@@ -78,10 +78,13 @@ class Receiver:
             if pad:
                 self._write(b"\0" * pad)
 
-    def add_dir_files(self, src, dest_dir):
+    def add_dir_files(self, src, dest_dir, skip=()):
         """Every regular file and symlink directly in ``src`` (CRIU's flat image
-        directory; its ``parent`` link names the previous pre-dump, relatively)."""
+        directory; its ``parent`` link names the previous pre-dump, relatively) but
+        those in ``skip`` (sent already: ``_migrate_pages``)."""
         for leaf in sorted(os.listdir(src)):
+            if leaf in skip:
+                continue
             full = os.path.join(src, leaf)
             mode = os.lstat(full).st_mode
             if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
@@ -109,14 +112,7 @@ class Receiver:
 
     def close(self):
         """Stop the receiver (after a failure or when it was not used)."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(OSError):
-                self.proc.kill()
-            self.proc.wait()
-        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    pipe.close()
+        _cli.close_process(self.proc)
 
     def _write(self, data):
         view = memoryview(data)

@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The frozen window of a migration, on the source: freeze, dump, transfer, restore there.
 
-The source is frozen first (the runtime's ``pause``: the cgroup freezer) and its
+The source is frozen first (its cgroup's freezer, ``_dumpwindow.freeze_first``) and its
 host-side veths go down, so that from then on nothing of it runs and its network
 stack accepts nothing. The dump leaves it that way (``--leave-running`` on a frozen
 cgroup: CRIU returns the freezer to the state it found), with every process
@@ -25,7 +25,15 @@ import socket
 import subprocess
 import time
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _checkpoint, _cli, _criu, _migrate_stream, _restore
+from ansible_collections.ctrhost.fleet.plugins.module_utils import (
+    _checkpoint,
+    _cli,
+    _criu,
+    _dumpwindow,
+    _migrate_stream,
+    _oci,
+    _restore,
+)
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CommandError, CtrhostError
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_run import MigrationError
 
@@ -39,20 +47,27 @@ def _transfer(run, upper, timeout):
     stream into the receiver started before the freeze. A delta tar cannot carry
     exactly (deletions, xattrs, hard links) goes by rsync after it."""
     recv, run.receiver = run.receiver, None
+    pages, run.pages = run.pages, None
     t0 = time.monotonic()
     try:
+        sent_pages = pages.finish(timeout) if pages is not None else {}
+        tp = time.monotonic()
         changed = _migrate_stream.delta(upper, run.upper_snapshot, tree_state(upper))
         run.upper_delta = changed is None or bool(changed)
         t1 = time.monotonic()
-        recv.add_dir_files(run.images, posixpath.join(run.incoming, "images"))
+        recv.add_dir_files(run.images, posixpath.join(run.incoming, "images"), skip=sent_pages)
         for rel in changed or ():
             recv.add(os.path.join(upper, rel), posixpath.join(run.dest_upper, rel))
         t2 = time.monotonic()
         sent = recv.finish(timeout)
     finally:
         recv.close()
-    run.stats["transfer"] = dict(delta_scan=round(t1 - t0, 3), stream=round(t2 - t1, 3),
-                                 finish=round(time.monotonic() - t2, 3), bytes=sent)
+        if pages is not None:
+            pages.close()
+    run.stats["transfer"] = dict(pages_tail=round(tp - t0, 3), delta_scan=round(t1 - tp, 3),
+                                 stream=round(t2 - t1, 3), finish=round(time.monotonic() - t2, 3),
+                                 bytes=sent, pages_bytes=sum(sent_pages.values()))
+    sent += sum(sent_pages.values())
     if changed is None:
         sent += run.link.rsync(upper, run.dest_upper, timeout, whole_file=True)
     run.stats["transfer"].update(rsync=changed is None, rootfs_entries=len(changed or ()))
@@ -76,7 +91,12 @@ def _freeze(run, rt):
     """The start of the frozen window: the source's processes stop, its veths go down."""
     run.t_freeze = time.monotonic()
     run.step("freeze")
-    rt.pause(run.name)
+    # The cgroup frozen directly (polled every millisecond) rather than by a runtime
+    # process; the runtime's pause (which retries a freezer that does not settle) when
+    # that does not work out.
+    cgroups_path = _oci.cgroups_path_of(run.spec, run.name)
+    if _dumpwindow.freeze_first(rt, cgroups_path, dict(status="running")) is None:
+        rt.pause(run.name)
     run.frozen = True
     _source_links_down(run)
 
@@ -100,10 +120,14 @@ def cold(run, rt, criu, upper, options, timeout):
     name = run.name
     parent = ["--parent-path", run.parent] if run.parent else []  # live: only the delta
     _freeze(run, rt)
+    if run.pages is not None:
+        run.pages.follow(run.images)
     try:
         _cli.run(_dump_cmd(rt, criu, name, run.images, options, parent), timeout=timeout,
                  msg="checkpoint of %s" % name)
     except CtrhostError as exc:
+        if run.pages is not None:
+            run.pages.stop()
         raise _checkpoint.dump_failure(exc, run.images, "dump for migration", rt, name, run.spec)
     run.dumped = True
     run.step("dumped")

@@ -89,6 +89,11 @@ def cgroups_path(name, host=None):
     return "/ctrhost/%s/%s" % (host or host_id(), name)
 
 
+def cgroups_path_of(spec, name):
+    """The cgroup a stored spec names; ``/ctrhost/-/<name>`` for a spec without one."""
+    return spec.get("cgroups_path") or "/ctrhost/-/" + name
+
+
 def _cap_name(value, field):
     name = str(value).strip().upper()
     if name.startswith("CAP_"):

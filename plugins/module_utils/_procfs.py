@@ -6,6 +6,7 @@
 * ``parse_mountinfo(text)`` / ``mountinfo(path)``: the mounts of ``/proc/self/mountinfo``,
   with the kernel's octal escapes (``\\040`` for a space ...) undone in paths.
 * ``mounts_below(path)``: the mount points at or below a directory, deepest first.
+* ``fs_type(path)``: the file system type of the mount holding a path.
 * ``proc_stat(pid)``: state, parent and start time from ``/proc/<pid>/stat``; the
   command name may hold spaces and parentheses, so the line is split at its last ``)``.
 """
@@ -61,6 +62,18 @@ def mounts_below(path, table=None):
     found = {m["mount_point"] for m in mountinfo(table, missing=[])
              if m["mount_point"] == base or m["mount_point"].startswith(base + "/")}
     return sorted(found, key=lambda p: p.count("/"), reverse=True)
+
+
+def fs_type(path, table=None):
+    """File system type of the deepest mount holding ``path`` (None when the table is
+    unreadable)."""
+    real = os.path.realpath(path)
+    best, found = "", None
+    for mount in mountinfo(table, missing=[]):
+        point = mount["mount_point"]
+        if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, found = point, mount["fstype"]
+    return found
 
 
 def parse_stat(pid, text):

@@ -129,7 +129,12 @@ options:
   type: dict
   sample: {"leave_running": true, "tcp_established": false, "file_locks": false, "ext_unix_sk": false}
 checkpoint:
-  description: The checkpoint's metadata (checkpoint.json without the spec).
+  description:
+    - The checkpoint's metadata (checkpoint.json without the spec).
+    - Its C(images) says how the dump was taken. C(frozen_first) and C(freeze_time) (seconds) - the
+      container's cgroup frozen before CRIU started. C(staged) - the images written to the run directory's
+      tmpfs and copied to disk while and after CRIU wrote them (images of 32 MiB and more that fit there),
+      C(why_not) why not, C(move_time) the seconds the copy took after the dump.
   returned: state=present
   type: dict
   sample:
@@ -139,6 +144,7 @@ checkpoint:
     template: busybox
     criu_version: 4.2.1
     size: 7340032
+    images: {frozen_first: true, freeze_time: 0.002, staged: true, why_not: null, move_time: 0.06}
 pruned:
   description: Ids deleted by O(keep).
   returned: state=present

@@ -203,7 +203,8 @@ criu:
       description:
         - Verdicts of C(criu check --feature) (V(uffd), V(uffd_noncoop), V(mem_dirty_track), V(pidfd_store),
           V(timens), V(network_lock_nftables); null when this CRIU does not know the feature) and derived
-          V(lazy_pages), V(dirty_tracking), V(pre_dump), V(lazy_pages_usable) and V(clock_continuity).
+          V(lazy_pages), V(dirty_tracking), V(pre_dump), V(lazy_pages_usable), V(clock_continuity) and
+          V(kdat_cache) (see RV(criu.kdat_cache_reason)).
         - V(clock_continuity) is true when a restored or migrated container's CLOCK_MONOTONIC, CLOCK_BOOTTIME
           and C(/proc/uptime) continue from where they stood at the dump. It needs a kernel with time namespaces,
           util-linux's C(unshare) and C(nsenter) with C(--time) (containers start in a time namespace of
@@ -226,6 +227,13 @@ criu:
       description: Why lazy migration will not work here, or null.
       type: str
       returned: when criu_features is gathered and CRIU is found
+    kdat_cache_reason:
+      description:
+        - Why CRIU cannot keep its kernel probe between runs here, or null (V(features.kdat_cache) true).
+          Run as root it keeps it in C(/run/criu.kdat) only when C(/run) is a tmpfs; elsewhere every dump
+          and restore probes the kernel again (tens of milliseconds each).
+      type: str
+      returned: when criu_features is gathered on the host itself and CRIU is found
     clock_continuity_reason:
       description:
         - Why clock continuity is not available here (kernel without time namespaces, C(unshare) or

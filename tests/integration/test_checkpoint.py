@@ -158,6 +158,77 @@ def test_failed_checkpoint_leaves_container_running(root):
     assert not os.path.exists(layout.checkpoint_dir("crck3", "bad"))
 
 
+# A container holding 48 MiB (more than _dumpwindow.STAGE_MIN) beside the counter.
+HOLDING = ["/bin/sh", "-c", "dd if=/dev/urandom bs=48M count=1 iflag=fullblock 2>/dev/null | "
+           "sleep 100000 & " + COUNTER[2]]
+# The checkpoint in a private mount namespace whose run directory's image stage is a
+# tmpfs (this machine's /run is not one); argv: root, name, id, and the size of a tmpfs
+# put on the container's checkpoints directory ("" for none): a full disk for the move.
+IN_STAGE = r"""
+import json, os, subprocess, sys
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _checkpoint, _paths
+from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CtrhostError
+root, name, cid, full = sys.argv[1:5]
+stage = os.path.join(_paths.RUN_DIR, "images")
+os.makedirs(stage, exist_ok=True)
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1G", "crstage", stage], check=True)
+if full:
+    base = _paths.Layout(root).checkpoint_dir(name)
+    os.makedirs(base, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + full, "crfull", base], check=True)
+try:
+    out = _checkpoint.checkpoint(root, name, cid, rootfs=False)
+    out = dict(ok=True, images=out["checkpoint"]["images"], size=out["size"],
+               files=sorted(os.listdir(out["checkpoint_dir"])))
+except CtrhostError as exc:
+    out = dict(ok=False, msg=exc.msg, **exc.details)
+out["stage_left"] = os.listdir(stage)
+out["partial_left"] = [e for e in os.listdir(_paths.Layout(root).checkpoint_dir(name))
+                       if e.startswith(".")]
+print(json.dumps(out, default=str))
+"""
+
+
+def staged_checkpoint(root, name, cid, full=""):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "slave", sys.executable, "-c",
+                           IN_STAGE, root, name, cid, full], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_staged_images_end_on_disk_and_the_container_restores(root):
+    layout, _spec, rt = start(root, "crck7", command=HOLDING)
+    time.sleep(2.0)  # dd has read its 48 MiB
+    out = staged_checkpoint(root, "crck7", "st")
+    assert out["ok"], out
+    assert out["images"]["staged"] is True and out["images"]["frozen_first"] is True, out
+    assert out["stage_left"] == [] and out["partial_left"] == []
+    assert out["size"] > 48 * 1024 * 1024 and "inventory.img" in out["files"]
+    assert any(f.startswith("pages-") for f in out["files"]) and "dump.log" in out["files"]
+    assert pid_of(rt, "crck7") is None  # stopped once its images were on disk
+    dumped = counter(layout, "crck7")
+    res = _restore.restore(root, "crck7", "st")
+    assert res["stats"]["pages_restored"] > 12000  # the 48 MiB came back from disk
+    time.sleep(0.4)
+    assert dumped < counter(layout, "crck7") < dumped + 40
+
+
+def test_a_staged_checkpoint_whose_move_fails_leaves_it_running(root):
+    layout, _spec, rt = start(root, "crck8", command=HOLDING)
+    time.sleep(2.0)
+    pid = pid_of(rt, "crck8")
+    out = staged_checkpoint(root, "crck8", "full", full="8M")  # the images do not fit there
+    assert not out["ok"] and out["cause"] == "no_space", out
+    assert out["container_status"] == "running" and "could not be moved" in out["msg"], out
+    assert out["stage_left"] == [] and out["partial_left"] == [], out
+    assert pid_of(rt, "crck8") == pid  # the same processes, thawed
+    before = counter(layout, "crck8")
+    time.sleep(0.3)
+    assert counter(layout, "crck8") > before
+
+
 def test_template_checksum_mismatch_is_refused(root):
     layout, _spec, _rt = start(root, "crck4")
     _checkpoint.ensure(dict(root=root, name="crck4", id="t"))

@@ -140,3 +140,12 @@ def test_a_feature_probe_that_could_not_run_is_not_stored(tmp_path, monkeypatch)
     assert Criu(criu, cache).feature("mem_dirty_track")[0] is False  # a verdict: stored
     assert sorted(os.listdir(cache)) == sorted("criu-feature-%s-%s.json" % (_probecache.leaf(criu), f)
                                                for f in ("uffd", "mem_dirty_track"))
+
+
+def test_kdat_cache_needs_a_tmpfs_run(tmp_path):
+    table = tmp_path / "mountinfo"
+    table.write_text("30 1 0:40 / / rw - ext4 /dev/vda rw\n")
+    kept, why = Criu("/nonexistent/criu").kdat_cache(str(table))
+    assert kept is False and "/run is on ext4, not tmpfs" in why and "/run/criu.kdat" in why
+    table.write_text("30 1 0:40 / / rw - ext4 /dev/vda rw\n31 30 0:41 / /run rw - tmpfs tmpfs rw\n")
+    assert Criu("/nonexistent/criu").kdat_cache(str(table)) == (True, None)

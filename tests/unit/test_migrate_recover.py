@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 
 import pytest
 from migrate_boundaries import FakeRuntime, LocalLink
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _migrate
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _dumpwindow, _migrate
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CommandError
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_precopy import Policy
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_run import MigrationError, Run
@@ -83,7 +84,14 @@ def fail(_run):
 
 
 # -- a move that works --------------------------------------------------------------------
-def test_a_cold_move_ends_on_the_destination_and_removes_the_source(src):
+@pytest.fixture
+def big(monkeypatch):
+    """The container's memory cgroup says it holds 64 MiB: its page images are streamed
+    during the dump (``_migrate_pages``)."""
+    monkeypatch.setattr(_dumpwindow, "expected_bytes", lambda _path: 64 * 1024 * 1024)
+
+
+def test_a_cold_move_ends_on_the_destination_and_removes_the_source(src, big):
     def late_write(run):  # after the pre-sync: only the frozen window's stream carries it
         with open(os.path.join(src.upper, "etc", "late"), "w") as handle:
             handle.write("written while it still ran\n")
@@ -102,8 +110,17 @@ def test_a_cold_move_ends_on_the_destination_and_removes_the_source(src):
         assert handle.read() == "written while it still ran\n"
     assert os.path.exists(src.dest("containers", NAME, "upper", "etc", "motd"))
     assert out["rootfs_delta"] is True and out["stats"]["transfer"]["rootfs_entries"] == 2
+    assert out["stats"]["transfer"]["pages_bytes"] == 8192  # sent while the dump wrote them
     assert src.run.link.requests == ["prepare", "ready", "restore", "commit"]
     assert src.run.link.closed
+
+
+def test_a_small_container_sends_every_image_by_the_tar_stream(src):
+    out = src.move()
+    assert out["where"] == "dest" and src.run.link.requests == ["prepare", "ready", "restore", "commit"]
+    assert out["stats"]["transfer"]["pages_bytes"] == 0 and out["stats"]["transfer"]["bytes"] > 8192
+    images = src.dest("checkpoints", NAME, ".incoming-migrate-1", "images")
+    assert os.path.getsize(os.path.join(images, "pages-1.img")) == 8192
 
 
 def test_a_live_move_streams_a_pre_dump_and_dumps_only_the_rest(src):
@@ -153,6 +170,16 @@ def test_a_failure_in_the_frozen_window_thaws_it_here(src, how, why):
     assert src.steps()[-1] == "fenced" and "freeze" in src.steps()
     assert not os.path.exists(src.run.images)  # the local images: dropped, it runs
     assert "fence" in src.run.link.requests
+
+
+def test_a_page_stream_cut_during_the_dump_thaws_it_here(src, big):
+    def cut(run):  # the destination's images directory goes: its page receiver fails
+        shutil.rmtree(os.path.join(run.incoming, "images"))
+    with pytest.raises(MigrationError) as err:
+        src.move(hooks=dict(freeze=cut))
+    assert "page stream to dest" in err.value.msg and "runs on source" in err.value.msg
+    assert err.value.details["where"] == "source" and src.status() == "running"
+    assert "restore" not in src.run.link.requests and "delete" not in src.calls()
 
 
 def test_a_failed_dump_keeps_its_log_and_resumes_it(src):
