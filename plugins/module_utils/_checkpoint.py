@@ -56,9 +56,12 @@ CONFIG_COPY = "config.json"
 OPTIONS = ("leave_running", "tcp_established", "file_locks", "ext_unix_sk")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CRIU_FLAGS = {"leave_running": "--leave-running", "tcp_established": "--tcp-established",
-              "file_locks": "--file-locks", "ext_unix_sk": "--ext-unix-sk"}
-# Flags a restore must repeat when the dump used them.
-RESTORE_FLAGS = ("tcp_established", "file_locks", "ext_unix_sk")
+              "file_locks": "--file-locks", "ext_unix_sk": "--ext-unix-sk",
+              "empty_netns": "--empty-ns=network"}
+# Flags a restore must repeat when the dump used them. ``empty_netns`` (not an option of
+# the modules: set for an unprivileged container, see ``criu_options``): the netns is
+# dumped empty, and made again by the restore for ``_nethook`` to fill.
+RESTORE_FLAGS = ("tcp_established", "file_locks", "ext_unix_sk", "empty_netns")
 
 
 def default_id(now=None):
@@ -205,8 +208,14 @@ def inspect(layout, rt, name, spec, state, criu_path, options):
 
 def dump_command(rt, criu_path, name, image_dir, work_dir, options, extra=()):
     args = criu_args(rt, criu_path) + ["checkpoint", "--image-path", image_dir, "--work-path", work_dir]
-    args += [CRIU_FLAGS[key] for key in OPTIONS if options.get(key)]
+    args += [CRIU_FLAGS[key] for key in OPTIONS + ("empty_netns",) if options.get(key)]
     return rt.base_cmd() + args + list(extra) + [name]
+
+
+def criu_options(spec, **options):
+    """The options of a dump of the container of ``spec`` (and of its restore, saved with
+    the images): ``options`` and, for an unprivileged container, ``empty_netns``."""
+    return dict(options, empty_netns=bool(_idmap.of(spec)))
 
 
 def dump_failure(exc, work_dir, what, rt, name, spec):
@@ -240,9 +249,9 @@ def checkpoint(root, name, cid=None, leave_running=False, tcp_established=False,
     if spec is None:
         raise NotFoundError("name: container %s does not exist under %s"
                             % (name, layout.containers_dir), field="name")
-    _idmap.refuse_criu(spec, name, "a checkpoint")
-    options = dict(leave_running=bool(leave_running), tcp_established=bool(tcp_established),
-                   file_locks=bool(file_locks), ext_unix_sk=bool(ext_unix_sk))
+    options = criu_options(spec, leave_running=bool(leave_running),
+                           tcp_established=bool(tcp_established), file_locks=bool(file_locks),
+                           ext_unix_sk=bool(ext_unix_sk))
     final = layout.checkpoint_dir(name, cid)
     existing = read_json(os.path.join(final, META_FILE))
     recorder = _cli.Recorder()

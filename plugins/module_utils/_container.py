@@ -226,7 +226,8 @@ def _create(ctx, spec, state):
             private_dir(ctx.bundle, (idmap or {}).get("gid"))
             for path in (overlay.upper, overlay.work, overlay.rootfs):
                 os.makedirs(path, mode=0o755, exist_ok=True)
-            network_attach(ctx.name, _netns.ensure(ctx.name, idmap=idmap), spec["network"])
+            if not idmap:  # an unprivileged one gets its netns at each start (_nethook)
+                network_attach(ctx.name, _netns.ensure(ctx.name), spec["network"])
         write_config(ctx, spec)
         if not ctx.check_mode:
             ctx.store.save(ctx.name, spec)
@@ -309,8 +310,8 @@ def check_reachable(path, idmap):
 
 def _reown(ctx, stored, spec):
     """A stopped container turning unprivileged (or back): its upper layer's owners
-    moved into (out of) the range, its netns made again under (without) its own user
-    namespace with the same interfaces."""
+    moved into (out of) the range; its netns removed (an unprivileged one gets its own
+    at each start) or made again with the same interfaces (privileged)."""
     old, new = _idmap.of(stored), _idmap.of(spec)
     if new:
         check_reachable(ctx.layout.containers_dir, new)
@@ -324,7 +325,8 @@ def _reown(ctx, stored, spec):
             _idmap.shift_in_place(upper, new)
     network_detach(ctx.name, stored.get("network"))
     _netns.remove(ctx.name)
-    network_attach(ctx.name, _netns.ensure(ctx.name, idmap=new), stored.get("network"))
+    if not new:
+        network_attach(ctx.name, _netns.ensure(ctx.name), stored.get("network"))
 
 
 def _transition(ctx, spec, rt, status, state):

@@ -9,9 +9,18 @@ updated and detached (through ``_netlink``, imported only when needed).
 
 from __future__ import annotations
 
+import contextlib
 import os
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _console, _idmap, _limits, _netns, _oci, _sysctr
+from ansible_collections.ctrhost.fleet.plugins.module_utils import (
+    _console,
+    _idmap,
+    _limits,
+    _nethook,
+    _netns,
+    _oci,
+    _sysctr,
+)
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CommandError, ConflictError
 
 LOG_FILE = "console.log"
@@ -87,8 +96,10 @@ def start(ctx, spec, rt, status, configured=False):
                             % (ctx.name, idmap["uid"], idmap["uid"] + idmap["size"] - 1,
                                "; ".join(missing)), field="privileged")
     ctx.overlay(spec["template"], idmap).mount()
-    if not ctx.check_mode and not configured and not _netns.exists(ctx.name):
-        network_attach(ctx.name, _netns.ensure(ctx.name, idmap=idmap), spec.get("network"))
+    if not ctx.check_mode and idmap:
+        _netns.prepare_user(ctx.name, idmap)
+    elif not ctx.check_mode and not configured and not _netns.exists(ctx.name):
+        network_attach(ctx.name, _netns.ensure(ctx.name), spec.get("network"))
     if not configured:
         write_config(ctx, spec)
     leftover = rt.state(ctx.name)
@@ -102,7 +113,8 @@ def start(ctx, spec, rt, status, configured=False):
     pid_file = rt.pid_file(ctx.name)
     log = os.path.join(ctx.bundle, LOG_FILE)
     offset = os.path.getsize(log) if os.path.exists(log) else 0
-    rt.run(ctx.name, ctx.bundle, log, pid_file=pid_file, terminal=system)
+    with _birth(ctx, spec.get("network"), idmap):
+        rt.run(ctx.name, ctx.bundle, log, pid_file=pid_file, terminal=system)
     if not ctx.check_mode:
         pid = rt.read_pid(ctx.name)
         ctx.known = ("running", pid) if pid else None
@@ -112,6 +124,18 @@ def start(ctx, spec, rt, status, configured=False):
         except CommandError:
             ctx.known = None
             raise
+
+
+def _birth(ctx, interfaces, idmap):
+    """An unprivileged container's netns, made by the runtime, gets its interfaces while
+    the runtime waits (``_nethook``)."""
+    if ctx.check_mode or not idmap:
+        return contextlib.nullcontext()
+
+    def configure(pid):
+        network_attach(ctx.name, _nethook.adopt(ctx.name, pid), interfaces)
+
+    return _nethook.Birth(ctx.name, configure)
 
 
 def stop(ctx, spec, rt, status, timeout):
@@ -127,5 +151,8 @@ def stop(ctx, spec, rt, status, timeout):
     if ctx.check_mode or rt.state(ctx.name) is not None:
         rt.delete(ctx.name, force=True)
     ctx.overlay(spec["template"]).umount()
+    if not ctx.check_mode and _idmap.of(spec):  # its netns ends with it (_nethook)
+        network_detach(ctx.name, spec.get("network"))
+        _netns.remove(ctx.name)
     if not ctx.check_mode:
         ctx.known = ("stopped", None)

@@ -41,7 +41,7 @@ import stat
 import struct
 import uuid
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ConflictError, ValidationError
+from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ValidationError
 
 SUBUID = "/etc/subuid"
 SUBGID = "/etc/subgid"
@@ -108,21 +108,23 @@ def missing_on_host(idmap, subuid=SUBUID, subgid=SUBGID):
     return out
 
 
-def refuse_criu(spec, name, what):
-    """ConflictError (field ``privileged``) for ``what`` (checkpoint, migration) of an
-    unprivileged container, before anything is frozen or written.
-
-    CRIU (4.2 at least) dumps such a container but cannot restore it: its restore makes
-    a new user namespace first and then has no right to join the container's network
-    namespace, which the runtime hands to it as external (the one the container's
-    interfaces live in), because that one belongs to the old user namespace."""
-    if of(spec):
-        raise ConflictError(
-            "privileged: container %s is unprivileged (user namespace, ids %d-%d); %s needs a "
-            "privileged container for now: CRIU restores a user namespace before it joins the "
-            "container's network namespace, which that user namespace does not own. Nothing "
-            "was changed." % (name, spec["idmap"]["uid"], spec["idmap"]["uid"] + spec["idmap"]["size"] - 1,
-                              what), field="privileged")
+def give_images(image_dir, idmap, within=()):
+    """An unprivileged container's checkpoint images owned by its root (the range's first
+    ids; modes kept, so no one else reads them): CRIU's restored tasks open them from
+    inside the new user namespace, where host root's files are nobody's. Directories
+    above them that lie in one of ``within`` (the layout's root, its run directory) get
+    search permission for others, not read."""
+    uid, gid = idmap["uid"], idmap["gid"]
+    for here, _dirs, files in os.walk(image_dir):
+        os.chown(here, uid, gid)
+        for leaf in files:
+            os.chown(os.path.join(here, leaf), uid, gid, follow_symlinks=False)
+    up = os.path.dirname(os.path.abspath(image_dir))
+    while any(up == w or up.startswith(w.rstrip("/") + "/") for w in within):
+        mode = os.stat(up).st_mode
+        if not mode & stat.S_IXOTH:
+            os.chmod(up, stat.S_IMODE(mode) | stat.S_IXOTH)
+        up = os.path.dirname(up)
 
 
 def oci_mappings(idmap):

@@ -40,7 +40,6 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _criu,
     _criuconf,
     _dumpwindow,
-    _idmap,
     _migrate_precopy,
     _oci,
     _restore,
@@ -124,12 +123,12 @@ def migrate(root, name, dest, mode="cold", dest_root=None, ssh_config=None, iden
         return moved
     store = ContainerStore(layout)
     spec = _load(store, layout, name)
-    _idmap.refuse_criu(spec, name, "a migration")
     src_criu = _source_criu(layout, name, criu_path)
     rt = runtime_for(layout, spec.get("runtime"), runtime_path)
     # leave_running: the dump leaves the (frozen) source as it is; see _migrate_window.
-    options = dict(leave_running=True, tcp_established=bool(tcp_established),
-                   file_locks=bool(file_locks), ext_unix_sk=bool(ext_unix_sk))
+    options = _checkpoint.criu_options(spec, leave_running=True,
+                                       tcp_established=bool(tcp_established),
+                                       file_locks=bool(file_locks), ext_unix_sk=bool(ext_unix_sk))
     run = Run(layout, name, spec, mode, dest, hooks, policy=policy,
               dest_root=dest_root or layout.root, runtime_path=runtime_path, criu_path=criu_path)
     meta = _checkpoint.build_meta(layout, name, "migrate-" + _checkpoint.default_id(), spec,

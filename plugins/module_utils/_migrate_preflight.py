@@ -14,6 +14,7 @@ import tempfile
 from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _addrguard,
     _criu,
+    _idmap,
     _restore,
     _sysinfo,
     _template,
@@ -32,6 +33,7 @@ def check(req):
     spec = meta["spec"]
     problems, facts = [], {}
     problems += _template_problems(layout, spec, meta)
+    problems += _idmap_problems(spec)
     problems += _tool_problems(spec, req, facts)
     problems += _capacity_problems(spec, req, facts)
     facts["cleaned"] = clean_stale(layout, name, req.get("runtime_path"), problems)
@@ -56,6 +58,16 @@ def _template_problems(layout, spec, meta):
         return ["template %r has sha256 %s, the container runs on %s"
                 % (spec["template"], local.get("sha256"), meta["template_sha256"])]
     return []
+
+
+def _idmap_problems(spec):
+    """An unprivileged container needs the fleet's id range here (its files' owners)."""
+    idmap = _idmap.of(spec)
+    missing = _idmap.missing_on_host(idmap) if idmap else []
+    if not missing:
+        return []
+    return ["the container is unprivileged (its ids map to %d-%d) but %s"
+            % (idmap["uid"], idmap["uid"] + idmap["size"] - 1, "; ".join(missing))]
 
 
 def _tool_problems(spec, req, facts):

@@ -3,17 +3,19 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Named network namespaces of containers: ``/run/netns/ctrhost-<name>``.
 
-The namespace is made (unshare + bind mount, the same thing ``ip netns add``
-does, through ``_syscall``: no program to start, no netlink library to load) before the runtime starts the container and
-is handed to the runtime by path, so runc treats it as external: a checkpoint
-does not contain it and a restore joins the pre-made namespace at the same
-path. Links inside survive a runtime stop/start and a restore.
+A privileged container's namespace is made (unshare + bind mount, the same thing
+``ip netns add`` does, through ``_syscall``: no program to start, no netlink library
+to load) before the runtime starts the container and is handed to the runtime by
+path, so runc treats it as external: a checkpoint does not contain it and a restore
+joins the pre-made namespace at the same path. Links inside survive a runtime
+stop/start and a restore.
 
-An unprivileged container's netns is owned by its user namespace (made at the
-same time, with a time namespace, and kept at ``/run/ctrhost/userns/<name>`` and
-``/run/ctrhost/timens/<name>``; see ``_syscall.userns_create``): sysfs can only be
+An unprivileged container's netns is owned by its user namespace: sysfs can only be
 mounted for a network namespace the container's user namespace owns, and root
-inside may configure its own interfaces, as on a host.
+inside may configure its own interfaces, as on a host. The library makes the user
+namespace and a time namespace it owns (``prepare_user``); the runtime makes the
+netns inside it at each start and restore, and ``_nethook`` bind-mounts it at the
+same path and attaches the interfaces. It lives as long as the container runs.
 """
 
 from __future__ import annotations
@@ -43,10 +45,8 @@ def exists(name):
     return _is_nsfs(path(name))
 
 
-def ensure(name, lo=True, idmap=None):
+def ensure(name, lo=True):
     """Create the named netns if needed, with ``lo`` up inside; return its path.
-    ``idmap`` ({uid, gid, size}): the netns is made owned by a new user namespace
-    with that map (and a time namespace), for an unprivileged container.
 
     Idempotent: an existing namespace is kept as is (``lo`` is brought up
     again unless ``lo`` is false), a stale placeholder file left by an
@@ -57,21 +57,28 @@ def ensure(name, lo=True, idmap=None):
         if os.path.lexists(p):
             _drop(p)
         try:
-            if idmap:
-                for stale in (Layout.userns_path(name), Layout.timens_path(name)):
-                    if os.path.lexists(stale):
-                        _syscall.ns_remove(stale)
-                _syscall.userns_create(
-                    Layout.userns_path(name), p, Layout.timens_path(name),
-                    "0 %d %d\n" % (idmap["uid"], idmap["size"]),
-                    "0 %d %d\n" % (idmap["gid"], idmap["size"]))
-            else:
-                _syscall.netns_create(p)
+            _syscall.netns_create(p)
         except OSError as exc:
             raise CtrhostError("cannot create network namespace %s: %s" % (p, exc), path=p)
     elif lo:
         _lo_up(p)
     return p
+
+
+def prepare_user(name, idmap):
+    """An unprivileged container's start: a new user namespace with the map of ``idmap``
+    ({uid, gid, size}) and a time namespace it owns, at ``/run/ctrhost/userns/<name>``
+    and ``/run/ctrhost/timens/<name>``; whatever namespaces of ``name`` were left
+    there are removed first (the runtime then makes the netns, see ``_nethook``)."""
+    remove(name)
+    try:
+        _syscall.userns_create(
+            Layout.userns_path(name), None, Layout.timens_path(name),
+            "0 %d %d\n" % (idmap["uid"], idmap["size"]),
+            "0 %d %d\n" % (idmap["gid"], idmap["size"]))
+    except OSError as exc:
+        raise CtrhostError("cannot create the user namespace of %s: %s" % (name, exc),
+                           path=Layout.userns_path(name))
 
 
 def remove(name):

@@ -6,10 +6,11 @@
 ``build_config`` turns a container's normalised spec into an OCI runtime
 config. Defaults are the safe ones of a system container:
 
-* namespaces pid, ipc, uts, mount, network (joined by path: the container's
-  netns is created first), cgroup when the kernel has it; user (joined by path,
-  with its ``uidMappings``/``gidMappings``) unless the container is privileged:
-  its root is the first id of the host's subordinate range (``_idmap``);
+* namespaces pid, ipc, uts, mount, network, cgroup when the kernel has it. A
+  privileged container joins its netns by path (made first). An unprivileged one
+  joins its user namespace by path (with its ``uidMappings``/``gidMappings``: its
+  root is the first id of the host's subordinate range, ``_idmap``) and the
+  runtime makes its netns, which the ``prestart`` hook of ``_nethook`` fills;
 * no host devices: ``linux.devices`` is empty, the runtime adds only its safe
   set (null, zero, full, random, urandom, tty, console, ptmx/pts), and the
   device cgroup denies everything else;
@@ -25,7 +26,7 @@ from __future__ import annotations
 import os
 import socket
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _idmap, _sysctr
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _idmap, _nethook, _sysctr
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ValidationError
 from ansible_collections.ctrhost.fleet.plugins.module_utils._atomic import atomic_write_json
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
@@ -181,7 +182,7 @@ def namespaces(netns_path, cgroupns=None, userns_path=None):
     if cgroupns is None:
         cgroupns = os.path.exists("/proc/self/ns/cgroup")
     out = [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
-           {"type": "network", "path": netns_path}]
+           {"type": "network", "path": netns_path} if netns_path else {"type": "network"}]
     if cgroupns:
         out.append({"type": "cgroup"})
     if userns_path:
@@ -203,7 +204,9 @@ def build_config(name, spec, netns_path, cgroups=None, seccomp=True,
     env.update(spec.get("secret_env") or {})
     idmap = _idmap.of(spec)
     linux = {
-        "namespaces": namespaces(netns_path, cgroupns, Layout.userns_path(name) if idmap else None),
+        # Unprivileged: the runtime makes the netns inside the user namespace (_nethook).
+        "namespaces": namespaces(None if idmap else netns_path, cgroupns,
+                                 Layout.userns_path(name) if idmap else None),
         "cgroupsPath": cgroups or cgroups_path(name),
         "resources": {},
         "devices": [],
@@ -237,6 +240,8 @@ def build_config(name, spec, netns_path, cgroups=None, seccomp=True,
         "linux": linux,
         "annotations": annotations,
     }
+    if idmap:
+        _nethook.with_hook(cfg, name)
     return _sysctr.apply_config(cfg, spec)
 
 

@@ -14,6 +14,7 @@ NETNS_PREFIX = "ctrhost-"
 # The user and time namespaces of an unprivileged container (they own its netns).
 USERNS_DIR = RUN_DIR + "/userns"
 TIMENS_DIR = RUN_DIR + "/timens"
+NETHOOK_DIR = RUN_DIR + "/nethook"
 
 
 class Layout:
@@ -86,3 +87,7 @@ class Layout:
     @staticmethod
     def timens_path(name):
         return os.path.join(TIMENS_DIR, name)
+
+    @staticmethod
+    def nethook_dir(name):
+        return os.path.join(NETHOOK_DIR, name)

@@ -26,6 +26,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _criuconf,
     _idmap,
     _limits,
+    _nethook,
     _netns,
     _oci,
     _procfs,
@@ -97,11 +98,8 @@ def remove_created(layout, name, spec, overlay):
     """Undo a restore that created the container on this host."""
     with contextlib.suppress(CtrhostError, OSError):
         overlay.umount()
-    with contextlib.suppress(Exception):
-        from ansible_collections.ctrhost.fleet.plugins.module_utils import _netlink
-        _netlink.detach(name, spec.get("network"))
     with contextlib.suppress(CtrhostError, OSError):
-        _netns.remove(name)
+        _drop_network(name, spec)
     bundle = layout.container_dir(name)
     if os.path.isdir(bundle) and not overlay.is_mounted():
         with contextlib.suppress(CtrhostError, OSError):
@@ -134,13 +132,13 @@ def stage(layout, name, meta, image_dir, created=None, incoming=None):
             _cli.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls",
                       "-C", overlay.upper, "-xf", tar], msg="unpack the rootfs changes",
                      timeout=3600)
-        private_dir(layout.container_dir(name), (_idmap.of(spec) or {}).get("gid"))
-        netns_path = _netns.ensure(name, idmap=_idmap.of(spec))
-        if spec.get("network"):
-            from ansible_collections.ctrhost.fleet.plugins.module_utils import _netlink
-            _netlink.attach(name, netns_path, spec["network"], host_up=incoming is None)
-            if incoming is not None:
-                _arp_notify(netns_path, spec["network"])
+        idmap = _idmap.of(spec)
+        private_dir(layout.container_dir(name), (idmap or {}).get("gid"))
+        if idmap:  # the runtime makes its netns at the restore (_nethook): leftovers go
+            _drop_network(name, spec)
+            _idmap.ensure_shifted(overlay.template_rootfs, idmap)  # not in a frozen window
+        else:
+            _attach(name, _netns.ensure(name), spec.get("network"), incoming is not None)
         _limits.persist(layout.container_dir(name), spec.get("limits") or {},
                         config=restore_config(layout, name, spec, image_dir))
         store.save(name, dict(spec, incoming=dict(incoming, created=created))
@@ -150,6 +148,36 @@ def stage(layout, name, meta, image_dir, created=None, incoming=None):
             remove_created(layout, name, spec, overlay)
         raise
     return spec, created
+
+
+def _attach(name, netns_path, interfaces, incoming):
+    """The container's interfaces in its netns; an incoming migration's host-side veths
+    stay down (``links_up``) and announce the addresses when they come up."""
+    if interfaces:
+        from ansible_collections.ctrhost.fleet.plugins.module_utils import _netlink
+        _netlink.attach(name, netns_path, interfaces, host_up=not incoming)
+        if incoming:
+            _arp_notify(netns_path, interfaces)
+
+
+def _drop_network(name, spec):
+    with contextlib.suppress(Exception):
+        from ansible_collections.ctrhost.fleet.plugins.module_utils import _netlink
+        _netlink.detach(name, spec.get("network"))
+    _netns.remove(name)
+
+
+def _birth(layout, name, spec):
+    """An unprivileged container's netns, made by CRIU, gets its interfaces at CRIU's
+    ``setup-namespaces`` step (``_nethook``)."""
+    if not _idmap.of(spec):
+        return contextlib.nullcontext()
+    incoming = "incoming" in (ContainerStore(layout).load(name) or {})
+
+    def configure(pid):
+        _attach(name, _nethook.adopt(name, pid), spec.get("network"), incoming)
+
+    return _nethook.Birth(name, configure)
 
 
 class HostLinks:
@@ -283,6 +311,10 @@ def restore_images(layout, name, image_dir, meta, runtime_path=None, criu_path=N
     if not lazy:
         cleanup_work(work)
     os.makedirs(work, mode=0o700, exist_ok=True)
+    idmap = _idmap.of(spec)
+    for path in (image_dir, work) if idmap and lazy else (image_dir,) if idmap else ():
+        # opened from inside the restored user namespace (work: the lazy pages' socket)
+        _idmap.give_images(path, idmap, within=(layout.root, layout.run_dir))
     forget_runtime(rt, name, spec["cgroups_path"])
     recreate_cgroups(spec["cgroups_path"], meta.get("cgroup_tree"))
     found = criu_for(layout, criu_path).found
@@ -292,8 +324,10 @@ def restore_images(layout, name, image_dir, meta, runtime_path=None, criu_path=N
                            meta.get("options") or {}, lazy)
     try:
         terminal = bool(((_oci.load_config(bundle) or {}).get("process") or {}).get("terminal"))
-        duration = rt.spawn(args, os.path.join(bundle, LOG_FILE), timeout,
-                            msg="%s restore of %s" % (rt.name, name), terminal=terminal).duration
+        with _birth(layout, name, spec):
+            duration = rt.spawn(args, os.path.join(bundle, LOG_FILE), timeout,
+                                msg="%s restore of %s" % (rt.name, name),
+                                terminal=terminal).duration
         st = rt.state(name)
         if not st or st.get("status") != "running" or not os.path.exists("/proc/%s" % st["pid"]):
             raise CommandError("restore of %s: the runtime reports %s after restore"

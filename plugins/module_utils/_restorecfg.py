@@ -15,6 +15,8 @@ import os
 from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _checkpoint,
     _criuconf,
+    _idmap,
+    _nethook,
     _netns,
     _oci,
     _sysctr,
@@ -39,7 +41,9 @@ def check_template(layout, meta):
 
 
 def restore_config(layout, name, spec, image_dir):
-    """The bundle's config.json: the dumped one with this host's cgroups path and netns."""
+    """The bundle's config.json: the dumped one with this host's cgroups path and netns
+    (an unprivileged container's: its user and network namespaces made by CRIU, the
+    network hook of this host)."""
     cfg = _oci.load_config(os.path.join(image_dir, _checkpoint.CONFIG_COPY))
     conf = _criuconf.container_config_path(layout.run_dir, name)  # written by restore_images
     if cfg is None:
@@ -50,9 +54,15 @@ def restore_config(layout, name, spec, image_dir):
     cfg["root"] = dict(cfg.get("root") or {}, path="rootfs")
     linux = cfg.setdefault("linux", {})
     linux["cgroupsPath"] = spec["cgroups_path"]
+    unprivileged = bool(_idmap.of(spec))
     for ns in linux.get("namespaces") or []:
-        if ns.get("type") == "network":
+        if unprivileged and ns.get("type") in ("network", "user"):
+            # CRIU makes both (user from the images, network empty: _nethook fills it)
+            ns.pop("path", None)
+        elif ns.get("type") == "network":
             ns["path"] = _netns.path(name)
+    if unprivileged:
+        _nethook.with_hook(cfg, name)
     return _sysctr.retarget(cfg)
 
 

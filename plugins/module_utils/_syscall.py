@@ -34,6 +34,8 @@ MNT_DETACH = 0x2
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
+NS_GET_PARENT = 0xB702  # _IO(0xb7, 0x2)
+NS_GET_OWNER_UID = 0xB704  # _IO(0xb7, 0x4)
 _IFREQ = "16sH22x"  # struct ifreq: name, flags, rest of the union (40 bytes)
 
 _LIBC = []
@@ -145,10 +147,21 @@ def _placeholder(path, share=False):
     os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
 
 
+def ns_bind(source, path, share=False):
+    """Bind-mount namespace file ``source`` (``/proc/<pid>/ns/<type>``) at ``path``, a new
+    placeholder (``share``: its directory made a shared mount point, as for netns)."""
+    _placeholder(path, share)
+    try:
+        mount(source, path, "none", MS_BIND)
+    except BaseException:
+        ns_remove(path)
+        raise
+
+
 def userns_create(user_path, net_path, time_path, uid_map, gid_map):
-    """A new user namespace (``uid_map``/``gid_map``: the lines of its maps) owning a new
-    network namespace (``lo`` up) and, when ``time_path``, a new time namespace for
-    children; each bind-mounted at its path. Namespaces the container's user namespace
+    """A new user namespace (``uid_map``/``gid_map``: the lines of its maps) owning, when
+    ``net_path``, a new network namespace (``lo`` up) and, when ``time_path``, a new time
+    namespace for children; each bind-mounted at its path. Namespaces the container's user namespace
     does not own cannot be dumped by CRIU, and sysfs cannot be mounted for a network
     namespace that it does not own.
 
@@ -171,8 +184,8 @@ def userns_create(user_path, net_path, time_path, uid_map, gid_map):
             os.close(from_child)
             if lib.unshare(CLONE_NEWUSER) == 0:
                 os.write(child_out, b"u")
-                if os.read(child_in, 1) == b"m" and \
-                        lib.unshare(CLONE_NEWNET | (CLONE_NEWTIME if time_path else 0)) == 0:
+                flags = (CLONE_NEWNET if net_path else 0) | (CLONE_NEWTIME if time_path else 0)
+                if os.read(child_in, 1) == b"m" and (not flags or lib.unshare(flags) == 0):
                     os.write(child_out, b"n")
                     os.read(child_in, 1)
                     code = 0
@@ -192,7 +205,8 @@ def userns_create(user_path, net_path, time_path, uid_map, gid_map):
         for path, leaf in ((user_path, "user"), (net_path, "net"), (time_path, "time_for_children")):
             if path:
                 mount("/proc/%d/ns/%s" % (pid, leaf), path, "none", MS_BIND)
-        netns_lo_up(net_path)
+        if net_path:
+            netns_lo_up(net_path)
     except BaseException:
         for path in made:
             ns_remove(path)
@@ -238,3 +252,27 @@ def ns_remove(path):
             raise
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+def own_child_userns(ns_path, proc="/proc"):
+    """True when the user namespace at ``ns_path`` is a child of this process's and owned
+    by its euid: the kernel then gives this process every capability in it, whatever its
+    own effective set (e.g. CAP_SYS_RESOURCE, which CRIU's prlimit needs)."""
+    try:
+        fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        owner = bytearray(4)
+        fcntl.ioctl(fd, NS_GET_OWNER_UID, owner)
+        if struct.unpack("I", owner)[0] != os.geteuid():
+            return False
+        parent = fcntl.ioctl(fd, NS_GET_PARENT)
+        try:
+            return os.fstat(parent).st_ino == os.stat(os.path.join(proc, "self", "ns", "user")).st_ino
+        finally:
+            os.close(parent)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)

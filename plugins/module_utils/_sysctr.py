@@ -346,10 +346,15 @@ def may_read_limits(status="/proc/self/status"):
 
 
 def foreign_users(pids, proc="/proc"):
-    """Like ``nested_namespaces``, the processes whose uids are not this process's."""
+    """Like ``nested_namespaces``, the processes whose uids are not this process's, but
+    those of a user namespace this process owns (an unprivileged container's)."""
+    from ansible_collections.ctrhost.fleet.plugins.module_utils._syscall import own_child_userns
+
     mine = str(os.getuid())
     found = []
     for pid in sorted(pids):
+        if own_child_userns(os.path.join(proc, str(pid), "ns", "user"), proc):
+            continue
         with contextlib.suppress(OSError), open(os.path.join(proc, str(pid), "status")) as handle:
             uids = next((line.split()[1:] for line in handle if line.startswith("Uid:")), [])
             if uids and any(u != mine for u in uids):

@@ -4,6 +4,7 @@ the cgroup files and the container's upper layer."""
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 

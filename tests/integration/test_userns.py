@@ -17,8 +17,7 @@ import pytest
 import _local
 from _local import leftovers
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _idmap, _migrate
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ConflictError
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _idmap
 
 pytestmark = _local.RUNTIME_MARKS + [pytest.mark.slow]
 SUBIDS = ("/etc/subuid", "/etc/subgid")
@@ -144,15 +143,6 @@ def test_unprivileged_container(root):
         assert "ermission" in read(os.path.join(upper, "tmp", "insmod.err"))
     play(root, [dict(name=control, state="absent")])
 
-    # checkpoint and every migration mode refuse it up front; it keeps running
-    ck = play(root, [dict(_module="container_checkpoint", name=name)])[0]
-    assert ck.get("failed") and ck["msg"].startswith("privileged:") and "Nothing was changed" in ck["msg"]
-    for mode in ("cold", "live", "lazy"):
-        with pytest.raises(ConflictError) as err:
-            _migrate.migrate(root, name, "127.0.0.1", mode=mode)
-        assert err.value.details["field"] == "privileged"
-    assert not os.path.exists(os.path.join(root, "checkpoints", name)) or \
-        not os.listdir(os.path.join(root, "checkpoints", name))
     still = play(root, [dict(_module="container_info", name=[name])])[0]["containers"][0]
     assert still["state"] == "running" and still["pid"] == pid
 
@@ -168,6 +158,51 @@ def test_unprivileged_container(root):
     assert leftovers(root, name) == []
     assert not os.path.lexists("/run/ctrhost/userns/" + name)
     assert not os.path.lexists("/run/ctrhost/timens/" + name)
+
+
+COUNTER = ("i=0; touch /root/before; while true; do i=$((i+1)); echo $i > /tmp/c.new; "
+           "mv /tmp/c.new /tmp/c; sleep 0.1; done")
+
+
+def counter(upper):
+    for _ in range(50):
+        text = read(os.path.join(upper, "tmp", "c")).strip() if os.path.exists(
+            os.path.join(upper, "tmp", "c")) else ""
+        if text:
+            return int(text)
+        time.sleep(0.05)
+    raise AssertionError("no counter in " + upper)
+
+
+def test_checkpoint_and_restore_keep_its_user_namespace_map_owners_and_counter(root):
+    """CRIU dumps the container with its user namespace and an empty netns; the restore
+    makes both again, and the network hook puts the netns at its path."""
+    rng = _idmap.host_range()
+    name = "unc%d" % (os.getpid() % 10000)
+    upper = os.path.join(root, "containers", name, "upper")
+    made = play(root, [dict(name=name, template="busybox", command=["/bin/sh", "-c", COUNTER],
+                            privileged=False)])[0]
+    assert made["changed"] and made["container"]["idmap"] == rng, made
+    wait_file(os.path.join(upper, "root", "before"))
+    time.sleep(0.5)
+    ck = play(root, [dict(_module="container_checkpoint", name=name, id="u1")])[0]
+    assert ck["changed"] and not ck.get("failed"), ck
+    dumped = counter(upper)
+    back = play(root, [dict(_module="container_restore", name=name, id="u1")])[0]
+    assert back["changed"] and not back.get("failed"), back
+    pid = back["pid"]
+    time.sleep(0.5)
+    assert counter(upper) > dumped  # continued from memory, not restarted from 0
+    assert counter(upper) < dumped + 100
+    assert read("/proc/%d/uid_map" % pid).split() == ["0", str(rng["uid"]), str(rng["size"])]
+    assert read("/proc/%d/gid_map" % pid).split() == ["0", str(rng["gid"]), str(rng["size"])]
+    assert os.readlink("/proc/%d/ns/user" % pid) != os.readlink("/proc/self/ns/user")
+    assert os.stat("/run/netns/ctrhost-" + name).st_ino == os.stat("/proc/%d/ns/net" % pid).st_ino
+    assert os.lstat(os.path.join(upper, "root", "before")).st_uid == rng["uid"]
+    assert os.stat("/proc/%d" % pid).st_uid == rng["uid"]
+    gone = play(root, [dict(name=name, state="absent")])[0]
+    assert gone["changed"] and leftovers(root, name) == []
+    assert not os.path.lexists("/run/netns/ctrhost-" + name)
 
 
 def test_old_container_stays_privileged_and_switches_on_request(root):

@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import _ctrspec, _idmap, _oci
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ConflictError, ValidationError
+from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ValidationError
 
 IDMAP = dict(uid=1000000000, gid=1000000000, size=65536)
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to other owners needs root")
@@ -74,11 +74,24 @@ def test_old_container_without_the_field_stays_privileged(monkeypatch):
         ["privileged"]
 
 
-def test_checkpoint_and_migration_refuse_an_unprivileged_container():
-    _idmap.refuse_criu({"privileged": True}, "c1", "a migration")
-    with pytest.raises(ConflictError) as err:
-        _idmap.refuse_criu({"idmap": IDMAP}, "c1", "a migration")
-    assert err.value.details["field"] == "privileged" and "Nothing was changed" in err.value.msg
+def test_an_unprivileged_containers_dumps_and_restores_make_its_netns_empty():
+    from ansible_collections.ctrhost.fleet.plugins.module_utils import _checkpoint, _restorecfg
+
+    class Rt:
+        name = "runc"
+
+        def base_cmd(self):
+            return ["runc"]
+
+    priv = _checkpoint.criu_options({"privileged": True}, tcp_established=True)
+    unpriv = _checkpoint.criu_options({"idmap": IDMAP}, tcp_established=True)
+    assert priv["empty_netns"] is False and unpriv["empty_netns"] is True
+    dump = _checkpoint.dump_command(Rt(), "/usr/sbin/criu", "c1", "/i", "/w", unpriv)
+    assert "--empty-ns=network" in dump and "--tcp-established" in dump
+    assert "--empty-ns=network" not in _checkpoint.dump_command(Rt(), "/usr/sbin/criu", "c1", "/i",
+                                                                "/w", priv)
+    back = _restorecfg.restore_command(Rt(), "/usr/sbin/criu", "c1", "/i", "/w", "/b", unpriv)
+    assert "--empty-ns=network" in back and back[-1] == "c1"
 
 
 def test_acl_named_ids_shift_and_back():
