@@ -153,6 +153,7 @@ def pre_dump(run, rt, criu, leaf, parent, options, timeout):
         log = os.path.join(target, "dump.log")
         if os.path.exists(log):
             kept = run.layout.checkpoint_dir(run.name, "last-migrate-failure.log")
+            os.makedirs(os.path.dirname(kept), mode=0o700, exist_ok=True)
             shutil.copy2(log, kept)
             failure.details["dump_log"] = kept
         raise failure

@@ -24,6 +24,12 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_proc import
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
 from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore
 
+# CRIU's lazy restore opens userfaultfd in the restored tasks, inside the container's
+# user namespace: the kernel allows it there only with this sysctl (host-wide) set.
+LAZY_UNPRIVILEGED = ("an unprivileged container's restored tasks open userfaultfd inside its "
+                     "user namespace, which vm.unprivileged_userfaultfd=0 forbids here "
+                     "(vm.unprivileged_userfaultfd: 1 in the host role's ctrhost_sysctls allows it)")
+
 
 def check(req):
     """The agent's ``preflight`` request: what stops this host from taking the container
@@ -83,6 +89,8 @@ def _tool_problems(spec, req, facts):
         criu = _criu.discover(req.get("criu_path"))
         facts.update(criu_version=criu["version"], lazy_pages=criu["lazy_pages"],
                      lazy_pages_reason=criu["lazy_pages_reason"], pre_dump=criu["pre_dump"])
+        if criu["lazy_pages"] and _idmap.of(spec) and not _sysinfo.unprivileged_userfaultfd():
+            facts.update(lazy_pages=False, lazy_pages_reason=LAZY_UNPRIVILEGED)
         if not criu["check"]:
             problems.append("criu %s fails 'criu check': %s" % (criu["version"],
                                                                 criu["check_output"]))

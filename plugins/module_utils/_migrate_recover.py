@@ -89,6 +89,7 @@ def keep_failure(run, where):
     log = os.path.join(run.images, "dump.log")
     if os.path.exists(log):
         out["dump_log"] = run.layout.checkpoint_dir(run.name, "last-migrate-failure.log")
+        os.makedirs(os.path.dirname(out["dump_log"]), mode=0o700, exist_ok=True)
         shutil.copy2(log, out["dump_log"])
     if where.startswith("nowhere"):
         out["images"] = _keep_on_disk(run)

@@ -157,6 +157,12 @@ def initial_user_ns(base="/"):
     return lines == [["0", "0", "4294967295"]]
 
 
+def unprivileged_userfaultfd(base="/"):
+    """``vm.unprivileged_userfaultfd``: whether a task without CAP_SYS_PTRACE over the
+    host (an unprivileged container's, where CRIU's lazy restore opens userfaultfd) may."""
+    return (read_text(host_path(base, "/proc/sys/vm/unprivileged_userfaultfd")) or "").strip() == "1"
+
+
 def pipe_max_size(base="/"):
     text = read_text(host_path(base, "/proc/sys/fs/pipe-max-size"))
     return int(text.strip()) if text and text.strip().isdigit() else None

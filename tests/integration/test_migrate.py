@@ -249,9 +249,12 @@ def test_cold_with_ansible_there_and_back_and_check_mode(mg):
 
 
 def test_lazy_there_and_back(mg):
+    """The container is unprivileged (the default): its restored tasks open userfaultfd
+    inside its user namespace, which needs vm.unprivileged_userfaultfd (host-wide) on."""
     a, b = mg.hosts
     before = start(mg, a)
-    res = helper(mg, a, "migrate", name=NAME, dest=addr(mg, b), mode="lazy", hook="late_write")
+    with userfaultfd_for_all("1"):
+        res = helper(mg, a, "migrate", name=NAME, dest=addr(mg, b), mode="lazy", hook="late_write")
     assert not res.get("failed"), res
     if res["mode"] != "lazy":
         pytest.skip("lazy migration unusable here: %s (raise fs.pipe-max-size: scripts/setup)"
@@ -265,9 +268,24 @@ def test_lazy_there_and_back(mg):
     assert res["stats"]["transfer"]["rsync"] is False and res["rootfs_delta"], res["stats"]
     late = helper(mg, b, "sh", cmd="cat /var/lib/ctrhost/containers/%s/rootfs/late/dir/file" % NAME)
     assert late["out"] == "written after the pre-sync", late
-    back = helper(mg, b, "migrate", name=NAME, dest=addr(mg, a), mode="lazy")
-    assert back["mode"] == "lazy" and back["where"] == addr(mg, a), back
+    with userfaultfd_for_all("0"):  # refused ahead: the same move cold, and why
+        back = helper(mg, b, "migrate", name=NAME, dest=addr(mg, a), mode="lazy")
+    assert back["mode"] == "cold" and back["where"] == addr(mg, a), back
+    assert "vm.unprivileged_userfaultfd=0" in back["fallback"], back["fallback"]
     assert_moved(mg, b, a, moved)
+
+
+@contextlib.contextmanager
+def userfaultfd_for_all(value, path="/proc/sys/vm/unprivileged_userfaultfd"):
+    with open(path) as handle:
+        saved = handle.read().strip()
+    with open(path, "w") as handle:
+        handle.write(value)
+    try:
+        yield
+    finally:
+        with open(path, "w") as handle:
+            handle.write(saved)
 
 
 def test_live_falls_back_to_cold_and_says_why(mg):
