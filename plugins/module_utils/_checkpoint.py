@@ -149,6 +149,14 @@ def _private_dir(path):
     os.chmod(path, 0o700)
 
 
+def checkpoints_root(layout):
+    """``checkpoints/`` made, mode 0711: no one but root lists it, and the root of an
+    unprivileged container (whose restored tasks open their images themselves, see
+    ``_idmap.give_images``) may pass through to its own, whatever runs beside it."""
+    os.makedirs(layout.checkpoints_dir, mode=0o711, exist_ok=True)
+    os.chmod(layout.checkpoints_dir, 0o711)
+
+
 def private_tree(path):
     """Directories 0700 and files 0600 under ``path``: the images hold the container's
     memory (its environment, secrets included) and are for root only."""
@@ -281,7 +289,7 @@ def _dump(layout, rt, criu, name, cid, spec, options, rootfs, recorder):
     state = rt.state(name)
     facts = inspect(layout, rt, name, spec, state, criu["path"], options)  # before any file of it
     dump_command(rt, criu["path"], name, tmp, tmp, options)  # may refuse: before any write
-    _private_dir(layout.checkpoints_dir)
+    checkpoints_root(layout)
     _private_dir(layout.checkpoint_dir(name))
     if os.path.isdir(tmp):
         shutil.rmtree(tmp)

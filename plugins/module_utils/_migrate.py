@@ -235,7 +235,8 @@ def _new_images(run, meta):
         return
     run.images = layout.checkpoint_dir(run.name, "." + meta["id"])
     shutil.rmtree(run.images, ignore_errors=True)
-    for path in (layout.checkpoints_dir, layout.checkpoint_dir(run.name), run.images):
+    _checkpoint.checkpoints_root(layout)
+    for path in (layout.checkpoint_dir(run.name), run.images):
         os.makedirs(path, mode=0o700, exist_ok=True)
 
 

@@ -39,7 +39,7 @@ import sys
 import threading
 import time
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _criu, _migrate_preflight, _restore
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _checkpoint, _criu, _migrate_preflight, _restore
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CtrhostError
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_preflight import agent_dir, mark_agent_dir
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_proc import alive, identity, kill_tree, wait_for
@@ -327,9 +327,9 @@ class Agent:
 def _incoming_dir(layout, name, cid, config):
     """The directory the source's images (``images/``) and ``config.json`` go to, new."""
     base = layout.checkpoint_dir(name)
-    for path in (layout.checkpoints_dir, base):
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        os.chmod(path, 0o700)  # the images hold the container's memory and secrets
+    _checkpoint.checkpoints_root(layout)
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    os.chmod(base, 0o700)  # the images hold the container's memory and secrets
     incoming = os.path.join(base, ".incoming-%s" % cid)
     shutil.rmtree(incoming, ignore_errors=True)
     os.makedirs(os.path.join(incoming, "images"), mode=0o700)

@@ -183,17 +183,21 @@ def _birth(layout, name, spec):
 class HostLinks:
     """The host-side veths of a container, looked up ahead (netlink socket open,
     indexes known) so that switching them inside the frozen window is one message
-    per link."""
+    per link. A veth not there yet (an unprivileged container's, made during its
+    restore: ``_nethook``) is looked up when it is switched."""
 
     def __init__(self, interfaces):
         from ansible_collections.ctrhost.fleet.plugins.module_utils import _netlink
         self.ipr = _netlink.ipr()
-        self.indexes = [i for i in (_netlink.lookup(self.ipr, iface["host_veth"])
-                                    for iface in interfaces or []) if i]
+        self.names = [iface["host_veth"] for iface in interfaces or []]
+        self.indexes = {n: _netlink.lookup(self.ipr, n) for n in self.names}
 
     def set(self, state):
-        for index in self.indexes:
-            self.ipr.link("set", index=index, state=state)
+        from ansible_collections.ctrhost.fleet.plugins.module_utils import _netlink
+        for name in self.names:
+            index = self.indexes[name] or _netlink.lookup(self.ipr, name)
+            if index:
+                self.ipr.link("set", index=index, state=state)
 
     def close(self):
         self.ipr.close()

@@ -423,6 +423,7 @@ def test_tcp_connection_and_a_third_containers_ping_survive_the_move(mg):
             client.kill()
     assert not res.get("failed"), res
     talk = json.loads(out)
+    print("DEBUG", talk, helper(mg, b, "sh", cmd="ip netns exec ctrhost-mhm1 nft list ruleset; ip netns exec ctrhost-mhm1 ss -tni; ip -n ctrhost-mhm1 addr; ip -n ctrhost-mhm1 route; ip link show")["out"])
     assert not talk["errors"] and talk["count"] > 50, talk
     # the client's retransmissions back off (0.2, 0.4, 0.8 s...): it resumes within
     # about twice the outage
