@@ -137,9 +137,10 @@ privileged:
       capability set).
     - Left out, a new container is unprivileged (V(false)); an existing one keeps its stored value, and a
       container created before this option existed stays privileged.
-    - Checkpoint, restore and migration refuse an unprivileged container for now (CRIU restores the user
-      namespace before it joins the container's network namespace, which that user namespace does not
-      own), naming the field.
+    - An unprivileged container checkpoints, restores and migrates in every mode. Its network namespace
+      is made by the runtime at each start and restore and exists while it runs. A lazy move needs
+      C(vm.unprivileged_userfaultfd=1) on the destination; without it the move is made cold and the
+      result's C(fallback) says why.
     - Changing it needs O(recreate=true); the container's own files (its upper layer) are moved into (out
       of) the range and its network namespace is made again with the same interfaces.
   type: bool

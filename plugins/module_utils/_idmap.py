@@ -109,22 +109,34 @@ def missing_on_host(idmap, subuid=SUBUID, subgid=SUBGID):
 
 
 def give_images(image_dir, idmap, within=()):
-    """An unprivileged container's checkpoint images owned by its root (the range's first
-    ids; modes kept, so no one else reads them): CRIU's restored tasks open them from
-    inside the new user namespace, where host root's files are nobody's. Directories
-    above them that lie in one of ``within`` (the layout's root, its run directory) get
-    search permission for others, not read."""
-    uid, gid = idmap["uid"], idmap["gid"]
+    """An unprivileged container's checkpoint images (or a lazy restore's work directory)
+    made readable by its restored tasks: still root's, but in the group of the range's
+    root, with group read (directories: search; sockets: write too), nothing for others.
+
+    CRIU's restored root task opens some images (the time namespace's) before its user
+    namespace has its map, as the host's root without capabilities over the files, and
+    the others after it became the range's root: only root's files with the range's
+    group serve both. Directories above that lie in one of ``within`` (the layout's root,
+    its run directory) get search permission for others, not read."""
+    gid = idmap["gid"]
     for here, _dirs, files in os.walk(image_dir):
-        os.chown(here, uid, gid)
+        _open_to_group(here, gid, 0o050)
         for leaf in files:
-            os.chown(os.path.join(here, leaf), uid, gid, follow_symlinks=False)
+            path = os.path.join(here, leaf)
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISLNK(mode):
+                _open_to_group(path, gid, 0o060 if stat.S_ISSOCK(mode) else 0o040)
     up = os.path.dirname(os.path.abspath(image_dir))
     while any(up == w or up.startswith(w.rstrip("/") + "/") for w in within):
         mode = os.stat(up).st_mode
         if not mode & stat.S_IXOTH:
             os.chmod(up, stat.S_IMODE(mode) | stat.S_IXOTH)
         up = os.path.dirname(up)
+
+
+def _open_to_group(path, gid, bits):
+    os.chown(path, -1, gid, follow_symlinks=False)
+    os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) | bits)
 
 
 def oci_mappings(idmap):

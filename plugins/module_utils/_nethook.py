@@ -59,11 +59,13 @@ sys.exit("ctrhost: the container's network was not set up within %d s" % limit)
 """
 
 
-def prestart_hook(name, python=None):
-    """The OCI ``prestart`` hook entry of container ``name``."""
+def prestart_hook(name, python=None, directory=None):
+    """The OCI ``prestart`` hook entry of container ``name`` (``directory``: where it
+    meets the library, ``/run/ctrhost/nethook/<name>`` unless given)."""
     python = python or sys.executable
-    return {"path": python, "args": [python, "-c", HOOK_SOURCE, Layout.nethook_dir(name),
-                                     str(TIMEOUT)], "timeout": TIMEOUT + 10}
+    return {"path": python, "args": [python, "-c", HOOK_SOURCE,
+                                     directory or Layout.nethook_dir(name), str(TIMEOUT)],
+            "timeout": TIMEOUT + 10}
 
 
 def with_hook(cfg, name):
@@ -79,8 +81,8 @@ class Birth:
     ``configure(pid)`` when the hook reports the pid. An error of ``configure`` fails
     the hook, and is raised again when the block ends."""
 
-    def __init__(self, name, configure):
-        self.dir = Layout.nethook_dir(name)
+    def __init__(self, name, configure, directory=None):
+        self.dir = directory or Layout.nethook_dir(name)
         self.configure = configure
         self.error = None
         self.pid = None

@@ -16,14 +16,20 @@ COLLECTIONS = os.path.join(ROOT, ".cache", "pytest-collections")
 RUNC_ROOT = "/run/ctrhost/runtime/runc"
 
 
-def busybox_root(base, sha256="0" * 64):
-    """Write a busybox template directly into the layout root ``base`` (a pathlib.Path),
-    whose parents others may pass through (an unprivileged container's root must reach
-    its rootfs)."""
+def passable(base):
+    """``base`` and its parents searchable by others: an unprivileged container's root
+    (a host uid of the range) must pass through them to reach its rootfs."""
     path = str(base)
     while path != "/":
         os.chmod(path, os.stat(path).st_mode | 0o001)
         path = os.path.dirname(path)
+
+
+def busybox_root(base, sha256="0" * 64):
+    """Write a busybox template directly into the layout root ``base`` (a pathlib.Path),
+    whose parents others may pass through (an unprivileged container's root must reach
+    its rootfs)."""
+    passable(base)
     rootfs = base / "templates" / "busybox" / "rootfs"
     for d in ("bin", "sbin", "etc", "dev", "proc", "sys", "root", "tmp", "run"):
         (rootfs / d).mkdir(parents=True)

@@ -16,6 +16,8 @@ import time
 import pytest
 from test_migrate import HELPER, IP, MAC, NAME, PY, addr, helper, ping_gaps, segment_lab, start
 
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _idmap
+
 pytestmark = [pytest.mark.lab, pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
               pytest.mark.skipif(not shutil.which("criu", path="/usr/local/sbin:/usr/sbin"),
@@ -241,7 +243,9 @@ def test_secret_env_never_printed_and_files_root_only(iso):
         iso.ansible(a, "ctrhost.fleet.container_info", dict(name=[SECRET_CT]))[a]["containers"][0]["pid"]
     assert ("DB_PASSWORD=" + SECRET) in sh(iso, a, "tr '\\0' '\\n' < /proc/%d/environ" % pid)
     bundle = "/var/lib/ctrhost/containers/" + SECRET_CT
-    assert _mode(iso, a, bundle) == 0o700
+    # unprivileged (the default): its root, the range's first gid, may pass, not read
+    assert _mode(iso, a, bundle) == 0o710
+    assert int(sh(iso, a, "stat -c %%g %s" % bundle)) == _idmap.host_range()["gid"]
     for leaf in ("spec.json", "config.json", "console.log"):
         assert _mode(iso, a, bundle + "/" + leaf) == 0o600, leaf
     cdir = ckpt["checkpoint_dir"]

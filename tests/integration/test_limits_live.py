@@ -14,6 +14,8 @@ import uuid
 
 import pytest
 
+import _local
+
 from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import Cgroup
 from ansible_collections.ctrhost.fleet.plugins.module_utils._container_limits import adjust
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import LimitError
@@ -264,6 +266,7 @@ def _play(root, tasks):
 def test_container_limits_module_playbook(tmp_path):
     root = str(tmp_path / "root")
     rootfs = tmp_path / "root" / "templates" / "lmbox" / "rootfs"
+    _local.passable(tmp_path)  # the container is unprivileged (the default)
     _build_bundle(tmp_path / "lmtmp", ["true"], 0)
     shutil.copytree(tmp_path / "lmtmp" / "rootfs", rootfs, symlinks=True)
     (rootfs.parent / "template.json").write_text(json.dumps(dict(

@@ -18,6 +18,8 @@ import pytest
 from _segment import controller_bridge, ns, uplink
 from lab import ROOT, Lab
 
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _idmap
+
 PY = os.path.join(ROOT, ".venv", "bin", "python")
 NAME = "mhm1"
 MAC = "02:00:00:00:77:10"
@@ -81,7 +83,14 @@ elif op == "facts":
     c1 = rd("/tmp/counter"); time.sleep(0.3); c2 = rd("/tmp/counter")
     link = sh("ip -n ctrhost-%s -j addr show eth0" % n)
     link = json.loads(link)[0] if link else {}
+    pid = (st or {}).get("pid")
+    try:  # the id map of its init, the host's owner of a file the container writes
+        umap = " ".join(open("/proc/%d/uid_map" % pid).read().split())
+        owner = os.stat(rootfs + "/tmp/counter").st_uid
+    except (OSError, TypeError):
+        umap = owner = None
     out = dict(status=(st or {}).get("status", "absent"), c1=c1, c2=c2, before=rd("/root/before"),
+               uid_map=umap, owner=owner,
                mac=link.get("address"), addrs=["%s/%s" % (x["local"], x["prefixlen"])
                                                for x in link.get("addr_info", [])],
                bundle=os.path.exists(R + "/containers/" + n),
@@ -210,6 +219,9 @@ def assert_moved(lab, src, dst, before):
     assert int(there["c2"]) > int(there["c1"])  # it keeps counting on the destination
     assert there["before"] == "written before"
     assert there["mac"] == MAC and IP in there["addrs"], there
+    # unprivileged (the default): the same map, and its files keep their owner on the host
+    ids = _idmap.host_range()  # the lab's hosts share this machine's /etc/subuid
+    assert there["uid_map"] == "0 %(uid)d %(size)d" % ids and there["owner"] == ids["uid"], there
     assert here["status"] == "absent" and not here["bundle"] and not here["netns"], here
     assert not [e for e in there["incoming"] if e.startswith(".incoming")], there
     return there
@@ -423,7 +435,6 @@ def test_tcp_connection_and_a_third_containers_ping_survive_the_move(mg):
             client.kill()
     assert not res.get("failed"), res
     talk = json.loads(out)
-    print("DEBUG", talk, helper(mg, b, "sh", cmd="ip netns exec ctrhost-mhm1 nft list ruleset; ip netns exec ctrhost-mhm1 ss -tni; ip -n ctrhost-mhm1 addr; ip -n ctrhost-mhm1 route; ip link show")["out"])
     assert not talk["errors"] and talk["count"] > 50, talk
     # the client's retransmissions back off (0.2, 0.4, 0.8 s...): it resumes within
     # about twice the outage

@@ -178,3 +178,23 @@ def test_shift_in_place_and_back(tmp_path):
     _idmap.shift_in_place(str(upper), IDMAP, back=True)
     st = os.lstat(upper / "root" / "f")
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o2750)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_images_open_to_the_ranges_group_and_only_the_way_to_them_opens(tmp_path):
+    root = tmp_path / "lib"
+    images = root / "checkpoints" / "c1" / "one"
+    images.mkdir(parents=True)
+    (images / "pages-1.img").write_bytes(b"x")
+    os.chmod(images / "pages-1.img", 0o600)
+    for d in (root / "checkpoints", root / "checkpoints" / "c1", images):
+        os.chmod(d, 0o700)
+    os.chmod(tmp_path, 0o700)  # above the layout: left as it is
+    _idmap.give_images(str(images), IDMAP, within=(str(root),))
+    img = os.stat(images / "pages-1.img")  # root's still, the range's root's group reads it
+    assert (img.st_uid, img.st_gid, stat.S_IMODE(img.st_mode)) == (0, IDMAP["gid"], 0o640)
+    top = os.stat(images)
+    assert (top.st_uid, top.st_gid, stat.S_IMODE(top.st_mode)) == (0, IDMAP["gid"], 0o750)
+    assert stat.S_IMODE(os.stat(root / "checkpoints" / "c1").st_mode) == 0o701
+    assert stat.S_IMODE(os.stat(root / "checkpoints").st_mode) == 0o701
+    assert stat.S_IMODE(os.stat(tmp_path).st_mode) == 0o700
