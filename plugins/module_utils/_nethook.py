@@ -62,7 +62,7 @@ sys.exit("ctrhost: the container's network was not set up within %d s" % limit)
 def prestart_hook(name, python=None, directory=None):
     """The OCI ``prestart`` hook entry of container ``name`` (``directory``: where it
     meets the library, ``/run/ctrhost/nethook/<name>`` unless given)."""
-    python = python or sys.executable
+    python = python or sys.executable or shutil.which("python3")
     return {"path": python, "args": [python, "-c", HOOK_SOURCE,
                                      directory or Layout.nethook_dir(name), str(TIMEOUT)],
             "timeout": TIMEOUT + 10}
