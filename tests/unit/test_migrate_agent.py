@@ -184,6 +184,27 @@ def test_preflight_refuses_while_an_incoming_migration_is_alive(dest, preflight)
     assert out["facts"]["cleaned"] is None
 
 
+def test_preflight_of_an_unprivileged_container_checks_the_range_and_userfaultfd(preflight, monkeypatch):
+    from ansible_collections.ctrhost.fleet.plugins.module_utils import _idmap, _sysinfo
+
+    ask, criu_facts = preflight
+    criu_facts.update(lazy_pages=True, lazy_pages_reason=None)
+    monkeypatch.setattr(_idmap, "missing_on_host", lambda idmap: ["/etc/subuid has no range of root "
+                                                                  "covering 1000000000-1000065535"])
+    monkeypatch.setattr(_sysinfo, "unprivileged_userfaultfd", lambda base="/": False)
+    out = ask(spec=dict(privileged=False, idmap=dict(uid=1000000000, gid=1000000000, size=65536)))
+    assert any("the container is unprivileged (its ids map to 1000000000-1000065535) but /etc/subuid"
+               in p for p in out["problems"]), out["problems"]
+    assert out["facts"]["lazy_pages"] is False
+    assert "vm.unprivileged_userfaultfd=0" in out["facts"]["lazy_pages_reason"]
+    monkeypatch.setattr(_sysinfo, "unprivileged_userfaultfd", lambda base="/": True)
+    monkeypatch.setattr(_idmap, "missing_on_host", lambda idmap: [])
+    out = ask(spec=dict(privileged=False, idmap=dict(uid=1000000000, gid=1000000000, size=65536)))
+    assert out["facts"]["lazy_pages"] is True and not any("unprivileged" in p for p in out["problems"])
+    monkeypatch.setattr(_sysinfo, "unprivileged_userfaultfd", lambda base="/": False)
+    assert ask()["facts"]["lazy_pages"] is True  # a privileged one: the sysctl does not matter
+
+
 def test_preflight_says_when_criu_is_missing(preflight, monkeypatch):
     ask, _criu_facts = preflight
 
