@@ -13,6 +13,7 @@ import contextlib
 import os
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import (
+    _cli,
     _console,
     _idmap,
     _limits,
@@ -41,9 +42,29 @@ def _netlink():
     return mod
 
 
-def network_attach(name, netns_path, interfaces):
+def network_attach(name, netns_path, interfaces, incoming=False):
+    """The interfaces in the container's netns. ``incoming`` (a migration's destination):
+    the host-side veths stay down until the commit (``_restore.links_up``), and the
+    interfaces announce their addresses (gratuitous ARP) when they get carrier."""
     if interfaces:
-        _netlink().attach(name, netns_path, interfaces)
+        _netlink().attach(name, netns_path, interfaces, host_up=not incoming)
+        if incoming:
+            _arp_notify(netns_path, interfaces)
+
+
+def _arp_notify(netns_path, interfaces):
+    names = [i["ifname"] for i in interfaces or [] if i.get("ipv4")]
+    if names:
+        script = "; ".join("echo 1 > /proc/sys/net/ipv4/conf/%s/arp_notify" % n for n in names)
+        _cli.run(["nsenter", "--net=" + netns_path, "--", "sh", "-c", script], check=False,
+                 timeout=30)
+
+
+def network_birth(name, interfaces, incoming=False):
+    """While the runtime starts or restores an unprivileged container (``with``): the
+    netns it makes gets the interfaces before the container runs (``_nethook``)."""
+    return _nethook.Birth(name, lambda pid: network_attach(
+        name, _nethook.adopt(name, pid), interfaces, incoming))
 
 
 def network_update(name, netns_path, old, new):
@@ -113,7 +134,8 @@ def start(ctx, spec, rt, status, configured=False):
     pid_file = rt.pid_file(ctx.name)
     log = os.path.join(ctx.bundle, LOG_FILE)
     offset = os.path.getsize(log) if os.path.exists(log) else 0
-    with _birth(ctx, spec.get("network"), idmap):
+    with (network_birth(ctx.name, spec.get("network")) if idmap and not ctx.check_mode
+          else contextlib.nullcontext()):
         rt.run(ctx.name, ctx.bundle, log, pid_file=pid_file, terminal=system)
     if not ctx.check_mode:
         pid = rt.read_pid(ctx.name)
@@ -124,18 +146,6 @@ def start(ctx, spec, rt, status, configured=False):
         except CommandError:
             ctx.known = None
             raise
-
-
-def _birth(ctx, interfaces, idmap):
-    """An unprivileged container's netns, made by the runtime, gets its interfaces while
-    the runtime waits (``_nethook``)."""
-    if ctx.check_mode or not idmap:
-        return contextlib.nullcontext()
-
-    def configure(pid):
-        network_attach(ctx.name, _nethook.adopt(ctx.name, pid), interfaces)
-
-    return _nethook.Birth(ctx.name, configure)
 
 
 def stop(ctx, spec, rt, status, timeout):

@@ -26,12 +26,12 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _criuconf,
     _idmap,
     _limits,
-    _nethook,
     _netns,
     _oci,
     _procfs,
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils._criutool import criu_for
+from ansible_collections.ctrhost.fleet.plugins.module_utils._ctrrun import network_attach, network_birth, network_detach
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     CommandError,
     CtrhostError,
@@ -138,7 +138,7 @@ def stage(layout, name, meta, image_dir, created=None, incoming=None):
             _drop_network(name, spec)
             _idmap.ensure_shifted(overlay.template_rootfs, idmap)  # not in a frozen window
         else:
-            _attach(name, _netns.ensure(name), spec.get("network"), incoming is not None)
+            network_attach(name, _netns.ensure(name), spec.get("network"), incoming is not None)
         _limits.persist(layout.container_dir(name), spec.get("limits") or {},
                         config=restore_config(layout, name, spec, image_dir))
         store.save(name, dict(spec, incoming=dict(incoming, created=created))
@@ -150,20 +150,9 @@ def stage(layout, name, meta, image_dir, created=None, incoming=None):
     return spec, created
 
 
-def _attach(name, netns_path, interfaces, incoming):
-    """The container's interfaces in its netns; an incoming migration's host-side veths
-    stay down (``links_up``) and announce the addresses when they come up."""
-    if interfaces:
-        from ansible_collections.ctrhost.fleet.plugins.module_utils import _netlink
-        _netlink.attach(name, netns_path, interfaces, host_up=not incoming)
-        if incoming:
-            _arp_notify(netns_path, interfaces)
-
-
 def _drop_network(name, spec):
     with contextlib.suppress(Exception):
-        from ansible_collections.ctrhost.fleet.plugins.module_utils import _netlink
-        _netlink.detach(name, spec.get("network"))
+        network_detach(name, spec.get("network"))
     _netns.remove(name)
 
 
@@ -172,12 +161,8 @@ def _birth(layout, name, spec):
     ``setup-namespaces`` step (``_nethook``)."""
     if not _idmap.of(spec):
         return contextlib.nullcontext()
-    incoming = "incoming" in (ContainerStore(layout).load(name) or {})
-
-    def configure(pid):
-        _attach(name, _nethook.adopt(name, pid), spec.get("network"), incoming)
-
-    return _nethook.Birth(name, configure)
+    return network_birth(name, spec.get("network"),
+                         incoming="incoming" in (ContainerStore(layout).load(name) or {}))
 
 
 class HostLinks:
@@ -224,15 +209,6 @@ def links_up(interfaces, links=None):
     """Host-side veths up: the container's interfaces get carrier and (arp_notify)
     announce their addresses, so neighbours and bridges learn where it runs now."""
     _host_links(interfaces, "up", links)
-
-
-def _arp_notify(netns_path, interfaces):
-    """Gratuitous ARP from the container's interfaces when they get carrier."""
-    names = [i["ifname"] for i in interfaces or [] if i.get("ipv4")]
-    if names:
-        script = "; ".join("echo 1 > /proc/sys/net/ipv4/conf/%s/arp_notify" % n for n in names)
-        _cli.run(["nsenter", "--net=" + netns_path, "--", "sh", "-c", script], check=False,
-                 timeout=30)
 
 
 def clear_incoming(layout, name):
