@@ -73,7 +73,7 @@ def prepare_user(name, idmap):
     remove(name)
     try:
         _syscall.userns_create(
-            Layout.userns_path(name), None, Layout.timens_path(name),
+            Layout.userns_path(name), Layout.timens_path(name),
             "0 %d %d\n" % (idmap["uid"], idmap["size"]),
             "0 %d %d\n" % (idmap["gid"], idmap["size"]))
     except OSError as exc:

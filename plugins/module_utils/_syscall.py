@@ -158,22 +158,20 @@ def ns_bind(source, path, share=False):
         raise
 
 
-def userns_create(user_path, net_path, time_path, uid_map, gid_map):
-    """A new user namespace (``uid_map``/``gid_map``: the lines of its maps) owning, when
-    ``net_path``, a new network namespace (``lo`` up) and, when ``time_path``, a new time
-    namespace for children; each bind-mounted at its path. Namespaces the container's user namespace
-    does not own cannot be dumped by CRIU, and sysfs cannot be mounted for a network
-    namespace that it does not own.
+def userns_create(user_path, time_path, uid_map, gid_map):
+    """A new user namespace (``uid_map``/``gid_map``: the lines of its maps) owning a new
+    time namespace for children; both bind-mounted at their paths. CRIU dumps only
+    namespaces that the container's user namespace owns (the runtime makes the network
+    namespace inside it, see ``_nethook``).
 
     A forked child makes them (``unshare(CLONE_NEWUSER)`` needs a single-threaded
     process) with nothing but system calls and pipe reads and writes; this process
-    writes the maps, bind-mounts the child's namespaces and brings ``lo`` up."""
+    writes the maps and bind-mounts the child's namespaces."""
     lib = libc()
     made = []
-    for path, share in ((user_path, False), (net_path, True), (time_path, False)):
-        if path:
-            _placeholder(path, share)
-            made.append(path)
+    for path in (user_path, time_path):
+        _placeholder(path)
+        made.append(path)
     child_in, to_child = os.pipe()  # (read end, write end)
     from_child, child_out = os.pipe()
     pid = os.fork()
@@ -184,8 +182,7 @@ def userns_create(user_path, net_path, time_path, uid_map, gid_map):
             os.close(from_child)
             if lib.unshare(CLONE_NEWUSER) == 0:
                 os.write(child_out, b"u")
-                flags = (CLONE_NEWNET if net_path else 0) | (CLONE_NEWTIME if time_path else 0)
-                if os.read(child_in, 1) == b"m" and (not flags or lib.unshare(flags) == 0):
+                if os.read(child_in, 1) == b"m" and lib.unshare(CLONE_NEWTIME) == 0:
                     os.write(child_out, b"n")
                     os.read(child_in, 1)
                     code = 0
@@ -201,12 +198,9 @@ def userns_create(user_path, net_path, time_path, uid_map, gid_map):
                 handle.write(lines)
         os.write(to_child, b"m")
         if os.read(from_child, 1) != b"n":
-            raise OSError(errno.EPERM, "unshare of the network/time namespaces failed", net_path)
-        for path, leaf in ((user_path, "user"), (net_path, "net"), (time_path, "time_for_children")):
-            if path:
-                mount("/proc/%d/ns/%s" % (pid, leaf), path, "none", MS_BIND)
-        if net_path:
-            netns_lo_up(net_path)
+            raise OSError(errno.EPERM, "unshare of the time namespace failed", time_path)
+        for path, leaf in ((user_path, "user"), (time_path, "time_for_children")):
+            mount("/proc/%d/ns/%s" % (pid, leaf), path, "none", MS_BIND)
     except BaseException:
         for path in made:
             ns_remove(path)
