@@ -41,7 +41,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._cli import Recorder
 from ansible_collections.ctrhost.fleet.plugins.module_utils._ctrargs import STATES
 from ansible_collections.ctrhost.fleet.plugins.module_utils._ctrrun import (
     network_attach,
-    network_detach,
+    network_remove,
     network_update,
     start,
     status_of,
@@ -130,8 +130,7 @@ def remove(ctx, stored):
             _netns.path(ctx.name), Layout.userns_path(ctx.name), Layout.timens_path(ctx.name))):
         found = True
         if not ctx.check_mode:
-            network_detach(ctx.name, (stored or {}).get("network"))
-            _netns.remove(ctx.name)
+            network_remove(ctx.name, (stored or {}).get("network"))
     if os.path.exists(ctx.bundle):
         found = True
         if not ctx.check_mode:
@@ -323,8 +322,7 @@ def _reown(ctx, stored, spec):
             _idmap.shift_in_place(upper, old, back=True)
         if new:
             _idmap.shift_in_place(upper, new)
-    network_detach(ctx.name, stored.get("network"))
-    _netns.remove(ctx.name)
+    network_remove(ctx.name, stored.get("network"))
     if not new:
         network_attach(ctx.name, _netns.ensure(ctx.name), stored.get("network"))
 

@@ -76,6 +76,12 @@ def network_detach(name, interfaces):
         _netlink().detach(name, interfaces)
 
 
+def network_remove(name, interfaces):
+    """The host-side veths detached and the container's namespaces removed."""
+    network_detach(name, interfaces)
+    _netns.remove(name)
+
+
 # -- run status, config, start and stop --------------------------------------------
 def status_of(rt, name, ctx=None):
     """created, running, frozen or stopped (also when the runtime does not know it).
@@ -162,7 +168,6 @@ def stop(ctx, spec, rt, status, timeout):
         rt.delete(ctx.name, force=True)
     ctx.overlay(spec["template"]).umount()
     if not ctx.check_mode and _idmap.of(spec):  # its netns ends with it (_nethook)
-        network_detach(ctx.name, spec.get("network"))
-        _netns.remove(ctx.name)
+        network_remove(ctx.name, spec.get("network"))
     if not ctx.check_mode:
         ctx.known = ("stopped", None)
