@@ -116,8 +116,9 @@ from ansible.module_utils.common.text.converters import to_native, to_text
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 from ansible.utils.display import Display
 
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _report
 from ansible_collections.ctrhost.fleet.plugins.module_utils import _inventory
-from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_ssh import payload
+from ansible_collections.ctrhost.fleet.plugins.module_utils._ship import payload
 
 display = Display()
 
@@ -182,7 +183,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     def _read_one(self, name, hostvars, data):
         root = hostvars.get("ctrhost_root") or self.get_option("root")
-        remote = _inventory.remote_command(_inventory.python_of(hostvars), _inventory.BOOTSTRAP, len(data),
+        remote = _report.remote_command(_inventory.python_of(hostvars), _report.BOOTSTRAP, len(data),
                                            dict(root=root))
         timeout = self.get_option("timeout")
         cmd = _inventory.ssh_command(name, hostvars, remote, connect_timeout=min(timeout, 30))
@@ -195,7 +196,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         if proc.returncode != 0 and not proc.stdout:
             raise ValueError("%s: reading its containers failed (rc=%d): %s"
                              % (name, proc.returncode, to_text(proc.stderr).strip()[-500:]))
-        return _inventory.parse_report(name, to_text(proc.stdout))
+        return _report.parse_report(name, to_text(proc.stdout))
 
     # -- populating -----------------------------------------------------------
     def _populate(self, reports, hosts):

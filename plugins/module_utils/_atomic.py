@@ -58,3 +58,11 @@ def atomic_write_json(path, data, mode=0o644, durable=True):
     """Write ``data`` as JSON to ``path`` atomically (fsync'ed unless ``durable=False``, for
     files rebuilt from others: config.json from spec.json)."""
     atomic_write(path, json_text(data), mode=mode, durable=durable)
+
+
+def read_json(path, default=None):
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return default

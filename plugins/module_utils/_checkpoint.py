@@ -25,6 +25,7 @@ import re
 import shutil
 import time
 
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _ocifile
 from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _cli,
     _criu,
@@ -32,7 +33,6 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _dumpwindow,
     _idmap,
     _netns,
-    _oci,
     _sysctr,
     _sysinfo,
 )
@@ -47,7 +47,8 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
 from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import runtime_for
-from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore, read_json
+from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore
+from ansible_collections.ctrhost.fleet.plugins.module_utils._atomic import read_json
 from ansible_collections.ctrhost.fleet.plugins.module_utils._validate import validate_name
 
 META_FILE = "checkpoint.json"
@@ -203,7 +204,7 @@ def inspect(layout, rt, name, spec, state, criu_path, options):
     the directories the container watches, record a system container's cgroup tree.
     Returns the facts (``_sysctr.before_dump``); updates ``options`` in place."""
     from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import Cgroup
-    facts = _sysctr.before_dump(Cgroup(_oci.cgroups_path_of(spec, name)),
+    facts = _sysctr.before_dump(Cgroup(_ocifile.cgroups_path_of(spec, name)),
                                 layout.container_file(name, "rootfs"), (state or {}).get("pid"),
                                 _sysctr.is_system(spec))
     if facts["file_locks"] and not options.get("file_locks"):
@@ -294,7 +295,7 @@ def _dump(layout, rt, criu, name, cid, spec, options, rootfs, recorder):
     if os.path.isdir(tmp):
         shutil.rmtree(tmp)
     _private_dir(tmp)
-    cgroups_path = _oci.cgroups_path_of(spec, name)
+    cgroups_path = _ocifile.cgroups_path_of(spec, name)
     t0 = time.monotonic()
     frozen = _dumpwindow.freeze_first(rt, cgroups_path, state)
     freeze_time = time.monotonic() - t0

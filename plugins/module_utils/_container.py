@@ -26,6 +26,7 @@ import os
 import shutil
 import time
 
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _ocifile
 from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _addrguard,
     _ctrspec,
@@ -33,7 +34,6 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _limitlive,
     _limits,
     _netns,
-    _oci,
     _portfilter,
     _sysctr,
 )
@@ -138,7 +138,7 @@ def remove(ctx, stored):
             overlay.remove()
             shutil.rmtree(ctx.bundle)
     if not ctx.check_mode:
-        cgroup_remove((stored or {}).get("cgroups_path") or _oci.cgroups_path(ctx.name))
+        cgroup_remove((stored or {}).get("cgroups_path") or _ocifile.cgroups_path(ctx.name))
     return found
 
 
@@ -212,7 +212,7 @@ def _result(ctx, changed, before, after, spec, expected=None):
 
 def _create(ctx, spec, state):
     meta = _ctrspec.template_meta(ctx.layout, spec["template"])
-    spec = dict(spec, template_sha256=meta.get("sha256"), cgroups_path=_oci.cgroups_path(ctx.name),
+    spec = dict(spec, template_sha256=meta.get("sha256"), cgroups_path=_ocifile.cgroups_path(ctx.name),
                 created=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()))
     rt = ctx.runtime(spec["runtime"])
     rt.check_usable()
@@ -288,7 +288,7 @@ def _converge(ctx, stored, spec, state, params):
     if stored.get("autostart") != spec["autostart"]:
         changed = True
     if changed and not ctx.check_mode:
-        if os.path.exists(_oci.config_path(ctx.bundle)) and not recreate:
+        if os.path.exists(_ocifile.config_path(ctx.bundle)) and not recreate:
             _limits.persist(ctx.bundle, spec["limits"])
         else:
             write_config(ctx, spec)

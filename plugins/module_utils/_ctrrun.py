@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _ocifile
 from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _cli,
     _console,
@@ -136,7 +137,7 @@ def start(ctx, spec, rt, status, configured=False):
     if system and not ctx.check_mode:
         _sysctr.write_hostname(ctx.overlay(spec["template"]).rootfs, spec["hostname"])
         if idmap:
-            _sysctr.delegate(spec.get("cgroups_path") or _oci.cgroups_path(ctx.name), idmap)
+            _sysctr.delegate(spec.get("cgroups_path") or _ocifile.cgroups_path(ctx.name), idmap)
     pid_file = rt.pid_file(ctx.name)
     log = os.path.join(ctx.bundle, LOG_FILE)
     offset = os.path.getsize(log) if os.path.exists(log) else 0

@@ -15,7 +15,8 @@ from __future__ import annotations
 import contextlib
 import os
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _netns, _oci, _sysctr, _timens
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _ocifile
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _netns, _sysctr, _timens
 from ansible_collections.ctrhost.fleet.plugins.module_utils._ctrspec import STORED_DEFAULTS, mask
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
     CtrhostError,
@@ -77,7 +78,7 @@ def container_info(layout, name, spec, runtimes=None, runtime_path=None, network
         rt_state = runtime_of(layout, rname, runtime_path, runtimes).state(name)
     except (MissingToolError, CtrhostError) as exc:
         error = exc.msg
-    cgroups = spec.get("cgroups_path") or _oci.cgroups_path(name)
+    cgroups = spec.get("cgroups_path") or _ocifile.cgroups_path(name)
     freezer, effective, usage = cgroup_facts(cgroups, layout.container_dir(name))
     state = state_of(rt_state, freezer)
     pid = rt_state.get("pid") if rt_state and state != "stopped" else None

@@ -38,10 +38,10 @@ from __future__ import annotations
 import copy
 import os
 
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _ocifile
 from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _cgroups,
     _limitparse,
-    _oci,
     _quota,
     _sysinfo,
     _units,
@@ -344,18 +344,18 @@ def persist(bundle, limits, check_mode=False, config=None):
     on disk), so that a restore or a re-create keeps them, and the directory-backed
     keys on its directories. The one writer of limits into config.json. True when
     something changed."""
-    path = _oci.config_path(bundle)
+    path = _ocifile.config_path(bundle)
     if config is None:
-        config = _oci.load_config(path)
+        config = _ocifile.load_config(path)
         if config is None:
             raise NotFoundError("config.json: %s does not exist" % path, path=path)
         old = copy.deepcopy((config.get("linux") or {}).get("resources") or {})
     else:
         old = None
-    _oci.set_resources(config, to_oci_resources({k: v for k, v in limits.items() if k in CGROUP_KEYS}))
+    _ocifile.set_resources(config, to_oci_resources({k: v for k, v in limits.items() if k in CGROUP_KEYS}))
     changed = config["linux"]["resources"] != old
     if changed and not check_mode:
-        _oci.save_config(path, config)
+        _ocifile.save_config(path, config)
     for key in DIR_KEYS:
         changed = apply_dir(bundle, key, limits.get(key), check_mode) or changed
     return changed

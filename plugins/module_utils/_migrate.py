@@ -35,13 +35,13 @@ import posixpath
 import shutil
 import sys
 
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _ocifile
 from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _checkpoint,
     _criu,
     _criuconf,
     _dumpwindow,
     _migrate_precopy,
-    _oci,
     _restore,
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils import _migrate_agent  # noqa: F401 (shipped)
@@ -148,7 +148,7 @@ def migrate(root, name, dest, mode="cold", dest_root=None, ssh_config=None, iden
 def _move(run, rt, criu, meta, pre, options, timeout):
     """Stage there and pre-copy while it runs, then the frozen window, then the end."""
     upper = run.layout.container_file(run.name, "upper")
-    config = _oci.load_config(os.path.join(run.layout.container_dir(run.name), "config.json"))
+    config = _ocifile.load_config(os.path.join(run.layout.container_dir(run.name), "config.json"))
     _new_images(run, meta)
     try:
         _stage(run, rt, criu, meta, config, upper, options, timeout)
@@ -228,7 +228,7 @@ def _new_images(run, meta):
     the images fit there (``_dumpwindow``; not for live mode's pre-dump rounds), else
     under the container's checkpoints."""
     layout = run.layout
-    need = _dumpwindow.expected_bytes(_oci.cgroups_path_of(run.spec, run.name))
+    need = _dumpwindow.expected_bytes(_ocifile.cgroups_path_of(run.spec, run.name))
     run.images, why = _dumpwindow.plan(layout, run.name, "." + meta["id"], need, run.mode != "live")
     run.stats["images"] = dict(staged=bool(run.images), why_not=why, expected_bytes=need)
     if run.images:

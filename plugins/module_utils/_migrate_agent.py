@@ -43,7 +43,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import _checkpoint, 
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CtrhostError
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_preflight import agent_dir, mark_agent_dir
 from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_proc import alive, identity, kill_tree, wait_for
-from ansible_collections.ctrhost.fleet.plugins.module_utils._oci import cgroups_path
+from ansible_collections.ctrhost.fleet.plugins.module_utils._ocifile import cgroups_path
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
 from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import runtime_for
 from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore

@@ -13,22 +13,19 @@ authenticated and encrypted.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
-import pkgutil
 import select
 import shutil
 import subprocess
 import tempfile
 import threading
 import time
-import zipfile
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli
+from ansible_collections.ctrhost.fleet.plugins.module_utils._ship import payload
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CommandError, MissingToolError
 
-PKG = "ansible_collections.ctrhost.fleet.plugins.module_utils"
 CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com"
 # The agent fences itself when it heard nothing for LEASE seconds; the source pings
 # it every HEARTBEAT seconds while the session lives.
@@ -40,23 +37,6 @@ TRANSIENT = ("timed out", "connection reset", "connection refused", "connection 
              "banner exchange", "kex_exchange_identification", "broken pipe", "no route to host",
              "network is unreachable", "connection lost", "no connection after", "no answer to hello")
 CONNECT_TIMEOUT = 90
-
-
-def payload():
-    """Zip of this collection's module_utils (works from a checkout and from AnsiballZ)."""
-    from ansible_collections.ctrhost.fleet.plugins import module_utils as pkg
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        base = "ansible_collections/ctrhost/fleet/plugins/module_utils/"
-        for part in ("ansible_collections", "ansible_collections/ctrhost",
-                     "ansible_collections/ctrhost/fleet", "ansible_collections/ctrhost/fleet/plugins"):
-            zf.writestr(part + "/__init__.py", "")
-        zf.writestr(base + "__init__.py", "")
-        for info in pkgutil.iter_modules(pkg.__path__):
-            data = pkgutil.get_data(PKG, info.name + ".py")
-            if data is not None:
-                zf.writestr(base + info.name + ".py", data)
-    return buf.getvalue()
 
 
 class Link:

@@ -6,7 +6,7 @@
 ``already_moved`` runs at the entry of ``_migrate.migrate``. When the container runs
 here it answers None at once (no SSH), and the migration goes on. Otherwise it asks the
 destination over SSH what runs there (the report of the ``containers`` inventory,
-``_inventory.report``, shipped with the module_utils zip): when the container runs
+``_report.report``, shipped with the module_utils zip): when the container runs
 there and is not an unfinished incoming copy, the move is done, and the result says so
 with changed=false, so that a rerun playbook converges.
 """
@@ -16,7 +16,8 @@ from __future__ import annotations
 import subprocess
 import time
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _inventory, _sysinfo
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _report
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _sysinfo
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CommandError, NotFoundError
 from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore
 
@@ -36,17 +37,17 @@ def running_here(layout, name, runtime_path=None):
 
 def query(link, dest_root, timeout=60):
     """The destination's report ({root, containers}) over ``link``'s SSH options."""
-    from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_ssh import payload
+    from ansible_collections.ctrhost.fleet.plugins.module_utils._ship import payload
 
     data = payload()
-    remote = _inventory.remote_command(link.python, _inventory.BOOTSTRAP, len(data), dict(root=dest_root))
+    remote = _report.remote_command(link.python, _report.BOOTSTRAP, len(data), dict(root=dest_root))
     cmd = link.ssh_cmd(link.dest, remote)
     try:
         proc = subprocess.run(cmd, input=data, capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise CommandError("dest: no answer from %s in %ss" % (link.dest, timeout), cmd, -1) from None
     try:
-        return _inventory.parse_report(link.dest, proc.stdout.decode("utf-8", "replace"))
+        return _report.parse_report(link.dest, proc.stdout.decode("utf-8", "replace"))
     except ValueError as exc:
         raise CommandError("dest: could not read the containers of %s: %s %s"
                            % (link.dest, exc, proc.stderr.decode("utf-8", "replace").strip()[-300:]),

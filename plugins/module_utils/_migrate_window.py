@@ -25,13 +25,13 @@ import socket
 import subprocess
 import time
 
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _ocifile
 from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _checkpoint,
     _cli,
     _criu,
     _dumpwindow,
     _migrate_stream,
-    _oci,
     _restore,
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CommandError, CtrhostError
@@ -94,7 +94,7 @@ def _freeze(run, rt):
     # The cgroup frozen directly (polled every millisecond) rather than by a runtime
     # process; the runtime's pause (which retries a freezer that does not settle) when
     # that does not work out.
-    cgroups_path = _oci.cgroups_path_of(run.spec, run.name)
+    cgroups_path = _ocifile.cgroups_path_of(run.spec, run.name)
     if _dumpwindow.freeze_first(rt, cgroups_path, dict(status="running")) is None:
         rt.pause(run.name)
     run.frozen = True

@@ -24,16 +24,12 @@ config. Defaults are the safe ones of a system container:
 from __future__ import annotations
 
 import os
-import socket
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils import _idmap, _nethook, _sysctr
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ValidationError
-from ansible_collections.ctrhost.fleet.plugins.module_utils._atomic import atomic_write_json
+from ansible_collections.ctrhost.fleet.plugins.module_utils._ocifile import OCI_VERSION, cgroups_path
 from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
-from ansible_collections.ctrhost.fleet.plugins.module_utils._state import read_json
 
-OCI_VERSION = "1.0.2"
-CONFIG_FILE = "config.json"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 ALL_CAPS = [
@@ -79,20 +75,6 @@ SECCOMP_ARCHES = {
     "ppc64le": ["SCMP_ARCH_PPC64LE"],
     "s390x": ["SCMP_ARCH_S390X", "SCMP_ARCH_S390"],
 }
-
-
-def host_id():
-    """Short host name: the middle part of every cgroups path."""
-    return socket.gethostname().split(".")[0] or "localhost"
-
-
-def cgroups_path(name, host=None):
-    return "/ctrhost/%s/%s" % (host or host_id(), name)
-
-
-def cgroups_path_of(spec, name):
-    """The cgroup a stored spec names; ``/ctrhost/-/<name>`` for a spec without one."""
-    return spec.get("cgroups_path") or "/ctrhost/-/" + name
 
 
 def _cap_name(value, field):
@@ -244,28 +226,3 @@ def build_config(name, spec, netns_path, cgroups=None, seccomp=True,
         _nethook.with_hook(cfg, name)
     return _sysctr.apply_config(cfg, spec)
 
-
-def config_path(bundle):
-    return os.path.join(bundle, CONFIG_FILE)
-
-
-def load_config(path):
-    """The config at ``path`` (a file or a bundle directory), or None."""
-    if os.path.isdir(path):
-        path = config_path(path)
-    return read_json(path)
-
-
-def save_config(path, cfg):
-    if os.path.isdir(path):
-        path = config_path(path)
-    atomic_write_json(path, cfg, mode=0o600, durable=False)  # rebuilt from spec.json
-
-
-def set_resources(cfg, resources):
-    """Replace ``linux.resources`` (keeping the device rules) and return ``cfg``."""
-    linux = cfg.setdefault("linux", {})
-    devices = (linux.get("resources") or {}).get("devices") or [{"allow": False, "access": "rwm"}]
-    linux["resources"] = dict(resources or {})
-    linux["resources"]["devices"] = devices
-    return cfg

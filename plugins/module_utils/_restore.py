@@ -19,6 +19,7 @@ import os
 import shutil
 import time
 
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _ocifile
 from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _checkpoint,
     _cli,
@@ -27,7 +28,6 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _idmap,
     _limits,
     _netns,
-    _oci,
     _procfs,
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils._criutool import criu_for
@@ -123,7 +123,7 @@ def stage(layout, name, meta, image_dir, created=None, incoming=None):
     store = ContainerStore(layout)
     if created is None:
         created = not os.path.isdir(layout.container_dir(name))
-    spec = dict(meta["spec"], cgroups_path=_oci.cgroups_path(name))
+    spec = dict(meta["spec"], cgroups_path=_ocifile.cgroups_path(name))
     overlay = Overlay(layout, name, spec["template"], idmap=_idmap.of(spec))
     try:
         tar = os.path.join(image_dir, _checkpoint.ROOTFS_TAR)
@@ -241,7 +241,7 @@ def remove_incoming(layout, name, spec, runtime_path=None):
     """Remove an uncommitted incoming migration of ``name`` (its stored ``spec`` carries
     the ``incoming`` marker): processes, runtime state, and when it was new here its
     rootfs mount, netns, veths, bundle; then the received images."""
-    spec = dict(spec, cgroups_path=spec.get("cgroups_path") or _oci.cgroups_path(name))
+    spec = dict(spec, cgroups_path=spec.get("cgroups_path") or _ocifile.cgroups_path(name))
     marker = spec.get("incoming") or {}
     rt = runtime_for(layout, spec.get("runtime"), runtime_path)
     forget_runtime(rt, name, spec["cgroups_path"])
@@ -279,7 +279,7 @@ def restore_images(layout, name, image_dir, meta, runtime_path=None, criu_path=N
     the rootfs mount and the runtime's restore remain."""
     t0 = time.monotonic()
     if staged:
-        spec = dict(meta["spec"], cgroups_path=_oci.cgroups_path(name))
+        spec = dict(meta["spec"], cgroups_path=_ocifile.cgroups_path(name))
         mount_rootfs(layout, name, spec, created)
     else:
         spec, created = prepare(layout, name, meta, image_dir, created)
@@ -303,7 +303,7 @@ def restore_images(layout, name, image_dir, meta, runtime_path=None, criu_path=N
     args = restore_command(rt, criu_path, name, image_dir, work, bundle,
                            meta.get("options") or {}, lazy)
     try:
-        terminal = bool(((_oci.load_config(bundle) or {}).get("process") or {}).get("terminal"))
+        terminal = bool(((_ocifile.load_config(bundle) or {}).get("process") or {}).get("terminal"))
         with _birth(layout, name, spec):
             duration = rt.spawn(args, os.path.join(bundle, LOG_FILE), timeout,
                                 msg="%s restore of %s" % (rt.name, name),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import os
 
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _ocifile
 from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _checkpoint,
     _criuconf,
@@ -44,7 +45,7 @@ def restore_config(layout, name, spec, image_dir):
     """The bundle's config.json: the dumped one with this host's cgroups path and netns
     (an unprivileged container's: its user and network namespaces made by CRIU, the
     network hook of this host)."""
-    cfg = _oci.load_config(os.path.join(image_dir, _checkpoint.CONFIG_COPY))
+    cfg = _ocifile.load_config(os.path.join(image_dir, _checkpoint.CONFIG_COPY))
     conf = _criuconf.container_config_path(layout.run_dir, name)  # written by restore_images
     if cfg is None:
         return _oci.build_config(name, spec, _netns.path(name), cgroups=spec["cgroups_path"],

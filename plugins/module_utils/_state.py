@@ -8,11 +8,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import time
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils._atomic import atomic_write_json
+from ansible_collections.ctrhost.fleet.plugins.module_utils._atomic import atomic_write_json, read_json
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ConflictError
 
 SPEC_FILE = "spec.json"
@@ -30,14 +29,6 @@ def private_dir(path, group=None):
         return
     os.chown(path, 0, group)
     os.chmod(path, 0o710)
-
-
-def read_json(path, default=None):
-    try:
-        with open(path) as handle:
-            return json.load(handle)
-    except FileNotFoundError:
-        return default
 
 
 class ContainerStore:

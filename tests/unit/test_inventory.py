@@ -13,8 +13,9 @@ import sys
 
 import pytest
 
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _report
 from ansible_collections.ctrhost.fleet.plugins.module_utils import _inventory
-from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_ssh import payload
+from ansible_collections.ctrhost.fleet.plugins.module_utils._ship import payload
 
 
 def ctr(name, state="running", template="busybox", ipv4="10.0.0.5/24", **extra):
@@ -89,9 +90,9 @@ def test_a_name_on_two_hosts_keeps_the_running_copy():
 
 def test_parse_report_errors_name_the_host():
     with pytest.raises(ValueError, match="h1: expected a JSON report"):
-        _inventory.parse_report("h1", "Traceback ...")
+        _report.parse_report("h1", "Traceback ...")
     with pytest.raises(ValueError, match="h1: PermissionError: no"):
-        _inventory.parse_report("h1", json.dumps(dict(failed=True, msg="PermissionError: no")))
+        _report.parse_report("h1", json.dumps(dict(failed=True, msg="PermissionError: no")))
 
 
 def write_spec(root, name, **spec):
@@ -109,7 +110,7 @@ def test_report_reads_the_layout_and_skips_unfinished_migrations(tmp_path, monke
     write_spec(root, "staged", incoming={"from": "h9"})
     # boundary: the runtime binary (no container runs here); the cgroups path does not exist
     monkeypatch.setenv("PATH", str(tmp_path / "nobin"))
-    rep = _inventory.report(root)
+    rep = _report.report(root)
     assert rep["root"] == root and [c["name"] for c in rep["containers"]] == ["ok1"]
     [one] = rep["containers"]
     assert one["state"] == "stopped" and one["limits"] == dict(pids=10)
@@ -120,11 +121,11 @@ def test_bootstrap_runs_the_report_from_the_zip(tmp_path):
     """What the inventory sends over SSH, run locally: ``python3 -c BOOTSTRAP`` + zip on stdin."""
     write_spec(str(tmp_path), "z1")
     data = payload()
-    cmd = _inventory.remote_command(sys.executable, _inventory.BOOTSTRAP, len(data), dict(root=str(tmp_path)))
+    cmd = _report.remote_command(sys.executable, _report.BOOTSTRAP, len(data), dict(root=str(tmp_path)))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run(["sh", "-c", cmd], input=data, capture_output=True, check=False, cwd="/", env=env)
     assert proc.returncode == 0, proc.stderr
-    report = _inventory.parse_report("local", proc.stdout.decode())
+    report = _report.parse_report("local", proc.stdout.decode())
     assert [c["name"] for c in report["containers"]] == ["z1"]
     assert shlex.split(cmd)[:2] == [sys.executable, "-c"]
     assert not [f for f in os.listdir("/tmp") if f.startswith("ctrhost-inventory-")]

@@ -12,13 +12,13 @@ import struct
 import pytest
 from test_container_plan import LOOP, env  # noqa: F401  (fixture)
 
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _ocifile
 from ansible_collections.ctrhost.fleet.plugins.module_utils import (
     _addrguard,
     _container,
     _ctrspec,
     _dad,
     _hostnet,
-    _oci,
     _portfilter,
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils._ctrargs import CONTAINER_OPTIONS
@@ -176,7 +176,7 @@ def test_secret_env_masked_in_diff_and_info_but_in_config(env):  # noqa: F811
     assert "hunter2" not in json.dumps(res)
     assert res["diff"]["after"]["secret_env"] == {"DB_PASS": "********"}
     bundle = layout.container_dir(base["name"])
-    cfg = _oci.load_config(bundle)
+    cfg = _ocifile.load_config(bundle)
     assert "DB_PASS=hunter2" in cfg["process"]["env"] and "A=1" in cfg["process"]["env"]
     # modes: the directory and the files holding the secret are root's only
     assert stat.S_IMODE(os.stat(bundle).st_mode) == 0o700

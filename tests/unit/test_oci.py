@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from ansible_collections.ctrhost.fleet.plugins.module_utils import _ocifile
 from ansible_collections.ctrhost.fleet.plugins.module_utils import _oci
 from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ValidationError
 
@@ -126,20 +127,20 @@ def test_seccomp_left_out_when_runtime_lacks_it():
 
 def test_save_load_atomic_and_set_resources(tmp_path):
     cfg = build()
-    _oci.save_config(str(tmp_path), cfg)
+    _ocifile.save_config(str(tmp_path), cfg)
     assert os.listdir(tmp_path) == ["config.json"]  # no temp file left behind
     assert os.stat(tmp_path / "config.json").st_mode & 0o777 == 0o600
-    loaded = _oci.load_config(str(tmp_path))
+    loaded = _ocifile.load_config(str(tmp_path))
     assert loaded == json.loads(json.dumps(cfg))
-    _oci.set_resources(loaded, {"pids": {"limit": 64}})
+    _ocifile.set_resources(loaded, {"pids": {"limit": 64}})
     assert loaded["linux"]["resources"] == {"pids": {"limit": 64},
                                             "devices": [{"allow": False, "access": "rwm"}]}
-    assert _oci.load_config(str(tmp_path / "missing.json")) is None
+    assert _ocifile.load_config(str(tmp_path / "missing.json")) is None
 
 
 def test_cgroups_path_uses_short_host_name(monkeypatch):
-    monkeypatch.setattr(_oci.socket, "gethostname", lambda: "host1.example.org")
-    assert _oci.cgroups_path("web1") == "/ctrhost/host1/web1"
+    monkeypatch.setattr(_ocifile.socket, "gethostname", lambda: "host1.example.org")
+    assert _ocifile.cgroups_path("web1") == "/ctrhost/host1/web1"
 
 
 def test_criu_config_annotation_only_when_given():
