@@ -67,11 +67,9 @@ def _settle(workload):
 def checkpoint_restore(root, workload, name="mgbench"):
     """Checkpoint (to disk, process stopped) and restore one container; seconds."""
     _link_tree()
-    from ansible_collections.ctrhost.fleet.plugins.module_utils import (
-        _checkpoint,
-        _container,
-        _restore,
-    )
+    from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import dump as _checkpoint
+    from ansible_collections.ctrhost.fleet.plugins.module_utils.container import lifecycle as _container
+    from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import restore as _restore
     make_template(root)
     _container.ensure(dict(root=root, name=name, template="busybox", state="started",
                            command=["/bin/sh", "-c", WORKLOADS[workload]]))
@@ -94,7 +92,8 @@ import json, sys, time
 sys.path.insert(0, @TREE@)
 sys.path.insert(0, @BENCH@)
 import checkpoint as b
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _container, _migrate
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container import lifecycle as _container
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate import source as _migrate
 R = "/var/lib/ctrhost"
 op, a = sys.argv[1], json.loads(sys.argv[2])
 b.make_template(R)

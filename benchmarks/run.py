@@ -79,7 +79,7 @@ def machine_info():
     cgroup = None
     try:
         sides_mod.ensure_collections_tree()
-        from ansible_collections.ctrhost.fleet.plugins.module_utils import _sysinfo
+        from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import sysinfo as _sysinfo
         cgroup = _sysinfo.cgroup_layout()["mode"]
     except Exception:
         pass
@@ -151,7 +151,7 @@ def phase_local(args, results):
 
 def lazy_usable():
     try:
-        from ansible_collections.ctrhost.fleet.plugins.module_utils import _sysinfo
+        from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import sysinfo as _sysinfo
         return bool(_sysinfo.criu_features(_sysinfo.criu_path())["features"]["lazy_pages_usable"])
     except Exception:
         return False
@@ -162,7 +162,7 @@ def phase_migrate(args, results):
     podman = next((p for p in peers if p.name == "podman"), None)
     remote = scenarios.Remote(args.dest, args.ssh_config)
     try:
-        from ansible_collections.ctrhost.fleet.plugins.module_utils import _migrate  # noqa: F401
+        from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate import source as _migrate  # noqa: F401
         migrating = ours
     except ImportError as exc:
         migrating = None

@@ -252,7 +252,7 @@ def migrate_modes(lazy_usable):
 
 def call_migrate(root, name, dest, mode, ssh_config=None):
     """The library's entry, as the container_migrate module calls it."""
-    from ansible_collections.ctrhost.fleet.plugins.module_utils import _migrate
+    from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate import source as _migrate
     return _migrate.migrate(root, name, dest, mode=mode, ssh_config=ssh_config)
 
 

@@ -87,13 +87,11 @@ class Ours:
 
     def __init__(self, root=None):
         ensure_collections_tree()
-        from ansible_collections.ctrhost.fleet.plugins.module_utils import (  # noqa: F401
-            _checkpoint, _container, _restore, _template)
-        from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
-        self.mod = sys.modules["ansible_collections.ctrhost.fleet.plugins.module_utils._container"]
-        self.ck = sys.modules["ansible_collections.ctrhost.fleet.plugins.module_utils._checkpoint"]
-        self.rs = sys.modules["ansible_collections.ctrhost.fleet.plugins.module_utils._restore"]
-        self.tp = sys.modules["ansible_collections.ctrhost.fleet.plugins.module_utils._template"]
+        from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import dump, restore
+        from ansible_collections.ctrhost.fleet.plugins.module_utils.container import lifecycle
+        from ansible_collections.ctrhost.fleet.plugins.module_utils.core.paths import Layout
+        from ansible_collections.ctrhost.fleet.plugins.module_utils.template import lifecycle as template
+        self.mod, self.ck, self.rs, self.tp = lifecycle, dump, restore, template
         self.root = root
         self.layout = Layout(root)
 
@@ -135,7 +133,7 @@ class Ours:
         return self.rs.restore(self.root, name, cid)
 
     def init_pid(self, name):
-        from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import Runtime
+        from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime.driver import Runtime
         rt = Runtime("runc", state_root=os.path.join(self.layout.runtime_root, "runc"))
         st = rt.state(name)
         return st["pid"] if st and st.get("status") in ("running", "paused") else None

@@ -100,7 +100,7 @@ from ansible.plugins.connection import ConnectionBase
 from ansible.plugins.loader import connection_loader
 from ansible.utils.display import Display
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils._timens import exec_argv
+from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime.timens import exec_argv
 
 display = Display()
 

@@ -6,7 +6,7 @@
 ``ctrhost.fleet.container`` uses them as its options (``DOCUMENTATION``);
 ``ctrhost.fleet.containers`` as the suboptions of each item of ``containers``
 (``BATCH``). The argument spec they describe is
-plugins/module_utils/_ctrargs.py (CONTAINER_OPTIONS).
+plugins/module_utils/container/args.py (CONTAINER_OPTIONS).
 """
 
 from __future__ import annotations

@@ -84,8 +84,8 @@ _value:
 
 from ansible.errors import AnsibleFilterError  # noqa: E402
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CtrhostError  # noqa: E402
-from ansible_collections.ctrhost.fleet.plugins.module_utils._placement import (  # noqa: E402
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import CtrhostError  # noqa: E402
+from ansible_collections.ctrhost.fleet.plugins.module_utils.fleet.placement import (  # noqa: E402
     DEFAULT_CPU_OVERCOMMIT,
     DEFAULT_MEMORY_HEADROOM,
     place,

@@ -86,12 +86,12 @@ _value:
 
 from ansible.errors import AnsibleFilterError  # noqa: E402
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CtrhostError  # noqa: E402
-from ansible_collections.ctrhost.fleet.plugins.module_utils._placement import (  # noqa: E402
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import CtrhostError  # noqa: E402
+from ansible_collections.ctrhost.fleet.plugins.module_utils.fleet.placement import (  # noqa: E402
     DEFAULT_CPU_OVERCOMMIT,
     DEFAULT_MEMORY_HEADROOM,
 )
-from ansible_collections.ctrhost.fleet.plugins.module_utils._rebalance import plan  # noqa: E402
+from ansible_collections.ctrhost.fleet.plugins.module_utils.fleet.rebalance import plan  # noqa: E402
 
 
 def rebalance_plan(hosts, containers, memory_threshold, cpu_threshold, memory_headroom=DEFAULT_MEMORY_HEADROOM,

@@ -116,9 +116,9 @@ from ansible.module_utils.common.text.converters import to_native, to_text
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 from ansible.utils.display import Display
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _report
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _inventory
-from ansible_collections.ctrhost.fleet.plugins.module_utils._ship import payload
+from ansible_collections.ctrhost.fleet.plugins.module_utils.host import report as _report
+from ansible_collections.ctrhost.fleet.plugins.module_utils.fleet import inventory as _inventory
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.ship import payload
 
 display = Display()
 

@@ -241,9 +241,9 @@ diff:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _container
-from ansible_collections.ctrhost.fleet.plugins.module_utils._ctrargs import container_spec
-from ansible_collections.ctrhost.fleet.plugins.module_utils._module import run
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container import lifecycle as _container
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container.args import container_spec
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.module import run
 
 
 def main():

@@ -169,8 +169,8 @@ pid:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _container_limits
-from ansible_collections.ctrhost.fleet.plugins.module_utils._module import COMMON_ARGS, argument_spec, run
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container import limits as _container_limits
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.module import COMMON_ARGS, argument_spec, run
 
 
 def main():

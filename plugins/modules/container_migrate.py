@@ -257,8 +257,9 @@ kernel:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _migrate, _migrate_precopy
-from ansible_collections.ctrhost.fleet.plugins.module_utils._module import (
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate import source as _migrate
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate import precopy as _migrate_precopy
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.module import (
     COMMON_ARGS,
     CRIU_ARGS,
     CRIU_TOOL_ARGS,

@@ -194,8 +194,10 @@ peak_memory_in_flight:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _migrate, _migrate_batch, _migrate_precopy
-from ansible_collections.ctrhost.fleet.plugins.module_utils._module import (
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate import source as _migrate
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate import batch as _migrate_batch
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate import precopy as _migrate_precopy
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.module import (
     COMMON_ARGS,
     CRIU_ARGS,
     CRIU_TOOL_ARGS,

@@ -126,8 +126,8 @@ commands:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _restore
-from ansible_collections.ctrhost.fleet.plugins.module_utils._module import COMMON_ARGS, CRIU_TOOL_ARGS, argument_spec, run
+from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import restore as _restore
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.module import COMMON_ARGS, CRIU_TOOL_ARGS, argument_spec, run
 
 
 def main():

@@ -129,9 +129,9 @@ diff:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _batch
-from ansible_collections.ctrhost.fleet.plugins.module_utils._ctrargs import containers_spec
-from ansible_collections.ctrhost.fleet.plugins.module_utils._module import run
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container import batch as _batch
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container.args import containers_spec
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.module import run
 
 
 def main():

@@ -203,7 +203,8 @@ commands:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _hostboot, _module
+from ansible_collections.ctrhost.fleet.plugins.module_utils.host import boot as _hostboot
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core import module as _module
 
 ARGS = _module.argument_spec(
     _module.COMMON_ARGS,

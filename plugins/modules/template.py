@@ -266,8 +266,8 @@ notes:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _template
-from ansible_collections.ctrhost.fleet.plugins.module_utils._module import COMMON_ARGS, argument_spec, run
+from ansible_collections.ctrhost.fleet.plugins.module_utils.template import lifecycle as _template
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.module import COMMON_ARGS, argument_spec, run
 
 SOURCES = ("src", "url", "debootstrap", "image")
 

@@ -16,7 +16,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), ".cache", "pytest-collections"))
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CtrhostError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import CtrhostError
 
 
 def main():

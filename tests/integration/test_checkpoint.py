@@ -12,15 +12,13 @@ import pytest
 
 import _local
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import (
-    _checkpoint,
-    _container,
-    _paths,
-    _restore,
-    _runtime,
-    _state,
-)
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CommandError, ConflictError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import dump as _checkpoint
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container import lifecycle as _container
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core import paths as _paths
+from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import restore as _restore
+from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime import driver as _runtime
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container import store as _state
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import CommandError, ConflictError
 
 CRIU = shutil.which("criu", path="/usr/local/sbin:/usr/sbin:/usr/bin:/sbin")
 COUNTER = ["/bin/sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/counter.new; mv /tmp/counter.new /tmp/counter; sleep 0.05; done"]
@@ -167,8 +165,9 @@ HOLDING = ["/bin/sh", "-c", "dd if=/dev/urandom bs=48M count=1 iflag=fullblock 2
 # put on the container's checkpoints directory ("" for none): a full disk for the move.
 IN_STAGE = r"""
 import json, os, subprocess, sys
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _checkpoint, _paths
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CtrhostError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import dump as _checkpoint
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core import paths as _paths
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import CtrhostError
 root, name, cid, full = sys.argv[1:5]
 stage = os.path.join(_paths.RUN_DIR, "images")
 os.makedirs(stage, exist_ok=True)

@@ -31,7 +31,7 @@ COUNT = 20
 FAULT = r'''
 import json, subprocess, sys
 sys.path.insert(0, @COLL@)
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _migrate_batch
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate import batch as _migrate_batch
 a = json.loads(sys.argv[1])
 def corrupt(run):
     subprocess.run(run.link.ssh_cmd(run.dest, "cd %s/images && for f in pages-*.img inventory.img; "

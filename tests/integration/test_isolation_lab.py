@@ -16,7 +16,7 @@ import time
 import pytest
 from test_migrate import HELPER, IP, MAC, NAME, PY, addr, helper, ping_gaps, segment_lab, start
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _idmap
+from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import idmap as _idmap
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),

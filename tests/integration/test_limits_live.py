@@ -16,16 +16,16 @@ import pytest
 
 import _local
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import Cgroup
-from ansible_collections.ctrhost.fleet.plugins.module_utils._container_limits import adjust
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import LimitError
-from ansible_collections.ctrhost.fleet.plugins.module_utils._limitlive import apply_live
-from ansible_collections.ctrhost.fleet.plugins.module_utils._limits import (
+from ansible_collections.ctrhost.fleet.plugins.module_utils.linux.cgroups import Cgroup
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container.limits import adjust
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import LimitError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.limits.live import apply_live
+from ansible_collections.ctrhost.fleet.plugins.module_utils.limits.records import (
     host_facts,
     normalize,
     persist,
 )
-from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import Runtime
+from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime.driver import Runtime
 
 pytestmark = pytest.mark.runtime
 

@@ -18,7 +18,7 @@ import pytest
 from _segment import controller_bridge, ns, uplink
 from lab import ROOT, Lab
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _idmap
+from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import idmap as _idmap
 
 PY = os.path.join(ROOT, ".venv", "bin", "python")
 NAME = "mhm1"
@@ -39,8 +39,12 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow,
 HELPER = r'''
 import json, os, shutil, subprocess, sys, time
 sys.path.insert(0, os.path.join(@ROOT@, ".cache", "pytest-collections"))
-from ansible_collections.ctrhost.fleet.plugins.module_utils import (
-    _checkpoint, _container, _hostnet, _migrate, _paths, _runtime)
+from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import dump as _checkpoint
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container import lifecycle as _container
+from ansible_collections.ctrhost.fleet.plugins.module_utils.net import bridges as _hostnet
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate import source as _migrate
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core import paths as _paths
+from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime import driver as _runtime
 R = "/var/lib/ctrhost"
 op, a = sys.argv[1], json.loads(sys.argv[2])
 out = {}

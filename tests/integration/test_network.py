@@ -21,7 +21,7 @@ import uuid
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _netconf
+from ansible_collections.ctrhost.fleet.plugins.module_utils.net import spec as _netconf
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -228,7 +228,7 @@ def test_bad_input_is_a_clear_error_with_nothing_created(host, raw, field):
     except Exception as exc:  # validation alone
         assert getattr(exc, "field", None) == field and field in str(exc)
     else:
-        out = host.call("_netconf", "check_conflicts", ifaces, {other: {"network": other_ifaces}})
+        out = host.call("net.spec", "check_conflicts", ifaces, {other: {"network": other_ifaces}})
         assert out.get("field") == field, out
         assert other in out["msg"] or "does not exist" in out["msg"]
     assert set(host.links()) == before and not os.path.lexists("/run/netns/ctrhost-" + a)

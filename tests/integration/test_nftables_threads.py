@@ -26,7 +26,7 @@ pytestmark = [
 SCRIPT = r"""
 import sys, threading
 sys.path.insert(0, sys.argv[1])
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _nftables
+from ansible_collections.ctrhost.fleet.plugins.module_utils.net import nftables as _nftables
 errors = []
 def work(i):
     try:

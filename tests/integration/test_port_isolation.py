@@ -181,7 +181,7 @@ def test_filters_follow_readdress_and_go_with_the_container(host):  # noqa: F811
     assert host.v4(2) in chain() and host.v6(2) in chain()
     assert host.ok("_netlink", "attach", a, path, ifaces) == dict(changed=False, actions=[])
     # live re-address: the filter follows, the old address is refused from then on
-    from ansible_collections.ctrhost.fleet.plugins.module_utils import _netconf
+    from ansible_collections.ctrhost.fleet.plugins.module_utils.net import spec as _netconf
     new = _netconf.normalize([host.iface(a, 9)], a)
     res = host.ok("_netlink", "update", a, path, ifaces, new)
     assert any("filter port" in x for x in res["actions"])
@@ -215,7 +215,7 @@ def test_duplicate_address_probe_names_the_holder(host):  # noqa: F811  (the fix
         sh("ip", "-n", stranger, "addr", "add", host.v6(6) + "/64", "dev", "eth0", "nodad")
         sh("ip", "-n", stranger, "link", "set", "eth0", "up")
         time.sleep(0.5)
-        from ansible_collections.ctrhost.fleet.plugins.module_utils import _netconf
+        from ansible_collections.ctrhost.fleet.plugins.module_utils.net import spec as _netconf
         cases = ((dict(bridge="nwbr0", ipv4=host.v4(5) + "/24"), "02:55:00:00:00:01"),
                  (dict(bridge="nwbr0", ipv6=host.v6(6) + "/64"), "02:55:00:00:00:01"),
                  (dict(bridge="nwbr0", ipv4=host.v4(4) + "/24"), None))

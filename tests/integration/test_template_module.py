@@ -19,7 +19,8 @@ import urllib.request
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _procfs, _tarsafe
+from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import procfs as _procfs
+from ansible_collections.ctrhost.fleet.plugins.module_utils.template import tarsafe as _tarsafe
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PLAYBOOK = os.path.join(REPO, ".venv", "bin", "ansible-playbook")

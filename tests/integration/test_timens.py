@@ -18,17 +18,15 @@ import time
 import pytest
 from _local import busybox_root
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import (
-    _checkpoint,
-    _container,
-    _info,
-    _paths,
-    _restore,
-    _runtime,
-    _state,
-    _timens,
-)
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ConflictError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import dump as _checkpoint
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container import lifecycle as _container
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container import info as _info
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core import paths as _paths
+from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import restore as _restore
+from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime import driver as _runtime
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container import store as _state
+from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime import timens as _timens
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import ConflictError
 
 CRIU = shutil.which("criu", path="/usr/local/sbin:/usr/sbin:/usr/bin:/sbin")
 # A counter and the container's own uptime, 10 times a second.
@@ -257,8 +255,12 @@ def test_container_started_without_a_time_namespace_keeps_working(root, monkeypa
 LAB_HELPER = r'''
 import json, os, shutil, subprocess, sys, time
 sys.path.insert(0, os.path.join(@ROOT@, ".cache", "pytest-collections"))
-from ansible_collections.ctrhost.fleet.plugins.module_utils import (
-    _checkpoint, _container, _migrate, _paths, _runtime, _timens)
+from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import dump as _checkpoint
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container import lifecycle as _container
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate import source as _migrate
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core import paths as _paths
+from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime import driver as _runtime
+from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime import timens as _timens
 R = "/var/lib/ctrhost"
 op, a = sys.argv[1], json.loads(sys.argv[2])
 out = {}

@@ -17,7 +17,7 @@ import pytest
 import _local
 from _local import leftovers
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _idmap
+from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import idmap as _idmap
 
 pytestmark = _local.RUNTIME_MARKS + [pytest.mark.slow]
 SUBIDS = ("/etc/subuid", "/etc/subgid")

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils._atomic import atomic_write, atomic_write_json
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.atomic import atomic_write, atomic_write_json
 
 
 def _read(path):

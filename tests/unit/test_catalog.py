@@ -12,8 +12,8 @@ import shutil
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _catalog
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ValidationError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.host import catalog as _catalog
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import ValidationError
 
 NOW = datetime.datetime(2026, 12, 1, 12, 0, 0, tzinfo=datetime.timezone.utc)
 

@@ -9,14 +9,15 @@ import os
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _limitparse, _limits
-from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import Cgroup, detect_mode
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
+from ansible_collections.ctrhost.fleet.plugins.module_utils.limits import parse as _limitparse
+from ansible_collections.ctrhost.fleet.plugins.module_utils.limits import records as _limits
+from ansible_collections.ctrhost.fleet.plugins.module_utils.linux.cgroups import Cgroup, detect_mode
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import (
     LimitError,
     ValidationError,
 )
-from ansible_collections.ctrhost.fleet.plugins.module_utils._limitlive import apply_live, mismatches, read_limits
-from ansible_collections.ctrhost.fleet.plugins.module_utils._limits import normalize
+from ansible_collections.ctrhost.fleet.plugins.module_utils.limits.live import apply_live, mismatches, read_limits
+from ansible_collections.ctrhost.fleet.plugins.module_utils.limits.records import normalize
 
 M = 1024 * 1024
 PATH = "/ctrhost/lmhost/lm1"

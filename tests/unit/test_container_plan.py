@@ -12,21 +12,19 @@ import os
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import (
-    _cli,
-    _container,
-    _ctrspec,
-    _netns,
-    _syscall,
-)
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core import cli as _cli
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container import lifecycle as _container
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container import spec as _ctrspec
+from ansible_collections.ctrhost.fleet.plugins.module_utils.net import netns as _netns
+from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import syscall as _syscall
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import (
     ConflictError,
     NotFoundError,
     ValidationError,
 )
-from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
-from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import Runtime
-from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.paths import Layout
+from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime.driver import Runtime
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container.store import ContainerStore
 
 LOOP = ["/bin/sh", "-c", "sleep 1000"]
 

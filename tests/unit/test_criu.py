@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _criu
+from ansible_collections.ctrhost.fleet.plugins.module_utils.criu import reports as _criu
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "criu")
 

@@ -8,9 +8,12 @@ import stat
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _criu, _criuconf, _probecache, _sysinfo
-from ansible_collections.ctrhost.fleet.plugins.module_utils._criutool import Criu
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import MissingToolError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.criu import reports as _criu
+from ansible_collections.ctrhost.fleet.plugins.module_utils.criu import config as _criuconf
+from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import probecache as _probecache
+from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import sysinfo as _sysinfo
+from ansible_collections.ctrhost.fleet.plugins.module_utils.criu.tool import Criu
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import MissingToolError
 
 pytestmark = pytest.mark.skipif(not shutil.which("sh"), reason="needs sh")
 

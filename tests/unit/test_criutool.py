@@ -8,10 +8,13 @@ import stat
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _criu, _probecache, _sysinfo
-from ansible_collections.ctrhost.fleet.plugins.module_utils._criutool import Criu, criu_for
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CommandError, MissingToolError
-from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core import cli as _cli
+from ansible_collections.ctrhost.fleet.plugins.module_utils.criu import reports as _criu
+from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import probecache as _probecache
+from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import sysinfo as _sysinfo
+from ansible_collections.ctrhost.fleet.plugins.module_utils.criu.tool import Criu, criu_for
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import CommandError, MissingToolError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.paths import Layout
 
 pytestmark = pytest.mark.skipif(not shutil.which("sh"), reason="needs sh")
 

@@ -14,12 +14,13 @@ import pytest
 import yaml
 
 from ansible_collections.ctrhost.fleet.plugins.doc_fragments.container import ModuleDocFragment
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _batch, _ctrargs
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container import batch as _batch
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container import args as _ctrargs
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import (
     NotFoundError,
     ValidationError,
 )
-from ansible_collections.ctrhost.fleet.plugins.module_utils._module import COMMON_ARGS
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.module import COMMON_ARGS
 
 MODULES = os.path.join(os.path.dirname(__file__), "..", "..", "plugins", "modules")
 

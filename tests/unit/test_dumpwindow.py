@@ -6,9 +6,10 @@ import os
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _dumpwindow, _procfs
-from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import Cgroup
-from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
+from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import window as _dumpwindow
+from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import procfs as _procfs
+from ansible_collections.ctrhost.fleet.plugins.module_utils.linux.cgroups import Cgroup
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.paths import Layout
 
 M = 1024 * 1024
 G = 1024 * M

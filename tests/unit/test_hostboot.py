@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _hostboot
+from ansible_collections.ctrhost.fleet.plugins.module_utils.host import boot as _hostboot
 
 BR0 = dict(name="br0", ipv4=["10.1.0.1/24"], ipv6=None, mtu=None, stp=False, nat=True, state="present")
 BR1 = dict(name="br1", ipv4=["10.2.0.1/24"], ipv6=None, mtu=None, stp=False, nat=False, state="present")

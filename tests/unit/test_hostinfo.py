@@ -6,9 +6,10 @@ import stat
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _hostinfo, _sysinfo
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ValidationError
-from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
+from ansible_collections.ctrhost.fleet.plugins.module_utils.host import info as _hostinfo
+from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import sysinfo as _sysinfo
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import ValidationError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.paths import Layout
 
 HI_HYBRID_FILES = {
     "/proc/self/mountinfo": (

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _hoststate
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ConflictError, ValidationError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.host import state as _hoststate
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import ConflictError, ValidationError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODULE = os.path.join(ROOT, "plugins", "modules", "host_state.py")

@@ -7,8 +7,10 @@ import struct
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _ctrspec, _idmap, _oci
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ValidationError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container import spec as _ctrspec
+from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import idmap as _idmap
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container import bundle as _oci
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import ValidationError
 
 IDMAP = dict(uid=1000000000, gid=1000000000, size=65536)
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to other owners needs root")
@@ -75,7 +77,8 @@ def test_old_container_without_the_field_stays_privileged(monkeypatch):
 
 
 def test_an_unprivileged_containers_dumps_and_restores_make_its_netns_empty():
-    from ansible_collections.ctrhost.fleet.plugins.module_utils import _checkpoint, _restorecfg
+    from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import dump as _checkpoint
+    from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import restore_config as _restorecfg
 
     class Rt:
         name = "runc"

@@ -13,9 +13,9 @@ import sys
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _report
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _inventory
-from ansible_collections.ctrhost.fleet.plugins.module_utils._ship import payload
+from ansible_collections.ctrhost.fleet.plugins.module_utils.host import report as _report
+from ansible_collections.ctrhost.fleet.plugins.module_utils.fleet import inventory as _inventory
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.ship import payload
 
 
 def ctr(name, state="running", template="busybox", ipv4="10.0.0.5/24", **extra):

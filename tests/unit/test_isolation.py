@@ -12,20 +12,18 @@ import struct
 import pytest
 from test_container_plan import LOOP, env  # noqa: F401  (fixture)
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _ocifile
-from ansible_collections.ctrhost.fleet.plugins.module_utils import (
-    _addrguard,
-    _container,
-    _ctrspec,
-    _dad,
-    _hostnet,
-    _portfilter,
-)
-from ansible_collections.ctrhost.fleet.plugins.module_utils._ctrargs import CONTAINER_OPTIONS
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ValidationError
-from ansible_collections.ctrhost.fleet.plugins.module_utils._netconf import normalize
-from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
-from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore
+from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime import oci as _ocifile
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container import addrguard as _addrguard
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container import lifecycle as _container
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container import spec as _ctrspec
+from ansible_collections.ctrhost.fleet.plugins.module_utils.net import duplicate_address as _dad
+from ansible_collections.ctrhost.fleet.plugins.module_utils.net import bridges as _hostnet
+from ansible_collections.ctrhost.fleet.plugins.module_utils.net import portfilter as _portfilter
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container.args import CONTAINER_OPTIONS
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import ValidationError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.net.spec import normalize
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.paths import Layout
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container.store import ContainerStore
 
 
 # -- port filters -------------------------------------------------------------

@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _limitparse, _limits
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ValidationError
-from ansible_collections.ctrhost.fleet.plugins.module_utils._limits import (
+from ansible_collections.ctrhost.fleet.plugins.module_utils.limits import parse as _limitparse
+from ansible_collections.ctrhost.fleet.plugins.module_utils.limits import records as _limits
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import ValidationError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.limits.records import (
     KEYS,
     diff,
     normalize,
@@ -216,7 +217,7 @@ def test_host_facts_shape():
 
 
 def test_host_cpus_are_the_affinity_count(monkeypatch):
-    from ansible_collections.ctrhost.fleet.plugins.module_utils import _sysinfo
+    from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import sysinfo as _sysinfo
     monkeypatch.setattr(_sysinfo, "proc_status", lambda base="/": {"Cpus_allowed_list": "0,2"})
     assert _limits.host_facts()["cpus"] == 2
     with pytest.raises(ValidationError) as info:

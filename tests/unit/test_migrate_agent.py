@@ -19,13 +19,16 @@ import time
 import pytest
 from migrate_boundaries import FakeRuntime
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _criu, _hostnet, _migrate_agent, _paths
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import MissingToolError
-from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_agent import Agent, serve
-from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_preflight import check
-from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_proc import alive, identity
-from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
-from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore
+from ansible_collections.ctrhost.fleet.plugins.module_utils.criu import reports as _criu
+from ansible_collections.ctrhost.fleet.plugins.module_utils.net import bridges as _hostnet
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate import agent as _migrate_agent
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core import paths as _paths
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import MissingToolError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate.agent import Agent, serve
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate.preflight import check
+from ansible_collections.ctrhost.fleet.plugins.module_utils.linux.process import alive, identity
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.paths import Layout
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container.store import ContainerStore
 
 NAME = "web1"
 SPEC = dict(name=NAME, template="tpl", runtime="runc", cgroups_path="/ctrhost/unit-test/" + NAME,
@@ -185,7 +188,8 @@ def test_preflight_refuses_while_an_incoming_migration_is_alive(dest, preflight)
 
 
 def test_preflight_of_an_unprivileged_container_checks_the_range_and_userfaultfd(preflight, monkeypatch):
-    from ansible_collections.ctrhost.fleet.plugins.module_utils import _idmap, _sysinfo
+    from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import idmap as _idmap
+    from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import sysinfo as _sysinfo
 
     ask, criu_facts = preflight
     criu_facts.update(lazy_pages=True, lazy_pages_reason=None)
@@ -215,5 +219,5 @@ def test_preflight_says_when_criu_is_missing(preflight, monkeypatch):
 
 
 def test_the_agent_is_started_from_one_file_of_the_shipped_zip():
-    assert "_migrate_agent as a" in _migrate_agent.BOOTSTRAP and "a.serve(" in _migrate_agent.BOOTSTRAP
+    assert "migrate import agent as a" in _migrate_agent.BOOTSTRAP and "a.serve(" in _migrate_agent.BOOTSTRAP
     assert set(Agent.REQUESTS) <= set(dir(Agent))

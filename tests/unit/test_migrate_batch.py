@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _migrate
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ValidationError
-from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_run import MigrationError
-from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_batch import BatchError, migrate_batch, run_moves
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate import source as _migrate
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import ValidationError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate.state import MigrationError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate.batch import BatchError, migrate_batch, run_moves
 
 
 class Recorder:
@@ -219,7 +219,7 @@ def test_a_callers_hook_still_runs_with_the_window(monkeypatch, tmp_path):
 
 def test_probe_cache_writes_from_many_threads_never_collide(tmp_path):
     """The migrations of a batch share the process's probe cache files (``_atomic.atomic_write``)."""
-    from ansible_collections.ctrhost.fleet.plugins.module_utils._atomic import atomic_write
+    from ansible_collections.ctrhost.fleet.plugins.module_utils.core.atomic import atomic_write
 
     path = str(tmp_path / "cache" / "criu.json")
     errors = []
@@ -249,8 +249,9 @@ def test_probe_cache_writes_from_many_threads_never_collide(tmp_path):
     (1, 'level=error msg="container not running"', 1, True),  # anything else: at once
 ])
 def test_a_pause_left_freezing_is_tried_again(monkeypatch, tmp_path, failures, stderr, calls, raised):
-    from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _runtime
-    from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CommandError
+    from ansible_collections.ctrhost.fleet.plugins.module_utils.core import cli as _cli
+    from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime import driver as _runtime
+    from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import CommandError
 
     seen = []
 

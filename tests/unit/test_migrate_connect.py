@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _migrate_ssh
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CommandError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate import ssh as _migrate_ssh
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import CommandError
 
 
 def make_link(monkeypatch, tmp_path, failures):

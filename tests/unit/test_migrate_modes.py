@@ -11,10 +11,10 @@ import os
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _migrate
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ValidationError
-from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_run import Run, result, timings
-from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate import source as _migrate
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import ValidationError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate.state import Run, result, timings
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.paths import Layout
 
 CAN = dict(pre_dump=True, pre_dump_reason=None, lazy_pages=True, lazy_pages_reason=None)
 NO_DIRTY = dict(CAN, pre_dump=False, pre_dump_reason="the kernel does not track dirty memory")

@@ -12,11 +12,15 @@ import shutil
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _criu, _migrate, _migrate_precopy, _runtime
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CommandError, ValidationError
-from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_precopy import PAGE_SIZE, Policy
-from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_run import Run
-from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core import cli as _cli
+from ansible_collections.ctrhost.fleet.plugins.module_utils.criu import reports as _criu
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate import source as _migrate
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate import precopy as _migrate_precopy
+from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime import driver as _runtime
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import CommandError, ValidationError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate.precopy import PAGE_SIZE, Policy
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate.state import Run
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.paths import Layout
 
 STATS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "criu", "stats-dump")
 MB = 2**20

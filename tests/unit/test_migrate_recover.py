@@ -17,13 +17,14 @@ import shutil
 import pytest
 from migrate_boundaries import FakeRuntime, LocalLink
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _dumpwindow, _migrate
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CommandError
-from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_precopy import Policy
-from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_run import MigrationError, Run
-from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
-from ansible_collections.ctrhost.fleet.plugins.module_utils._runtime import runtime_for
-from ansible_collections.ctrhost.fleet.plugins.module_utils._state import ContainerStore
+from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import window as _dumpwindow
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate import source as _migrate
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import CommandError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate.precopy import Policy
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate.state import MigrationError, Run
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.paths import Layout
+from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime.driver import runtime_for
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container.store import ContainerStore
 
 NAME = "web1"
 SPEC = dict(name=NAME, template="tpl", runtime="runc", cgroups_path="/ctrhost/unit-test/" + NAME,

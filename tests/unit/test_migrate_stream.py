@@ -12,9 +12,9 @@ import os
 import pytest
 from migrate_boundaries import LocalLink
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CommandError
-from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_stream import Receiver, delta
-from ansible_collections.ctrhost.fleet.plugins.module_utils._migrate_window import tree_state
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import CommandError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate.stream import Receiver, delta
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate.window import tree_state
 
 
 def write(path, data=b"x", mode=0o644):

@@ -9,8 +9,10 @@ import os
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _migrate, _migrate_batch, _module
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ValidationError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate import source as _migrate
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate import batch as _migrate_batch
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core import module as _module
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import ValidationError
 
 MODULES = os.path.join(os.path.dirname(__file__), "..", "..", "plugins", "modules")
 NAMES = sorted(n[:-3] for n in os.listdir(MODULES) if n.endswith(".py") and not n.startswith("_"))

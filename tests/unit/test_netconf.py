@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ValidationError
-from ansible_collections.ctrhost.fleet.plugins.module_utils._netconf import (
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import ValidationError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.net.spec import (
     IFNAMSIZ,
     check_conflicts,
     derive_mac,

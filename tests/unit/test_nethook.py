@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _nethook
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CtrhostError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.net import prestart_hook as _nethook
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import CtrhostError
 
 
 def run_hook(directory, pid=4242, limit=None):

@@ -4,9 +4,9 @@ Real netlink is exercised in tests/integration/test_network.py."""
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _netlink
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import NotFoundError, ValidationError
-from ansible_collections.ctrhost.fleet.plugins.module_utils._netconf import normalize
+from ansible_collections.ctrhost.fleet.plugins.module_utils.net import links as _netlink
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import NotFoundError, ValidationError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.net.spec import normalize
 
 
 class Msg(dict):

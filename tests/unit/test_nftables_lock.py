@@ -12,7 +12,7 @@ import time
 import types
 
 import pytest
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _nftables
+from ansible_collections.ctrhost.fleet.plugins.module_utils.net import nftables as _nftables
 
 
 class FakeNftables:

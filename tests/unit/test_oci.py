@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _ocifile
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _oci
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ValidationError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime import oci as _ocifile
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container import bundle as _oci
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import ValidationError
 
 SPEC = dict(template="busybox", command=["/bin/sh", "-c", "sleep 1"], hostname="web1",
             env={"A": "1"}, mounts=[], capabilities={}, limits={}, network=[])

@@ -8,7 +8,9 @@ import time
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _console, _procfs, _restore
+from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime import console as _console
+from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import procfs as _procfs
+from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import restore as _restore
 
 LINE = "%d %d 0:%d / %s rw,relatime shared:1 - %s %s rw\n"
 

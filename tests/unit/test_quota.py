@@ -11,8 +11,10 @@ import struct
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _limits, _quota, _syscall
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import LimitError, ValidationError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.limits import records as _limits
+from ansible_collections.ctrhost.fleet.plugins.module_utils.limits import quota as _quota
+from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import syscall as _syscall
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import LimitError, ValidationError
 
 M = 1024 * 1024
 HOST = dict(host_cpus=2, host_memory=8 << 30, host_cpuset=[0, 1], host_mems=[0])
@@ -229,7 +231,7 @@ def test_this_kernel_answers_honestly(tmp_path):
 
 def v2_cgroup(base):
     """A running container's cgroup v2 directory with every limit at its default."""
-    from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import Cgroup
+    from ansible_collections.ctrhost.fleet.plugins.module_utils.linux.cgroups import Cgroup
     leaf = base / "ctrhost" / "h1" / "web1"
     leaf.mkdir(parents=True)
     (base / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
@@ -244,7 +246,7 @@ def v2_cgroup(base):
 
 
 def test_live_change_of_disk_goes_to_the_backend_only(tmp_path, ext4):
-    from ansible_collections.ctrhost.fleet.plugins.module_utils._limitlive import apply_live
+    from ansible_collections.ctrhost.fleet.plugins.module_utils.limits.live import apply_live
 
     class NoRuntime:  # nothing here is the runtime's business
         def update(self, cid, resources):

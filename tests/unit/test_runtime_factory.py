@@ -2,10 +2,11 @@
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _info, _runtime
-from ansible_collections.ctrhost.fleet.plugins.module_utils._container import Ctx
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import MissingToolError
-from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container import info as _info
+from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime import driver as _runtime
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container.lifecycle import Ctx
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import MissingToolError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.paths import Layout
 
 
 def test_state_root_and_cache_follow_the_run_dir(tmp_path):

@@ -7,9 +7,12 @@ import signal
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _cgroups, _ctrspec, _oci, _sysctr
-from ansible_collections.ctrhost.fleet.plugins.module_utils._cgroups import Cgroup
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
+from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import cgroups as _cgroups
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container import spec as _ctrspec
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container import bundle as _oci
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container import system as _sysctr
+from ansible_collections.ctrhost.fleet.plugins.module_utils.linux.cgroups import Cgroup
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import (
     ConflictError,
     ValidationError,
 )
@@ -256,8 +259,8 @@ class FakeRt:
 
 
 def test_start_verified_with_the_tail_of_the_console_log(tmp_path):
-    from ansible_collections.ctrhost.fleet.plugins.module_utils import _console
-    from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import CommandError
+    from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime import console as _console
+    from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import CommandError
 
     log = tmp_path / "console.log"
     log.write_text("old run\n")

@@ -5,7 +5,8 @@ import stat
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _procfs, _sysinfo
+from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import procfs as _procfs
+from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import sysinfo as _sysinfo
 
 # ------------------------------------------------------------------ sample trees
 

@@ -11,9 +11,10 @@ import tarfile
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _procfs, _tarsafe
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ValidationError
-from ansible_collections.ctrhost.fleet.plugins.module_utils._tarsafe import UnsafeArchiveError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import procfs as _procfs
+from ansible_collections.ctrhost.fleet.plugins.module_utils.template import tarsafe as _tarsafe
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import ValidationError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.template.tarsafe import UnsafeArchiveError
 
 ROOT = os.geteuid() == 0
 

@@ -12,13 +12,14 @@ import tarfile
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _template
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import (
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core import cli as _cli
+from ansible_collections.ctrhost.fleet.plugins.module_utils.template import lifecycle as _template
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import (
     ConflictError,
     NotFoundError,
     ValidationError,
 )
-from ansible_collections.ctrhost.fleet.plugins.module_utils._paths import Layout
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.paths import Layout
 
 
 def make_tarball(path, files, bad=None):

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils import _cli, _timens
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core import cli as _cli
+from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime import timens as _timens
 
 
 def tool(directory, name, body):

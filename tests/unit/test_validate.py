@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils._errors import ValidationError
-from ansible_collections.ctrhost.fleet.plugins.module_utils._validate import (
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import ValidationError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.validate import (
     NAME_MAX,
     reject_unknown_keys,
     validate_abs_path,
