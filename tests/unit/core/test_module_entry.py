@@ -14,7 +14,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate import batch
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core import module as _module
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import ValidationError
 
-MODULES = os.path.join(os.path.dirname(__file__), "..", "..", "plugins", "modules")
+MODULES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "plugins", "modules")
 NAMES = sorted(n[:-3] for n in os.listdir(MODULES) if n.endswith(".py") and not n.startswith("_"))
 
 

@@ -22,7 +22,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import (
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.module import COMMON_ARGS
 
-MODULES = os.path.join(os.path.dirname(__file__), "..", "..", "plugins", "modules")
+MODULES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "plugins", "modules")
 
 
 def module_doc(name):

@@ -17,7 +17,7 @@ import tempfile
 import time
 
 import pytest
-from migrate_boundaries import FakeRuntime
+from .boundaries import FakeRuntime
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils.criu import reports as _criu
 from ansible_collections.ctrhost.fleet.plugins.module_utils.net import bridges as _hostnet

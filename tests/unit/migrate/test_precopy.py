@@ -22,7 +22,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate.precopy impo
 from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate.state import Run
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.paths import Layout
 
-STATS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "criu", "stats-dump")
+STATS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "criu", "stats-dump")
 MB = 2**20
 
 

@@ -12,7 +12,7 @@ import pytest
 from ansible_collections.ctrhost.fleet.plugins.module_utils.host import state as _hoststate
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import ConflictError, ValidationError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 MODULE = os.path.join(ROOT, "plugins", "modules", "host_state.py")
 
 

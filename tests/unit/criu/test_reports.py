@@ -10,7 +10,7 @@ import pytest
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils.criu import reports as _criu
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "criu")
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "criu")
 
 
 def _read(name):

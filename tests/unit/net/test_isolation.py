@@ -10,7 +10,7 @@ import stat
 import struct
 
 import pytest
-from test_container_plan import LOOP, env  # noqa: F401  (fixture)
+from ..container.test_lifecycle import LOOP, env  # noqa: F401  (fixture)
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime import oci as _ocifile
 from ansible_collections.ctrhost.fleet.plugins.module_utils.container import addrguard as _addrguard

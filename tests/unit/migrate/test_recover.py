@@ -15,7 +15,7 @@ import os
 import shutil
 
 import pytest
-from migrate_boundaries import FakeRuntime, LocalLink
+from .boundaries import FakeRuntime, LocalLink
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import window as _dumpwindow
 from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate import source as _migrate

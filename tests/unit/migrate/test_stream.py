@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from migrate_boundaries import LocalLink
+from .boundaries import LocalLink
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import CommandError
 from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate.stream import Receiver, delta
