@@ -38,6 +38,8 @@ import signal
 import threading
 import time
 
+from ansible_collections.ctrhost.fleet.plugins.module_utils.criu.pagefiles import PageFollower, is_page_image
+
 from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import procfs as _procfs
 from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import sysinfo as _sysinfo
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import CtrhostError
@@ -159,62 +161,31 @@ def unstage(src, dst):
         remove(src)
 
 
-class Follower:
+class Follower(PageFollower):
     """Copies the page images (``pages-*.img``) of a stage into ``dst`` while CRIU still
-    writes them, so that most of the move to disk overlaps the dump. CRIU appends to
-    them (splice at the file position) and tmpfs sets a file's size only once its bytes
-    are in: what lies below the size seen is final. ``finish`` (after the dump
-    succeeded) copies the rest and every other image; a failed dump just ``stop``s it."""
+    writes them, so that most of the move to disk overlaps the dump (tmpfs sets a file's
+    size only once its bytes are in). ``finish`` (after the dump succeeded) copies the
+    rest and every other image; a failed dump just ``stop``s it."""
 
     def __init__(self, src, dst, interval=0.005):
-        self.src, self.dst, self.interval = src, dst, interval
-        self.done = {}  # leaf -> bytes copied
-        self.error = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
+        super().__init__(src, interval)
+        self.dst = dst
+        self.start()
 
-    def _loop(self):
-        while not self._stop.is_set():
-            try:
-                self.step()
-            except OSError as exc:  # finish() copies again from where it stopped, or raises
-                self.error = exc
-                return
-            self._stop.wait(self.interval)
-
-    def step(self):
-        for leaf in os.listdir(self.src):
-            if leaf.startswith("pages-") and leaf.endswith(".img"):
-                self._copy(leaf)
-
-    def _copy(self, leaf):
-        src, dst = os.path.join(self.src, leaf), os.path.join(self.dst, leaf)
-        start = self.done.get(leaf, 0)
-        fdin = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    def ship(self, leaf, fdin, start, size):
+        fdout = os.open(os.path.join(self.dst, leaf), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            size = os.fstat(fdin).st_size
-            if size <= start and leaf in self.done:
-                return
-            fdout = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                if leaf not in self.done:
-                    os.ftruncate(fdout, 0)
-                os.lseek(fdout, start, os.SEEK_SET)  # sendfile writes at the output's position
-                while start < size:
-                    sent = os.sendfile(fdout, fdin, start, size - start)
-                    if not sent:
-                        break
-                    start += sent
-            finally:
-                os.close(fdout)
+            if leaf not in self.done:
+                os.ftruncate(fdout, 0)
+            os.lseek(fdout, start, os.SEEK_SET)  # sendfile writes at the output's position
+            while start < size:
+                sent = os.sendfile(fdout, fdin, start, size - start)
+                if not sent:
+                    break
+                start += sent
         finally:
-            os.close(fdin)
-        self.done[leaf] = start
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join()
+            os.close(fdout)
+        return start
 
     def finish(self):
         """After the dump: the pages' last bytes and the other images into ``dst``; the
@@ -224,8 +195,8 @@ class Follower:
             total = 0
             for leaf in sorted(os.listdir(self.src)):
                 source = os.path.join(self.src, leaf)
-                if leaf in self.done or (leaf.startswith("pages-") and leaf.endswith(".img")):
-                    self._copy(leaf)
+                if leaf in self.done or is_page_image(leaf):
+                    self.take(leaf)
                     total += self.done[leaf]
                     continue
                 target = os.path.join(self.dst, leaf)

@@ -23,7 +23,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils.limits import record
 from ansible_collections.ctrhost.fleet.plugins.module_utils.container import bundle as _oci
 from ansible_collections.ctrhost.fleet.plugins.module_utils.container import system as _sysctr
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import ValidationError
-from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime.driver import RUNTIMES
+from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime.probe import RUNTIMES
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.validate import (
     reject_unknown_keys,
     validate_name,

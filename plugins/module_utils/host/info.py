@@ -10,6 +10,7 @@ import os
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils.limits import records as _limits
 from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import sysinfo as _sysinfo
+from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime import probe as _probe
 from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime import timens as _timens
 from ansible_collections.ctrhost.fleet.plugins.module_utils.criu.tool import criu_for
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import ValidationError
@@ -135,9 +136,9 @@ def cgroup_summary(layout):
 
 def runtimes(cgroup, paths=None):
     result = {}
-    for name in _sysinfo.RUNTIMES:
-        info = _sysinfo.runtime_info(name, (paths or {}).get(name))
-        usable, reason = _sysinfo.runtime_usable(name, info, cgroup)
+    for name in _probe.RUNTIMES:
+        info = _probe.runtime_info(name, (paths or {}).get(name))
+        usable, reason = _probe.runtime_usable(name, info, cgroup)
         entry = dict(path=info.get("path"), version=info.get("version"), usable=usable, reason=reason)
         if info.get("path") and info.get("version"):
             entry.update(commit=info.get("commit"), spec=info.get("spec"))

@@ -23,17 +23,16 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 import select
 import subprocess
 import threading
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core import cli as _cli
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import CommandError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.criu.pagefiles import PageFollower
 
 F_SETPIPE_SZ = 1031
 PIPE_SIZE = 1 << 20
-PAGE_IMAGE = re.compile(r"^pages-\d+\.img$")
 
 RECEIVER = r"""
 import os, re, sys
@@ -68,23 +67,21 @@ sys.stdout.write("done %d\n" % total); sys.stdout.flush()
 """
 
 
-class PageStream:
+class PageStream(PageFollower):
     """The page images of a local image directory, streamed into ``remote_dir`` on the
     destination while they are written."""
 
+    ERRORS = (OSError, CommandError)
+
     def __init__(self, link, remote_dir, interval=0.005):
-        self.link, self.interval = link, interval
+        super().__init__(None, interval)
+        self.link = link
         remote = "exec %s -c %s %s" % (_quote(link.python), _quote(RECEIVER), _quote(remote_dir))
         self.proc = subprocess.Popen(link.ssh_cmd(link.dest, remote), stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      env=dict(os.environ, PATH=_cli.search_path(), LC_ALL="C"))
         self.fd = self.proc.stdin.fileno()
         grow_pipe(self.fd)
-        self.sent = {}  # page image -> bytes sent
-        self.error = None
-        self.local = None
-        self._stop = threading.Event()
-        self._thread = None
 
     def wait_ready(self, timeout=30):
         """Block until the receiver runs (before the freeze); CommandError otherwise."""
@@ -93,48 +90,15 @@ class PageStream:
         if line.strip() != b"ready":
             raise self._failed("page receiver on %s did not start within %ss" % (self.link.dest, timeout))
 
-    def follow(self, local):
-        """Start sending the page images of ``local`` as they grow (the dump starts now)."""
-        self.local = local
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _loop(self):
-        while not self._stop.is_set():
-            try:
-                self.step()
-            except (OSError, CommandError) as exc:
-                self.error = exc
-                return
-            self._stop.wait(self.interval)
-
-    def step(self):
-        for leaf in sorted(os.listdir(self.local)):
-            if PAGE_IMAGE.match(leaf):
-                self._send(leaf)
-
-    def _send(self, leaf):
-        start = self.sent.get(leaf, 0)
-        fdin = os.open(os.path.join(self.local, leaf), os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            size = os.fstat(fdin).st_size
-            if size <= start and leaf in self.sent:
-                return
-            self._write(b"%s %d\n" % (leaf.encode(), size - start))
-            while start < size:
-                n = self._io(os.sendfile, self.fd, fdin, start, size - start)
-                if not n:
-                    raise CommandError("page stream to %s: %s shrank while sent"
-                                       % (self.link.dest, leaf), self.proc.args, -1)
-                start += n
-        finally:
-            os.close(fdin)
-        self.sent[leaf] = start
-
-    def stop(self):
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+    def ship(self, leaf, fdin, start, size):
+        self._write(b"%s %d\n" % (leaf.encode(), size - start))
+        while start < size:
+            n = self._io(os.sendfile, self.fd, fdin, start, size - start)
+            if not n:
+                raise CommandError("page stream to %s: %s shrank while sent"
+                                   % (self.link.dest, leaf), self.proc.args, -1)
+            start += n
+        return start
 
     def finish(self, timeout):
         """After the dump: the last bytes, the end mark, the receiver's count checked.
@@ -150,14 +114,14 @@ class PageStream:
             out, err = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             raise self._failed("page stream to %s timed out after %ss" % (self.link.dest, timeout))
-        total = sum(self.sent.values())
+        total = sum(self.done.values())
         if self.proc.returncode != 0 or out.split()[-1:] != [str(total).encode()]:
             raise CommandError("page stream to %s: the receiver wrote %s of %d bytes (rc=%s): %s"
                                % (self.link.dest, out.decode("utf-8", "replace").strip() or "none",
                                   total, self.proc.returncode,
                                   err.decode("utf-8", "replace").strip()[-300:]),
                                self.proc.args, self.proc.returncode or -1)
-        return dict(self.sent)
+        return dict(self.done)
 
     def close(self):
         """Stop the thread and the receiver (after a failure, or when not used)."""

@@ -16,6 +16,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils.criu import reports 
 from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import idmap as _idmap
 from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import restore as _restore
 from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import sysinfo as _sysinfo
+from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime import probe as _probe
 from ansible_collections.ctrhost.fleet.plugins.module_utils.template import lifecycle as _template
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import MissingToolError
 from ansible_collections.ctrhost.fleet.plugins.module_utils.linux.process import alive
@@ -77,8 +78,8 @@ def _idmap_problems(spec):
 def _tool_problems(spec, req, facts):
     """The runtime and CRIU here: usable, and what they can do (into ``facts``)."""
     problems = []
-    runtime = _sysinfo.runtime_info(spec.get("runtime") or "runc", req.get("runtime_path"))
-    usable, why = _sysinfo.runtime_usable(spec.get("runtime") or "runc", runtime,
+    runtime = _probe.runtime_info(spec.get("runtime") or "runc", req.get("runtime_path"))
+    usable, why = _probe.runtime_usable(spec.get("runtime") or "runc", runtime,
                                           _sysinfo.cgroup_layout())
     facts["runtime"] = runtime.get("version")
     if not usable:

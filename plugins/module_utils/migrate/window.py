@@ -119,7 +119,7 @@ def cold(run, rt, criu, upper, options, timeout):
     parent = ["--parent-path", run.parent] if run.parent else []  # live: only the delta
     _freeze(run, rt)
     if run.pages is not None:
-        run.pages.follow(run.images)
+        run.pages.start(run.images)
     try:
         _cli.run(_dump_cmd(rt, criu, name, run.images, options, parent), timeout=timeout,
                  msg="checkpoint of %s" % name)

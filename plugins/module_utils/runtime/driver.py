@@ -18,7 +18,9 @@ import time
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core import cli as _cli
 from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime import console as _console
 from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import probecache as _probecache
+from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime import probe as _probe
 from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime import timens as _timens
+from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime.probe import RUNTIMES
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import (
     CommandError,
     ConflictError,
@@ -28,7 +30,6 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import (
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.paths import RUN_DIR, Layout
 from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime.detached import DetachedStart
 
-RUNTIMES = ("runc", "crun")
 
 # Fragments of the messages runtimes print when they refuse the host's cgroup
 # layout (crun 1.8 on a cgroup v1 / hybrid host).
@@ -130,12 +131,9 @@ class Runtime(DetachedStart):
         return probe_version(self.binary, self.cache_dir)
 
     def info(self):
-        """{path, version, commit, spec, build_features, error} as ``_sysinfo.runtime_info``."""
-        from ansible_collections.ctrhost.fleet.plugins.module_utils.linux.sysinfo import (
-            parse_runtime_version,
-        )
+        """{path, version, commit, spec, build_features, error} as ``probe.runtime_info``."""
         text = self.version_text()
-        info = parse_runtime_version(text)
+        info = _probe.parse_runtime_version(text)
         info.update(path=self.binary,
                     error=None if info["version"] else "no version in %r" % text[:200])
         return info
@@ -146,7 +144,7 @@ class Runtime(DetachedStart):
         from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import sysinfo as _sysinfo
 
         self.binary  # noqa: B018 - raises MissingToolError naming the runtime
-        usable, reason = _sysinfo.runtime_usable(self.name, self.info(), _sysinfo.cgroup_layout())
+        usable, reason = _probe.runtime_usable(self.name, self.info(), _sysinfo.cgroup_layout())
         if not usable:
             raise MissingToolError("runtime: %s cannot run containers on this host: %s"
                                    % (self.name, reason), field="runtime", tool=self.name)

@@ -7,6 +7,7 @@ import pytest
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import procfs as _procfs
 from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import sysinfo as _sysinfo
+from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime import probe as _probe
 
 # ------------------------------------------------------------------ sample trees
 
@@ -293,34 +294,34 @@ HI_CRUN_VERSION = ("crun version 1.8.1\ncommit: f8a096be\nrundir: /run/crun\nspe
 
 
 def test_parse_runtime_version():
-    runc = _sysinfo.parse_runtime_version(HI_RUNC_VERSION)
+    runc = _probe.parse_runtime_version(HI_RUNC_VERSION)
     assert (runc["version"], runc["commit"], runc["spec"]) == ("1.1.5+ds1", "1.1.5+ds1-1+deb12u1", "1.0.2-dev")
-    crun = _sysinfo.parse_runtime_version(HI_CRUN_VERSION)
+    crun = _probe.parse_runtime_version(HI_CRUN_VERSION)
     assert crun["version"] == "1.8.1" and "CRIU" in crun["build_features"]
-    assert _sysinfo.parse_version("1.1.5+ds1") == (1, 1, 5)
-    assert _sysinfo.parse_version("1.8") == (1, 8, 0)
-    assert _sysinfo.parse_version("unknown") is None
+    assert _probe.parse_version("1.1.5+ds1") == (1, 1, 5)
+    assert _probe.parse_version("1.8") == (1, 8, 0)
+    assert _probe.parse_version("unknown") is None
 
 
 def test_runtime_info_runs_the_tool_once(tmp_path):
     counter = tmp_path / "calls"
     runc = hi_tool(tmp_path, "runc", "echo x >> %s\nprintf '%s'\n" % (counter, HI_RUNC_VERSION))
-    first = _sysinfo.runtime_info("runc", runc)
-    second = _sysinfo.runtime_info("runc", runc)
+    first = _probe.runtime_info("runc", runc)
+    second = _probe.runtime_info("runc", runc)
     assert first == second and first["path"] == runc and first["version"] == "1.1.5+ds1"
     assert counter.read_text().count("x") == 1
     _sysinfo.clear_cache()
-    _sysinfo.runtime_info("runc", runc)
+    _probe.runtime_info("runc", runc)
     assert counter.read_text().count("x") == 2
 
 
 def test_runtime_info_missing_and_broken(tmp_path):
-    missing = _sysinfo.runtime_info("crun", str(tmp_path / "nope"))
+    missing = _probe.runtime_info("crun", str(tmp_path / "nope"))
     assert missing["path"] is None and "not found" in missing["error"]
     broken = hi_tool(tmp_path, "crun", "echo 'cannot load libyajl' >&2\nexit 127\n")
-    info = _sysinfo.runtime_info("crun", broken)
+    info = _probe.runtime_info("crun", broken)
     assert info["path"] == broken and info["version"] is None and "libyajl" in info["error"]
-    usable, reason = _sysinfo.runtime_usable("crun", info, {"mode": "v2"})
+    usable, reason = _probe.runtime_usable("crun", info, {"mode": "v2"})
     assert not usable and "does not run" in reason
 
 
@@ -337,7 +338,7 @@ def test_runtime_info_missing_and_broken(tmp_path):
 def test_runtime_usable(tmp_path, name, kind, unified, version, usable, reason):
     base = hi_cgroup_tree(tmp_path, kind, unified) if unified is not None else hi_cgroup_tree(tmp_path, kind)
     layout = _sysinfo.cgroup_layout(base)
-    got, why = _sysinfo.runtime_usable(name, {"path": "/x/" + name, "version": version}, layout)
+    got, why = _probe.runtime_usable(name, {"path": "/x/" + name, "version": version}, layout)
     assert got is usable
     if reason:
         assert reason in why
