@@ -32,6 +32,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils.criu import reports 
 from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import window as _dumpwindow
 from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate import stream as _migrate_stream
 from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import restore as _restore
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate.preflight import free_port
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import CommandError, CtrhostError
 from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate.state import MigrationError
 
@@ -164,7 +165,7 @@ def lazy(run, rt, criu, pre, upper, options, timeout):
 def _start_lazy_dump(run, rt, criu, options, dst_port, timeout):
     """The destination's ``dst_port`` forwarded to a page server here, the freeze, the
     dump started; returns its command once it serves the pages (else raises)."""
-    run.lazy_port = _free_port()
+    run.lazy_port = free_port()
     run.link.forward_remote(dst_port, run.lazy_port)
     rfd, wfd = os.pipe()
     cmd = _dump_cmd(rt, criu, run.name, run.images, options,
@@ -228,12 +229,6 @@ def _source_links_down(run):
     with contextlib.suppress(Exception):
         _restore.links_down(run.spec.get("network"), run.links)
         run.links_down = True
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_fd(fd, timeout):
