@@ -37,12 +37,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bench_stats
 import fleet
+import inhost
 import scenarios
 import sides as sides_mod
 import vmtier
 from ops import NOTES, OPS
 
 REPO = sides_mod.REPO
+HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(REPO, "benchmarks", "results")
 GROUPS = ("create", "checkpoint", "density", "migrate", "converge", "fleet", "vm")
 PEERS = ("podman", "lxc")
@@ -116,100 +118,6 @@ def render(doc_ops, results, machine, args):
 
 
 # ------------------------------------------------------------------ phases (inside a host)
-def build_sides(args, results):
-    ours = sides_mod.Ours(args.root)
-    peers = []
-    wanted = [p for p in (args.peers or "").split(",") if p]
-    for cls, sub in ((sides_mod.Podman, "podman-bench"), (sides_mod.Lxc, "lxc-bench")):
-        if cls.name not in wanted:
-            continue
-        side = cls(os.path.join(ours.layout.root, sub))
-        ok, reason = side.available()
-        if ok:
-            peers.append(side)
-        else:
-            results.notes.append("%s not measured: %s" % (cls.name, reason))
-    return ours, peers
-
-
-def phase_local(args, results):
-    ours, peers = build_sides(args, results)
-    everyone = [ours] + peers
-    try:
-        for side in everyone:
-            side.prepare(args.tarball)
-        if "create" in args.only:
-            scenarios.bench_create(everyone, ours, args.reps, results)
-        if "checkpoint" in args.only:
-            scenarios.bench_checkpoint(everyone, args.reps, results)
-        if "density" in args.only:
-            scenarios.bench_density(everyone, args.density_reps, results)
-    finally:
-        for side in everyone:
-            side.cleanup()
-
-
-def lazy_usable():
-    try:
-        from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import sysinfo as _sysinfo
-        return bool(_sysinfo.criu_features(_sysinfo.criu_path())["features"]["lazy_pages_usable"])
-    except Exception:
-        return False
-
-
-def phase_migrate(args, results):
-    ours, peers = build_sides(args, results)
-    podman = next((p for p in peers if p.name == "podman"), None)
-    remote = scenarios.Remote(args.dest, args.ssh_config)
-    try:
-        from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate import source as _migrate  # noqa: F401
-        migrating = ours
-    except ImportError as exc:
-        migrating = None
-        results.notes.append("ours: migration not measured, the library has no _migrate (%s)"
-                             % exc)
-    try:
-        ours.prepare(args.tarball)
-        if podman:
-            podman.prepare(args.tarball)
-        remote.agent("prepare", tarball=args.tarball, root=args.root,
-                     base=podman.base if podman else None)
-        scenarios.bench_migrate(migrating, podman, remote, args.reps, results, lazy_usable(),
-                                args.root)
-    finally:
-        try:
-            remote.agent("cleanup", root=args.root, base=podman.base if podman else None)
-        except Exception as exc:
-            results.notes.append("cleanup on %s failed: %s" % (args.dest, exc))
-        ours.cleanup()
-        if podman:
-            podman.cleanup()
-
-
-def agent(request):
-    """One action on this host for the migration phase (called over SSH); prints JSON."""
-    action, root, base = request["action"], request.get("root"), request.get("base")
-    ours = sides_mod.Ours(root)
-    podman = sides_mod.Podman(base) if base else None
-    out = {}
-    if action == "prepare":
-        ours.prepare(request["tarball"])
-        if podman:
-            podman.prepare(request["tarball"])
-    elif action in ("ours_status", "podman_status"):
-        side = ours if action == "ours_status" else podman
-        pid = side.init_pid(request["name"])
-        out = dict(pid=pid, memory=sides_mod.memory_cgroup_usage(pid) if pid else None)
-    elif action == "ours_remove":
-        ours.remove(request["name"])
-    elif action == "cleanup":
-        ours.cleanup()
-        if podman:
-            podman.cleanup()
-    print(json.dumps(out))
-    return 0
-
-
 # ------------------------------------------------------------------ the controller side
 def make_template():
     out = subprocess.run([os.path.join(REPO, "scripts", "make-busybox-template")],
@@ -229,11 +137,11 @@ def lab_hosts(lab):
 
 
 def run_phase(args, phase, host, dest=None):
-    """``run.py --phase`` inside lab host ``host``; returns its results dict."""
+    """``inhost.py PHASE`` inside lab host ``host``; returns its results dict."""
     os.makedirs(RESULTS, exist_ok=True)
     out = os.path.join(RESULTS, ".phase-%s.json" % phase)
     cmd = [os.path.join(REPO, "scripts", "lab"), "--name", args.lab, "host-exec", host, "--",
-           sys.executable, os.path.abspath(__file__), "--phase", phase, "--out", out,
+           sys.executable, os.path.join(HERE, "inhost.py"), phase, "--out", out,
            "--reps", str(args.reps), "--density-reps", str(args.density_reps),
            "--only", ",".join(args.only), "--peers", args.peers, "--tarball", args.tarball]
     if dest:
@@ -365,7 +273,7 @@ def controller(args):
     if "vm" in args.only:
         vmtier.bench_vm(args, results)
     if not args.lab:
-        phase_local(args, results)
+        inhost.phase_local(args, results)
         skipped = [g for g in ("migrate", "converge", "fleet") if g in args.only]
         if skipped:
             results.notes.append("%s not measured: they need a lab (--lab NAME)"
@@ -402,10 +310,6 @@ def parse(argv):
     p.add_argument("--tarball", help="busybox rootfs tarball (default: make-busybox-template)")
     p.add_argument("--ssh-config", default="/var/lib/ctrhost/ssh/config",
                    help="ssh config for host-to-host commands (the lab's host trust)")
-    p.add_argument("--phase", choices=("local", "migrate"), help=argparse.SUPPRESS)
-    p.add_argument("--dest", help=argparse.SUPPRESS)
-    p.add_argument("--out", help=argparse.SUPPRESS)
-    p.add_argument("--agent", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.only = [g.strip() for g in args.only.split(",") if g.strip()]
     bad = [g for g in args.only if g not in GROUPS]
@@ -418,21 +322,7 @@ def parse(argv):
 
 
 def main(argv):
-    args = parse(argv)
-    if args.agent:
-        return agent(json.loads(args.agent))
-    if args.phase:
-        results = scenarios.Results()
-        try:
-            if args.phase == "local":
-                phase_local(args, results)
-            else:
-                phase_migrate(args, results)
-        finally:
-            with open(args.out, "w") as fh:
-                json.dump(results.as_dict(), fh)
-        return 0
-    return controller(args)
+    return controller(parse(argv))
 
 
 if __name__ == "__main__":

@@ -237,9 +237,9 @@ class Remote:
         return sh(self.ssh + [shlex.join(argv)], check=check, timeout=timeout)
 
     def agent(self, action, **kwargs):
-        """``run.py --agent`` on the destination; returns its JSON answer."""
-        here = os.path.abspath(os.path.join(os.path.dirname(__file__), "run.py"))
-        out = self.run([sys.executable, here, "--agent", json.dumps(dict(kwargs, action=action))])
+        """``inhost.py agent`` on the destination; returns its JSON answer."""
+        here = os.path.abspath(os.path.join(os.path.dirname(__file__), "inhost.py"))
+        out = self.run([sys.executable, here, "agent", json.dumps(dict(kwargs, action=action))])
         return json.loads(out.strip().splitlines()[-1])
 
     def copy(self, path):
