@@ -12,6 +12,7 @@ import pytest
 
 import _local
 
+from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import store as _ckstore
 from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import dump as _checkpoint
 from ansible_collections.ctrhost.fleet.plugins.module_utils.container import lifecycle as _container
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core import paths as _paths
@@ -126,7 +127,7 @@ def test_leave_running_keep_and_delete(root):
                                       keep=2, rootfs=False))
         ids.append(res["id"])
         assert pid_of(rt, "crck2") == pid
-    assert [m["id"] for m in _checkpoint.list_checkpoints(layout, "crck2")] == ["k1", "k2"]
+    assert [m["id"] for m in _ckstore.list_checkpoints(layout, "crck2")] == ["k1", "k2"]
     assert _checkpoint.ensure(dict(root=root, name="crck2", id="k1", state="absent"),
                               check_mode=True)["changed"]
     assert os.path.isdir(layout.checkpoint_dir("crck2", "k1"))

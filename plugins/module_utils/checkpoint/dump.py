@@ -18,10 +18,8 @@ CRIU log lines. Restoring is in ``_restore``.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import os
-import re
 import shutil
 import time
 
@@ -43,17 +41,26 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import (
     NotFoundError,
     ValidationError,
 )
+from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint.store import (
+    META_FILE,
+    root_only_dir,
+    checkpoints_root,
+    default_id,
+    dir_size,
+    list_checkpoints,
+    private_tree,
+    prune,
+    validate_id,
+)
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.paths import Layout
 from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime.driver import runtime_for
 from ansible_collections.ctrhost.fleet.plugins.module_utils.container.store import ContainerStore
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.atomic import read_json
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.validate import validate_name
 
-META_FILE = "checkpoint.json"
 ROOTFS_TAR = "rootfs-diff.tar"
 CONFIG_COPY = "config.json"
 OPTIONS = ("leave_running", "tcp_established", "file_locks", "ext_unix_sk")
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CRIU_FLAGS = {"leave_running": "--leave-running", "tcp_established": "--tcp-established",
               "file_locks": "--file-locks", "ext_unix_sk": "--ext-unix-sk",
               "empty_netns": "--empty-ns=network"}
@@ -61,18 +68,6 @@ CRIU_FLAGS = {"leave_running": "--leave-running", "tcp_established": "--tcp-esta
 # the modules: set for an unprivileged container, see ``criu_options``): the netns is
 # dumped empty, and made again by the restore for ``_nethook`` to fill.
 RESTORE_FLAGS = ("tcp_established", "file_locks", "ext_unix_sk", "empty_netns")
-
-
-def default_id(now=None):
-    now = now or datetime.datetime.now(datetime.timezone.utc)
-    return now.strftime("%Y%m%dT%H%M%SZ")
-
-
-def validate_id(value, field="id"):
-    if not isinstance(value, str) or not _ID_RE.match(value):
-        raise ValidationError(field, "expected 1-64 characters [A-Za-z0-9_.-] starting with a "
-                              "letter or digit (default: a UTC timestamp), got %r" % (value,))
-    return value
 
 
 def criu_args(rt, criu_path):
@@ -92,79 +87,6 @@ def criu_args(rt, criu_path):
 
 
 # ---------------------------------------------------------------- listing
-
-def list_checkpoints(layout, name):
-    """Complete checkpoints of ``name``, oldest first: [checkpoint.json + path]."""
-    base = layout.checkpoint_dir(name)
-    out = []
-    for entry in sorted(os.listdir(base)) if os.path.isdir(base) else ():
-        if entry.startswith(".") or not os.path.isdir(os.path.join(base, entry)):
-            continue
-        meta = read_json(os.path.join(base, entry, META_FILE))
-        if meta:
-            out.append(dict(meta, path=os.path.join(base, entry)))
-    out.sort(key=lambda m: (m.get("created") or "", m.get("id") or ""))
-    return out
-
-
-def find(layout, name, cid=None):
-    """checkpoint.json (+ path) of checkpoint ``cid`` (newest when None) or NotFoundError."""
-    found = list_checkpoints(layout, name)
-    if cid is None:
-        if not found:
-            raise NotFoundError("id: container %s has no checkpoint under %s"
-                                % (name, layout.checkpoint_dir(name)), field="id")
-        return found[-1]
-    for meta in found:
-        if meta.get("id") == cid:
-            return meta
-    raise NotFoundError("id: checkpoint %r of container %s not found (available: %s)"
-                        % (cid, name, ", ".join(m["id"] for m in found) or "none"), field="id")
-
-
-def dir_size(path):
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for leaf in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(root, leaf)).st_size
-    return total
-
-
-def prune(layout, name, keep, exclude=(), check_mode=False):
-    """Delete all but the newest ``keep`` checkpoints of ``name``; return deleted ids."""
-    if keep is None:
-        return []
-    found = list_checkpoints(layout, name)
-    victims = [m for m in found[:max(0, len(found) - keep)] if m["id"] not in exclude]
-    if not check_mode:
-        for meta in victims:
-            shutil.rmtree(meta["path"])
-    return [m["id"] for m in victims]
-
-
-def _private_dir(path):
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    os.chmod(path, 0o700)
-
-
-def checkpoints_root(layout):
-    """``checkpoints/`` made, mode 0711: no one but root lists it, and the root of an
-    unprivileged container (whose restored tasks open their images themselves, see
-    ``_idmap.give_images``) may pass through to its own, whatever runs beside it."""
-    os.makedirs(layout.checkpoints_dir, mode=0o711, exist_ok=True)
-    os.chmod(layout.checkpoints_dir, 0o711)
-
-
-def private_tree(path):
-    """Directories 0700 and files 0600 under ``path``: the images hold the container's
-    memory (its environment, secrets included) and are for root only."""
-    for base, _dirs, files in os.walk(path):
-        os.chmod(base, 0o700)
-        for leaf in files:
-            full = os.path.join(base, leaf)
-            if not os.path.islink(full):
-                os.chmod(full, 0o600)
 
 
 # ---------------------------------------------------------------- dump
@@ -289,10 +211,10 @@ def _dump(layout, rt, criu, name, cid, spec, options, rootfs, recorder):
     facts = inspect(layout, rt, name, spec, state, criu["path"], options)  # before any file of it
     dump_command(rt, criu["path"], name, tmp, tmp, options)  # may refuse: before any write
     checkpoints_root(layout)
-    _private_dir(layout.checkpoint_dir(name))
+    root_only_dir(layout.checkpoint_dir(name))
     if os.path.isdir(tmp):
         shutil.rmtree(tmp)
-    _private_dir(tmp)
+    root_only_dir(tmp)
     cgroups_path = _ocifile.cgroups_path_of(spec, name)
     t0 = time.monotonic()
     frozen = _dumpwindow.freeze_first(rt, cgroups_path, state)

@@ -19,6 +19,7 @@ import os
 import shutil
 import time
 
+from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import store as _ckstore
 from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime import oci as _ocifile
 from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import dump as _checkpoint
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core import cli as _cli
@@ -340,8 +341,8 @@ def restore(root, name, cid=None, runtime_path=None, criu_path=None, check_mode=
     layout = Layout(root)
     validate_name(name, "name")
     if cid is not None:
-        _checkpoint.validate_id(cid)
-    meta = _checkpoint.find(layout, name, cid)
+        _ckstore.validate_id(cid)
+    meta = _ckstore.find(layout, name, cid)
     recorder = _cli.Recorder()
     store = ContainerStore(layout)
     rt = runtime_for(layout, meta["spec"].get("runtime"), runtime_path, recorder, check_mode)

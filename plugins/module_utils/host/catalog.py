@@ -19,7 +19,7 @@ import datetime
 import hashlib
 import os
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint.dump import dir_size, list_checkpoints
+from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint.store import dir_size, list_checkpoints
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.paths import Layout
 from ansible_collections.ctrhost.fleet.plugins.module_utils.container.store import ContainerStore
 from ansible_collections.ctrhost.fleet.plugins.module_utils.template.lifecycle import list_templates

@@ -39,7 +39,7 @@ import sys
 import threading
 import time
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import dump as _checkpoint
+from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import store as _ckstore
 from ansible_collections.ctrhost.fleet.plugins.module_utils.criu import reports as _criu
 from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate import preflight as _migrate_preflight
 from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import restore as _restore
@@ -330,7 +330,7 @@ class Agent:
 def _incoming_dir(layout, name, cid, config):
     """The directory the source's images (``images/``) and ``config.json`` go to, new."""
     base = layout.checkpoint_dir(name)
-    _checkpoint.checkpoints_root(layout)
+    _ckstore.checkpoints_root(layout)
     os.makedirs(base, mode=0o700, exist_ok=True)
     os.chmod(base, 0o700)  # the images hold the container's memory and secrets
     incoming = os.path.join(base, ".incoming-%s" % cid)

@@ -35,6 +35,7 @@ import posixpath
 import shutil
 import sys
 
+from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import store as _ckstore
 from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime import oci as _ocifile
 from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import dump as _checkpoint
 from ansible_collections.ctrhost.fleet.plugins.module_utils.criu import reports as _criu
@@ -129,7 +130,7 @@ def migrate(root, name, dest, mode="cold", dest_root=None, ssh_config=None, iden
                                        file_locks=bool(file_locks), ext_unix_sk=bool(ext_unix_sk))
     run = Run(layout, name, spec, mode, dest, hooks, policy=policy,
               dest_root=dest_root or layout.root, runtime_path=runtime_path, criu_path=criu_path)
-    meta = _checkpoint.build_meta(layout, name, "migrate-" + _checkpoint.default_id(), spec,
+    meta = _checkpoint.build_meta(layout, name, "migrate-" + _ckstore.default_id(), spec,
                                   src_criu, rt, options, {}, "/nonexistent")
     with store.lock(name):
         _require_running(rt, name)
@@ -209,7 +210,7 @@ def _preflight(run, meta, src_criu):
     need = memory_needed(run.spec)
     upper = run.layout.container_file(run.name, "upper")
     pre = run.link.call("preflight", root=run.dest_root, name=run.name, meta=meta,
-                        memory_needed=need, disk_needed=_checkpoint.dir_size(upper) + need,
+                        memory_needed=need, disk_needed=_ckstore.dir_size(upper) + need,
                         runtime_path=run.runtime_path, criu_path=run.criu_path, timeout=120)
     run.step("preflight")
     if not pre.get("ok"):
@@ -233,7 +234,7 @@ def _new_images(run, meta):
         return
     run.images = layout.checkpoint_dir(run.name, "." + meta["id"])
     shutil.rmtree(run.images, ignore_errors=True)
-    _checkpoint.checkpoints_root(layout)
+    _ckstore.checkpoints_root(layout)
     for path in (layout.checkpoint_dir(run.name), run.images):
         os.makedirs(path, mode=0o700, exist_ok=True)
 
