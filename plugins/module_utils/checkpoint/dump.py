@@ -23,6 +23,7 @@ import os
 import shutil
 import time
 
+from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import prescan as _prescan
 from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime import oci as _ocifile
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core import cli as _cli
 from ansible_collections.ctrhost.fleet.plugins.module_utils.criu import reports as _criu
@@ -122,11 +123,11 @@ def inspect(layout, rt, name, spec, state, criu_path, options):
     """Before the freeze: refuse what CRIU cannot dump (nested namespaces, named by
     unit), turn ``file_locks`` on when a process holds one, point CRIU's inode map at
     the directories the container watches, record a system container's cgroup tree.
-    Returns the facts (``_sysctr.before_dump``); updates ``options`` in place."""
+    Returns the facts (``_prescan.before_dump``); updates ``options`` in place."""
     from ansible_collections.ctrhost.fleet.plugins.module_utils.linux.cgroups import Cgroup
-    facts = _sysctr.before_dump(Cgroup(_ocifile.cgroups_path_of(spec, name)),
-                                layout.container_file(name, "rootfs"), (state or {}).get("pid"),
-                                _sysctr.is_system(spec))
+    facts = _prescan.before_dump(Cgroup(_ocifile.cgroups_path_of(spec, name)),
+                                 layout.container_file(name, "rootfs"), (state or {}).get("pid"),
+                                 _sysctr.is_system(spec))
     if facts["file_locks"] and not options.get("file_locks"):
         options["file_locks"] = True
         facts["file_locks_auto"] = True
