@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 name: rebalance_plan
 short_description: The fewest container moves that bring every host under memory and cpu thresholds
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Takes the C(ctrhost.fleet.host_info) results of the hosts (keyed by inventory host name) and the containers on
     each (the RV(ctrhost.fleet.container_info#module:containers) lists, keyed the same way) and returns the moves

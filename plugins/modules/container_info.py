@@ -53,7 +53,7 @@ EXAMPLES = r"""
 
 - name: Names of the running ones
   ansible.builtin.debug:
-    msg: "{{ info.containers | community.general.json_query('[?state==`running`].name') }}"
+    msg: "{{ info.containers | selectattr('state', 'equalto', 'running') | map(attribute='name') }}"
 
 - name: Memory used by web1
   ctrhost.fleet.container_info:

@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: container_migrate_batch
 short_description: Move several running containers from this host to other hosts, several at once
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Runs on the source host and moves every container of O(moves) to its destination, each with the same
     migration as M(ctrhost.fleet.container_migrate) (same sequence, same guarantee - whatever fails, that

@@ -119,7 +119,7 @@ options:
         file). V(false) changes the running kernel only.
     type: bool
     default: true
-    version_added: 0.2.0
+    version_added: 0.1.0
 extends_documentation_fragment:
   - ctrhost.fleet.common
   - ctrhost.fleet.attributes
