@@ -20,8 +20,15 @@ description:
   - Either way a command joins the container's time namespace, so that it reads the container's clocks and
     a later checkpoint meets one time namespace; the runtime's C(exec) is wrapped in C(nsenter --time) for this
     (util-linux 2.36 or later; without it the command runs in the host's time namespace).
-  - Files are streamed through the same command channel, so ownership inside a user-namespaced container is
-    the container's root; C(put_file) and C(fetch_file) hold one file in memory at a time.
+  - Commands run as O(user) inside the container, the container's root by default. Privilege escalation inside
+    the container (C(become)) is the task's own become plugin (C(sudo), C(su), ...) run there, with its password
+    prompt answered through the same channel; the container needs that tool.
+  - The container host is reached as O(host_user) (its own C(ansible_user) as the
+    P(ctrhost.fleet.containers#inventory) inventory copies it), with C(sudo -n) on the host when
+    O(host_become) is set.
+  - Files are streamed. C(put_file) copies the file to a temporary file on the container host with the SSH
+    connection's own transfer (SFTP or SCP) and feeds it into the container from there, C(fetch_file) the other
+    way round, so neither holds a file in memory. A file written in the container belongs to O(user).
   - The P(ctrhost.fleet.containers#inventory) inventory sets the host variables this plugin needs.
 author:
   - ctrhost.fleet maintainers (@ctrhost)
@@ -74,12 +81,46 @@ options:
     default: false
     vars:
       - name: ctrhost_container_host_become
+  user:
+    description:
+      - The user inside the container that commands run as - a name of the container's C(/etc/passwd) (read on
+        the host from the container's root filesystem under O(root)) or C(UID[:GID]). The container's root
+        when omitted.
+    type: str
+    vars:
+      - name: ctrhost_container_user
+    version_added: 0.2.0
+  host_user:
+    description:
+      - The user the container host is reached as over SSH. When omitted, the SSH connection's own user
+        (C(ansible_user), C(remote_user), C(ANSIBLE_REMOTE_USER), ...).
+    type: str
+    vars:
+      - name: ctrhost_container_host_user
+    version_added: 0.2.0
+  root:
+    description: The collection's root directory on the container host (where O(user) is looked up).
+    type: str
+    default: /var/lib/ctrhost
+    vars:
+      - name: ctrhost_root
+    version_added: 0.2.0
+  command_timeout:
+    description:
+      - Seconds a command may run inside the container before the container host ends it (C(timeout) on the
+        host; the task then fails with rc 124). V(0) sets no limit.
+      - A frozen container refuses commands at once, naming its state, instead of hanging.
+    type: int
+    default: 0
+    vars:
+      - name: ctrhost_container_command_timeout
+    version_added: 0.2.0
 """
 
 EXAMPLES = r"""
 # Inventory: the ctrhost.fleet.containers inventory sets ansible_connection and the host's SSH variables.
 # Without it, in an INI inventory:
-#   web1 ansible_connection=ctrhost.fleet.container ansible_host=192.0.2.11 ansible_user=root
+#   web1 ansible_connection=ctrhost.fleet.container ansible_host=192.0.2.11 ctrhost_container_host_user=root
 - name: Inside each running container
   hosts: ctrhost_state_running
   gather_facts: true
@@ -89,9 +130,22 @@ EXAMPLES = r"""
         content: "managed\n"
         dest: /etc/motd
         mode: "0644"
+
+- name: As an application user inside, with a limit per command
+  hosts: web1
+  vars:
+    ctrhost_container_user: app
+    ctrhost_container_command_timeout: 600
+  tasks:
+    - name: The application's config, owned by app
+      ansible.builtin.copy:
+        src: app.conf
+        dest: /home/app/app.conf
+        mode: "0600"
 """
 
 import os
+import re
 import shlex
 
 from ansible.errors import AnsibleConnectionFailure, AnsibleFileNotFound
@@ -142,69 +196,135 @@ class Connection(ConnectionBase):
         return [self.get_option("runtime_path") or runtime, "--root",
                 os.path.join(self.get_option("runtime_state_root"), runtime)]
 
-    def host_command(self, cmd):
-        """The command line the container host runs for ``cmd`` (a shell command line).
+    def _user_lookup(self):
+        """Shell lines that set ``cu`` (uid:gid), ``ch`` (home) and ``cn`` (name) of O(user)
+        from the container's /etc/passwd, or fail naming what is missing."""
+        user = self.get_option("user")
+        if not user:
+            return None
+        passwd = os.path.join(self.get_option("root"), "containers", self.get_option("container_name"),
+                              "rootfs", "etc", "passwd")
+        numeric = re.fullmatch(r"(\d+)(?::(\d+))?", str(user))
+        fallback = ('cu=%s; ch=/; cn=%s' % (shlex.quote("%s:%s" % (numeric.group(1), numeric.group(2) or "0")),
+                                            shlex.quote(str(user)))) if numeric else \
+            ('echo "%s: user %s is not in the /etc/passwd of container %s on $(hostname)" >&2; exit %d'
+             % (NOT_RUNNING_MARK, shlex.quote(str(user)), shlex.quote(self.get_option("container_name")),
+                NOT_RUNNING_RC))
+        return ("ent=$(awk -F: -v u=%s '$1 == u || ($3 == u && u ~ /^[0-9]+$/) { print $1\":\"$3\":\"$4\":\"$6; exit }' "
+                "%s 2>/dev/null); if [ -n \"$ent\" ]; then cn=${ent%%%%:*}; r=${ent#*:}; cu=${r%%%%:*}:$(echo \"$r\" "
+                "| cut -d: -f2); ch=${r##*:}; [ -n \"$ch\" ] || ch=/; else %s; fi"
+                % (shlex.quote(str(user).split(":")[0]), shlex.quote(passwd), fallback))
 
+    def host_command(self, cmd, stdin_path=None, stdout_path=None):
+        """The command line the container host runs for ``cmd`` (a shell command line).
         When the runtime fails with its own 255 (it could not exec: the container
-        is not running), the host answers ``NOT_RUNNING_RC`` and a message naming
-        the container's state instead, which becomes an unreachable host."""
+        is not running, frozen or gone), the host answers ``NOT_RUNNING_RC`` and a
+        message naming the container's state instead, which becomes an unreachable host.
+        ``stdin_path``/``stdout_path``: files on the host the command reads or writes."""
         name = self.get_option("container_name")
-        prefix = ["sudo", "-n", "--"] if self.get_option("host_become") else []
-        runtime = " ".join(shlex.quote(p) for p in prefix + self._runtime_cmd())
+        runtime = " ".join(shlex.quote(p) for p in self._runtime_cmd())
+        lookup = self._user_lookup()
         status = ("$(%s state %s 2>/dev/null | sed -n 's/^ *\"status\": *\"\\(.*\\)\".*/\\1/p')"
                   % (runtime, shlex.quote(name)))
         if self.get_option("exec_method") == "nsenter":
             pid = ("$(%s state %s | sed -n 's/^ *\"pid\": *\\([0-9]*\\).*/\\1/p')"
                    % (runtime, shlex.quote(name)))
-            run = "%s nsenter --all --target %s -- /bin/sh -c %s" % (
-                " ".join(shlex.quote(p) for p in prefix), pid, shlex.quote(cmd))
+            who = (' --setuid "${cu%%:*}" --setgid "${cu#*:}" -- env HOME="$ch" USER="$cn" LOGNAME="$cn"'
+                   if lookup else " --")
+            run = "nsenter --all --target %s%s /bin/sh -c %s" % (pid, who, shlex.quote(cmd))
         else:  # the runtime's exec, in the container's time namespace too (see _timens)
-            run = " ".join(shlex.quote(p) for p in prefix + exec_argv(
-                self.get_option("runtime"), self._runtime_cmd(), name) + ["exec", name, "/bin/sh", "-c", cmd])
+            argv = exec_argv(self.get_option("runtime"), self._runtime_cmd(), name) + ["exec"]
+            who = (' --user "$cu" --cwd "$ch" --env HOME="$ch" --env USER="$cn" --env LOGNAME="$cn"'
+                   if lookup else "")
+            run = "%s%s %s" % (" ".join(shlex.quote(p) for p in argv), who,
+                               " ".join(shlex.quote(p) for p in (name, "/bin/sh", "-c", cmd)))
+        limit = self.get_option("command_timeout") or 0
+        if limit > 0:
+            run = "timeout -k 5 %d %s" % (limit, run)
+        if stdin_path:
+            run += " < %s" % shlex.quote(stdin_path)
+        if stdout_path:
+            run += " > %s" % shlex.quote(stdout_path)
         # 255: runc could not exec; 1: nsenter found no pid (or the command's own 1).
-        return ("%s; rc=$?; if [ $rc -eq 255 ] || [ $rc -eq 1 ]; then s=%s; "
-                "if [ \"$s\" != running ]; then echo \"%s: container \"%s\" is ${s:-stopped} on $(hostname), "
-                "not running\" >&2; rc=%d; fi; fi; exit $rc"
-                % (run, status, NOT_RUNNING_MARK, shlex.quote(name), NOT_RUNNING_RC))
+        script = ("%s%s; rc=$?; if [ $rc -eq 255 ] || [ $rc -eq 1 ]; then s=%s; "
+                  "if [ \"$s\" != running ]; then if [ -z \"$s\" ] && [ ! -d %s ]; then "
+                  "echo \"%s: container \"%s\" is not on $(hostname): moved to another host or removed; "
+                  "read the inventory again (meta: refresh_inventory)\" >&2; else "
+                  "echo \"%s: container \"%s\" is ${s:-stopped} on $(hostname), not running\" >&2; fi; "
+                  "rc=%d; fi; fi; exit $rc"
+                  % ((lookup + "; ") if lookup else "", run, status,
+                     shlex.quote(os.path.join(self.get_option("root"), "containers", name)),
+                     NOT_RUNNING_MARK, shlex.quote(name), NOT_RUNNING_MARK, shlex.quote(name), NOT_RUNNING_RC))
+        if self.get_option("host_become"):
+            return "sudo -n -- /bin/sh -c %s" % shlex.quote(script)
+        return script
+
+    def _on_host(self, become=True):
+        """The SSH connection to the container host, as O(host_user) when given, with the
+        task's become plugin (so that a password prompt inside the container is answered)
+        unless ``become`` is false."""
+        if self.get_option("host_user"):
+            self.ssh_type_conn.set_option("remote_user", self.get_option("host_user"))
+        self.ssh_type_conn.set_become_plugin(self.become if become else None)
+        return self.ssh_type_conn
 
     def exec_command(self, cmd, in_data=None, sudoable=True):
         super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
         self._connect()
         name = self.get_option("container_name")
         display.vvv("EXEC in container %s: %s" % (name, cmd), host=self._play_context.remote_addr)
-        rc, stdout, stderr = self.ssh_type_conn.exec_command(self.host_command(cmd), in_data=in_data,
-                                                             sudoable=sudoable)
+        return self._run(self.host_command(cmd), in_data=in_data, sudoable=sudoable)
+
+    def _run(self, host_cmd, in_data=None, sudoable=False):
+        rc, stdout, stderr = self._on_host().exec_command(host_cmd, in_data=in_data, sudoable=sudoable)
         if rc == NOT_RUNNING_RC:  # with a tty (-tt) the message arrives on stdout
             for line in (stderr + b"\n" + stdout).splitlines():
                 if line.startswith(to_bytes(NOT_RUNNING_MARK + ":")):
                     raise AnsibleConnectionFailure(to_native(line).strip())
         return rc, stdout, stderr
 
+    def _host_temp(self):
+        """A new empty file on the container host, the host user's (for a transfer)."""
+        self._connect()
+        rc, stdout, stderr = self._on_host_plain("umask 077; mktemp \"${TMPDIR:-/tmp}/ctrhost-xfer.XXXXXXXX\"")
+        path = to_native(stdout).strip().splitlines()[-1] if rc == 0 and stdout.strip() else ""
+        if not path:
+            raise AnsibleConnectionFailure("no temporary file on the container host of %s: %s"
+                                           % (self.get_option("container_name"), to_native(stderr).strip()))
+        return path
+
+    def _on_host_plain(self, cmd):
+        """``cmd`` on the container host as the host user, nothing escalated."""
+        return self._on_host(become=False).exec_command(cmd, sudoable=False)
+
     # -- files --------------------------------------------------------------------
     def put_file(self, in_path, out_path):
         super().put_file(in_path, out_path)
-        display.vvv("PUT %s TO %s in container %s" % (in_path, out_path, self.get_option("container_name")),
-                    host=self._play_context.remote_addr)
+        name = self.get_option("container_name")
+        display.vvv("PUT %s TO %s in container %s" % (in_path, out_path, name), host=self._play_context.remote_addr)
         if not os.path.exists(to_bytes(in_path, errors="surrogate_or_strict")):
             raise AnsibleFileNotFound("file or module does not exist: %s" % to_native(in_path))
-        with open(to_bytes(in_path, errors="surrogate_or_strict"), "rb") as handle:
-            data = handle.read()
-        # ``cat`` also when the file is empty: in_data=b"" would mean no stdin at all.
-        cmd = "cat > %s" % shlex.quote(out_path) if data else ": > %s" % shlex.quote(out_path)
-        rc, stdout, stderr = self.exec_command(cmd, in_data=data or None, sudoable=False)
+        tmp = self._host_temp()
+        try:
+            self.ssh_type_conn.put_file(in_path, tmp)  # streamed by the SSH connection (sftp/scp)
+            rc, stdout, stderr = self._run(self.host_command("cat > %s" % shlex.quote(out_path), stdin_path=tmp))
+        finally:
+            self._on_host_plain("rm -f %s" % shlex.quote(tmp))
         if rc != 0:
             raise AnsibleConnectionFailure("failed to write %s in container %s: %s"
-                                           % (out_path, self.get_option("container_name"),
-                                              to_native(stderr or stdout).strip()))
+                                           % (out_path, name, to_native(stderr or stdout).strip()))
 
     def fetch_file(self, in_path, out_path):
         super().fetch_file(in_path, out_path)
-        display.vvv("FETCH %s TO %s from container %s" % (in_path, out_path, self.get_option("container_name")),
+        name = self.get_option("container_name")
+        display.vvv("FETCH %s TO %s from container %s" % (in_path, out_path, name),
                     host=self._play_context.remote_addr)
-        rc, stdout, stderr = self.exec_command("cat %s" % shlex.quote(in_path), sudoable=False)
-        if rc != 0:
-            raise AnsibleConnectionFailure("failed to read %s in container %s: %s"
-                                           % (in_path, self.get_option("container_name"),
-                                              to_native(stderr or stdout).strip()))
-        with open(to_bytes(out_path, errors="surrogate_or_strict"), "wb") as handle:
-            handle.write(stdout)
+        tmp = self._host_temp()
+        try:
+            rc, stdout, stderr = self._run(self.host_command("cat %s" % shlex.quote(in_path), stdout_path=tmp))
+            if rc != 0:
+                raise AnsibleConnectionFailure("failed to read %s in container %s: %s"
+                                               % (in_path, name, to_native(stderr or stdout).strip()))
+            self.ssh_type_conn.fetch_file(tmp, out_path)  # streamed by the SSH connection
+        finally:
+            self._on_host_plain("rm -f %s" % shlex.quote(tmp))

@@ -13,8 +13,8 @@ description:
   - Installs an OS template as C(templates/<name>/rootfs) under O(root), with its metadata in
     C(templates/<name>/template.json) (source, sha256, size, created, duration).
   - The template comes from exactly one source, a tarball on the host (O(src)), a tarball to
-    download (O(url) with O(checksum)), C(debootstrap) (O(debootstrap)) or an OCI image
-    (O(image), through C(skopeo) and C(umoci)).
+    download (O(url) with O(checksum)), C(debootstrap) (O(debootstrap)), an OCI image
+    (O(image), through C(skopeo) and C(umoci)) or the host's static busybox (O(busybox)).
   - Tarballs (C(.tar), C(.tar.gz), C(.tar.bz2), C(.tar.xz), C(.tar.zst) when C(zstd) is installed)
     are checked member by member before anything is written. An absolute name, a C(..) component,
     a member written through a symbolic link, a symbolic link climbing out of the template, or a
@@ -25,7 +25,8 @@ description:
     rename, so a failed install leaves nothing behind and never replaces a good template.
   - The template is up to date, and nothing is done, when template.json records the same source
     and the same content, that is the tarball's sha256 for O(src), the declared O(checksum) for
-    O(url) (nothing is downloaded), the manifest digest for O(image). For O(debootstrap) the options
+    O(url) (nothing is downloaded), the manifest digest for O(image), the binary's digest for
+    O(busybox). For O(debootstrap) the options
     alone decide; use O(force) to rebuild from a newer mirror.
   - Replacing or removing a template refuses while containers (C(containers/*/spec.json) under
     O(root)) use it, and names them, unless O(force=true).
@@ -130,6 +131,21 @@ options:
       - The image's default process arguments are recorded as C(init) in template.json; a container
         created without a command runs them.
     type: str
+  busybox:
+    description:
+      - Build a minimal template from this host's static busybox - C(/bin/busybox), a link per applet,
+        C(/etc/passwd), C(/etc/group), C(/etc/hostname) - with nothing to download (Debian's
+        C(busybox-static); the P(ctrhost.fleet.host#role) role installs it with C(ctrhost_template_tools)).
+      - template.json's C(sha256) is the digest of the binary's sha256 and the recipe's version, so hosts
+        with the same busybox report the same checksum; an upgraded busybox is a new content.
+      - Give an empty dictionary (V({})) for the default path.
+    type: dict
+    version_added: 0.2.0
+    suboptions:
+      path:
+        description: The static busybox binary on the host.
+        type: path
+        default: /bin/busybox
   force:
     description:
       - With O(state=present), reinstall even when the template is up to date, and replace a
@@ -159,6 +175,11 @@ seealso:
 """
 
 EXAMPLES = r"""
+- name: Busybox template from the host's own static busybox, nothing downloaded
+  ctrhost.fleet.template:
+    name: busybox
+    busybox: {}
+
 - name: Busybox template from a tarball on the host
   ctrhost.fleet.template:
     name: busybox
@@ -269,7 +290,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.ctrhost.fleet.plugins.module_utils.template import lifecycle as _template
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.module import COMMON_ARGS, argument_spec, run
 
-SOURCES = ("src", "url", "debootstrap", "image")
+SOURCES = ("src", "url", "debootstrap", "image", "busybox")
 
 
 def main():
@@ -288,6 +309,7 @@ def main():
                 include=dict(type="list", elements="str", default=[]),
             )),
             image=dict(type="str"),
+            busybox=dict(type="dict", options=dict(path=dict(type="path", default="/bin/busybox"))),
             force=dict(type="bool", default=False),
             headers=dict(type="dict"),
             validate_certs=dict(type="bool", default=True),
@@ -300,7 +322,7 @@ def main():
             client_key=dict(type="path"),
             timeout=dict(type="int", default=60),
         ),
-        mutually_exclusive=[SOURCES, ("checksum", "debootstrap"), ("checksum", "image")],
+        mutually_exclusive=[SOURCES, ("checksum", "debootstrap"), ("checksum", "image"), ("checksum", "busybox")],
         required_if=[("state", "present", SOURCES, True)],
         required_by={"url": "checksum"},
         supports_check_mode=True,

@@ -13,8 +13,10 @@ another path: the runtime's state and the cgroup files on the host, namespace in
 import hashlib
 import json
 import os
+import pwd
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -268,3 +270,200 @@ def test_connection_joins_the_time_namespace_after_a_restore(lab, fleet, method)
     assert ns == init[0]  # the init's time namespace
     assert abs(float(uptime) - float(init[1])) < 2.0, (uptime, init)  # the container's clock ...
     assert float(init[2]) - float(uptime) > 2.5, (uptime, init)  # ... behind the host's by the pause
+
+
+ADMIN = "ctrhadm"
+
+
+@pytest.fixture(scope="module")
+def sudo_user(tmp_path_factory):
+    """A non-root account with passwordless sudo, as on a host set up for Ansible (the lab
+    hosts share this machine's /etc; the lab's key is authorized for every account)."""
+    home = tmp_path_factory.mktemp("admin-home")
+    sudoers = "/etc/sudoers.d/ctrhost-test-admin"
+    subprocess.run(["userdel", "-f", ADMIN], capture_output=True)  # left by an interrupted run
+    subprocess.run(["useradd", "--home-dir", str(home), "--shell", "/bin/sh", "--no-create-home", ADMIN],
+                   check=True, capture_output=True)
+    try:
+        subprocess.run(["usermod", "-p", "*", ADMIN], check=True)  # no password, not locked
+        account = pwd.getpwnam(ADMIN)
+        os.chown(home, account.pw_uid, account.pw_gid)
+        with open(sudoers, "w") as handle:
+            handle.write("%s ALL=(ALL) NOPASSWD: ALL\n" % ADMIN)
+        os.chmod(sudoers, 0o440)
+        yield ADMIN
+    finally:
+        if os.path.exists(sudoers):
+            os.unlink(sudoers)
+        subprocess.run(["userdel", "-f", ADMIN], capture_output=True)  # its ssh masters may linger
+
+
+def inventory_dir(lab, fleet, sudo_user, jump):
+    """An inventory directory as users keep one: hosts in an INI file with their addresses
+    only, every connection setting in group_vars: a sudo user, its key, and a ProxyJump
+    through lab host ``jump`` named in an ssh config file. ssh runs through a wrapper that
+    logs its argv."""
+    inv = fleet["work"] / "inv"
+    (inv / "group_vars").mkdir(parents=True, exist_ok=True)
+    hosts = ["[ctrhost_hosts]"] + ["%s ansible_host=%s" % (h, lab.host(h)["address"])
+                                   for h in (fleet["h1"], fleet["h2"])]
+    (inv / "hosts.ini").write_text("\n".join(hosts) + "\n")
+    key = os.path.join(lab.dir, "id_ed25519")
+    ssh_config = fleet["work"] / "ssh_config"
+    ssh_config.write_text("Host ctrhost-jump\n  HostName %s\n  User root\n  IdentityFile %s\n"
+                          "Host *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
+                          "  IdentitiesOnly yes\n  LogLevel ERROR\n" % (lab.host(jump)["address"], key))
+    argv_log = fleet["work"] / "ssh-argv.log"
+    wrapper = fleet["work"] / "ssh-logged"
+    wrapper.write_text('#!/bin/sh\n{ printf "%%s" "$*" | tr "\\n" " "; echo; } >> %s\nexec ssh "$@"\n' % argv_log)
+    wrapper.chmod(0o755)
+    (inv / "group_vars" / "ctrhost_hosts.yml").write_text(json.dumps(dict(
+        ansible_user=sudo_user, ansible_become=True, ansible_ssh_private_key_file=key,
+        ansible_ssh_executable=str(wrapper),
+        ansible_ssh_common_args="-F %s -o ProxyJump=ctrhost-jump" % ssh_config,
+        ansible_python_interpreter=os.path.join(ROOT, ".venv", "bin", "python"))))
+    return inv, argv_log
+
+
+def test_inventory_follows_group_vars_a_sudo_user_and_a_proxyjump(lab, fleet, sudo_user):
+    """The container hosts' connection comes from group_vars only: the plugin reads them as a
+    task would (vars plugins), logs in as the sudo user through the jump host and escalates."""
+    h1, h2 = fleet["h1"], fleet["h2"]
+    inv, argv_log = inventory_dir(lab, fleet, sudo_user, jump=h1)
+    source = config(fleet, "g.containers.yml")
+    sshd_log = os.path.join(lab.dir, "hosts", h2, "sshd.log")
+    before = os.path.getsize(sshd_log) if os.path.exists(sshd_log) else 0
+    proc = lab.exec([os.path.join(VENV_BIN, "ansible-inventory"), "-i", str(inv), "-i", source, "--list"])
+    data = plain(json.loads(proc.stdout))
+    hv = data["_meta"]["hostvars"]
+    assert "left out" not in proc.stderr, proc.stderr
+    assert hv[NAMES["run1"]]["ctrhost_container_host"] == h1
+    assert hv[NAMES["run2"]]["ctrhost_container_host"] == h2
+    assert hv[NAMES["run2"]]["ctrhost_container_pid"] == host_pid(lab, h2, NAMES["run2"])
+    # the ssh it ran had the group_vars' user, jump and key, twice (one per host)
+    calls = [line for line in argv_log.read_text().splitlines() if "ctrhost-inventory" in line]
+    assert len(calls) == 2, argv_log.read_text()[-3000:]
+    for call in calls:
+        assert "User=" + sudo_user in call or "-l %s" % sudo_user in call or "User=\"%s\"" % sudo_user in call, call
+        assert "ProxyJump=ctrhost-jump" in call, call
+    # the independent side: h2's sshd saw the sudo user arrive from the jump host's address
+    if os.path.exists(sshd_log):
+        with open(sshd_log) as handle:
+            handle.seek(before)
+            seen = handle.read()
+        if "Accepted" in seen:
+            assert "for %s from %s" % (sudo_user, lab.host(h1)["address"]) in seen, seen[-2000:]
+
+
+def test_inventory_filters_include_and_exclude(lab, fleet):
+    source = config(fleet, "f.containers.yml", filters=[
+        dict(exclude="ctrhost_container_host == '%s'" % fleet["h2"]),
+        dict(include="ctrhost_container_state == 'running'"),
+        dict(exclude=True)])
+    data, err = inventory(lab, source)
+    containers = set(data["_meta"]["hostvars"]) - {fleet["h1"], fleet["h2"]}
+    assert containers == {NAMES["run1"]}, err
+    bad = config(fleet, "fb.containers.yml", filters=[dict(include="true", exclude="true")])
+    proc = lab.exec([os.path.join(VENV_BIN, "ansible-inventory"), "-i", lab.inventory, "-i", bad, "--list"],
+                    check=False)
+    # Ansible turns a source that fails to parse into a warning (an error with
+    # ANSIBLE_INVENTORY_UNPARSED_FAILED); no container of it is listed
+    assert "filters[1]: expected exactly one of include, exclude, got ['exclude', 'include']" in proc.stderr
+    assert NAMES["run1"] not in json.loads(proc.stdout)["_meta"]["hostvars"]
+
+
+REFRESH = """---
+- name: Stop a container on its host
+  hosts: "{h1}"
+  gather_facts: false
+  tasks:
+    - name: Before, from the cached inventory
+      ansible.builtin.assert:
+        that: hostvars['{run1}'].ctrhost_container_state == 'running'
+    - name: Stopped
+      ctrhost.fleet.container:
+        name: "{run1}"
+        state: stopped
+    - name: Read the container hosts again
+      ansible.builtin.meta: refresh_inventory
+    - name: After, the inventory says so
+      ansible.builtin.assert:
+        that: hostvars['{run1}'].ctrhost_container_state != 'running'
+        fail_msg: "still {{{{ hostvars['{run1}'].ctrhost_container_state }}}}"
+"""
+
+
+def test_refresh_inventory_reads_the_hosts_again_past_the_cache(lab, fleet):
+    """What docs say to do after the collection's own moves: ``meta: refresh_inventory``
+    bypasses the cache and writes the fresh reports into it."""
+    cache_dir = fleet["work"] / "refresh-cache"
+    source = config(fleet, "r.containers.yml", cache=True, cache_plugin="ansible.builtin.jsonfile",
+                    cache_connection=str(cache_dir), cache_timeout=3600)
+    first, _ = inventory(lab, source)  # fills the cache
+    assert first["_meta"]["hostvars"][NAMES["run1"]]["ctrhost_container_state"] == "running"
+    play = fleet["work"] / "refresh.yml"
+    play.write_text(REFRESH.format(h1=fleet["h1"], run1=NAMES["run1"]))
+    try:
+        proc = lab.exec([os.path.join(VENV_BIN, "ansible-playbook"), "-i", lab.inventory, "-i", source,
+                         str(play)], check=False)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+        cached, _ = inventory(lab, source)  # the cache holds the refreshed report
+        assert cached["_meta"]["hostvars"][NAMES["run1"]]["ctrhost_container_state"] != "running"
+    finally:
+        lab.playbook(SETUP, extra_vars=dict(ac_hosts=[fleet["h1"], fleet["h2"]], ac_names=NAMES,
+                                            ac_state="present", ac_template=""))
+
+
+MAXRSS = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
+          "print('MAXRSS', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)")
+
+
+def test_connection_runs_as_a_user_inside_and_streams_files(lab, fleet):
+    """``ctrhost_container_user``: command, copy and fetch as a non-root user of the
+    container, checked on the host (uid through the container's map, owner of the file in
+    the host's view of its rootfs); a 192 MiB file copied in and fetched back without the
+    controller holding it in memory."""
+    h1, name = fleet["h1"], NAMES["run1"]
+    source = config(fleet, "u.containers.yml", states=["running"])
+    adhoc(lab, source, name, "raw", "grep -q '^app:' /etc/passwd || echo 'app:x:1001:1001::/home/app:/bin/sh' "
+          ">> /etc/passwd; mkdir -p /home/app && chown 1001:1001 /home/app && chmod 0750 /home/app")
+    env = {}
+    extra = ["-e", "ctrhost_container_user=app"]
+
+    def run(module, args):
+        cmd = [os.path.join(VENV_BIN, "ansible"), "-i", lab.inventory, "-i", source, name, "-m", module,
+               "-a", args] + extra
+        proc = lab.exec(cmd, check=False, env=dict(lab._json_env(), **env))
+        data = json.loads(proc.stdout[proc.stdout.find("{"):])
+        return data["plays"][0]["tasks"][0]["hosts"][name]
+
+    ids = run("command", "id")
+    assert ids.get("stdout", "").startswith("uid=1001(app) gid=1001"), ids
+    pwd = run("command", "pwd")
+    assert pwd.get("stdout") == "/home/app", pwd
+    uid_map = lab.host_exec(h1, "cat /proc/%d/uid_map" % host_pid(lab, h1, name)).stdout.split()
+    host_uid = int(uid_map[1]) + 1001 - int(uid_map[0])
+
+    big = fleet["work"] / "big.bin"
+    with open(big, "wb") as handle:
+        for i in range(192):
+            handle.write(hashlib.sha256(b"%d" % i).digest() * 32768)
+    digest = hashlib.sha256(big.read_bytes()).hexdigest()
+    dest = "/home/app/big.bin"
+    cmd = [sys.executable, "-c", MAXRSS, os.path.join(VENV_BIN, "ansible"), "-i", lab.inventory, "-i", source,
+           name, "-m", "copy", "-a", "src=%s dest=%s mode=0600" % (big, dest)] + extra
+    proc = lab.exec(cmd, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rss_kib = int(re.search(r"MAXRSS (\d+)", proc.stdout).group(1))
+    assert rss_kib < 160 * 1024, "the copy held %d KiB: the file is not streamed" % rss_kib
+    on_host = lab.host_exec(h1, "stat -c '%%u %%a' /var/lib/ctrhost/containers/%s/rootfs%s; "
+                                "sha256sum /var/lib/ctrhost/containers/%s/rootfs%s" % (name, dest, name, dest)).stdout
+    owner_mode, checksum = on_host.splitlines()
+    assert owner_mode == "%d 600" % host_uid and checksum.split()[0] == digest
+
+    back = fleet["work"] / "back"
+    fetched = run("fetch", "src=%s dest=%s/ flat=true" % (dest, back))
+    assert fetched.get("changed") and hashlib.sha256((back / "big.bin").read_bytes()).hexdigest() == digest
+    denied = run("command", "cat /root/.profile /etc/shadow")
+    assert denied.get("rc") != 0  # app is no root inside
+    run("command", "rm -f %s" % dest)

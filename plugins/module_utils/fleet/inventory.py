@@ -2,46 +2,29 @@
 # Copyright: ctrhost.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Containers of the container hosts as Ansible hosts (the ``containers`` inventory),
-controller side: ``ssh_command`` builds the SSH command from a host's connection
-variables (as Ansible reaches it) and ``host_entries`` turns the hosts' reports
-(``_report``, run on each host) into inventory hosts, their variables and groups.
-Importable without Ansible.
+controller side: ``host_entries`` turns the hosts' reports (``host/report.py``, run
+on each host through its own connection plugin by ``plugins/inventory/containers.py``)
+into inventory hosts, their variables and groups. Importable without Ansible.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-import shlex
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils.host.report import FIELDS
 
 # Connection variables of a container host that its containers' connection
-# (``ctrhost.fleet.container``, through the host's SSH) needs as well.
-SSH_VARS = ("ansible_host", "ansible_port", "ansible_user", "ansible_ssh_private_key_file",
+# (``ctrhost.fleet.container``, through the host's SSH) needs as well. The host's user is
+# not ``ansible_user`` there (that would be a user inside the container): the inventory
+# plugin resolves it (and whether the host escalates) into the ``HOST_*`` variables.
+SSH_VARS = ("ansible_host", "ansible_port", "ansible_ssh_private_key_file",
             "ansible_private_key_file", "ansible_ssh_common_args", "ansible_ssh_extra_args",
             "ansible_ssh_args", "ansible_ssh_executable", "ansible_ssh_pipelining", "ansible_pipelining")
+HOST_USER = "ctrhost_container_host_user"
+HOST_BECOME = "ctrhost_container_host_become"
 CONNECTION = "ctrhost.fleet.container"
 _GROUP_SAFE = re.compile(r"[^A-Za-z0-9_]")
-
-
-def ssh_command(host, hostvars, remote_cmd, connect_timeout=10):
-    """``ssh ... REMOTE_CMD`` reaching ``host`` as Ansible's ssh connection would,
-    from its connection variables (ansible_host/port/user/key/ssh args)."""
-    address = hostvars.get("ansible_host") or host
-    cmd = [hostvars.get("ansible_ssh_executable") or "ssh", "-o", "BatchMode=yes",
-           "-o", "ConnectTimeout=%d" % connect_timeout]
-    for key in ("ansible_ssh_args", "ansible_ssh_common_args", "ansible_ssh_extra_args"):
-        if hostvars.get(key):
-            cmd += shlex.split(str(hostvars[key]))
-    if hostvars.get("ansible_port"):
-        cmd += ["-p", str(hostvars["ansible_port"])]
-    if hostvars.get("ansible_user"):
-        cmd += ["-l", str(hostvars["ansible_user"])]
-    key = hostvars.get("ansible_ssh_private_key_file") or hostvars.get("ansible_private_key_file")
-    if key:
-        cmd += ["-i", str(key)]
-    return cmd + ["--", str(address), remote_cmd]
 
 
 def python_of(hostvars):
@@ -91,7 +74,7 @@ def host_entries(reports, hostvars, prefix="ctrhost_", name_format="{name}", sta
     for inv_name in sorted(chosen):
         host, ctr = chosen[inv_name]
         v4, v6 = addresses(ctr.get("interfaces") or [])
-        hv = {k: v for k, v in (hostvars.get(host) or {}).items() if k in SSH_VARS}
+        hv = {k: v for k, v in (hostvars.get(host) or {}).items() if k in SSH_VARS + (HOST_USER, HOST_BECOME)}
         hv.setdefault("ansible_host", host)
         if connection:
             hv["ansible_connection"] = connection

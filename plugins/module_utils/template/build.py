@@ -7,7 +7,8 @@
 * ``src`` / ``url``: a tarball, downloaded (Ansible's ``open_url``, checksum verified
   before anything is unpacked) and extracted by ``_tarsafe``;
 * ``debootstrap``: a Debian tree; its identity is the suite plus the dpkg package list;
-* ``image``: an OCI image copied by skopeo and unpacked by umoci.
+* ``image``: an OCI image copied by skopeo and unpacked by umoci;
+* ``busybox``: the host's static busybox and its applets (``busybox.py``).
 
 ``BUILDERS`` maps a source type to its builder; ``planned_commands`` lists what check
 mode reports.
@@ -24,6 +25,7 @@ import shutil
 import urllib.error
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core import cli as _cli
+from ansible_collections.ctrhost.fleet.plugins.module_utils.template import busybox as _busybox
 from ansible_collections.ctrhost.fleet.plugins.module_utils.template import tarsafe as _tarsafe
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import CommandError, ValidationError
 
@@ -149,7 +151,8 @@ def _build_image(source, work, rootfs, recorder, sha256):
 
 
 TARBALL_SOURCES = ("src", "url")
-BUILDERS = dict(src=_build_tarball, url=_build_tarball, debootstrap=_build_debootstrap, image=_build_image)
+BUILDERS = dict(src=_build_tarball, url=_build_tarball, debootstrap=_build_debootstrap, image=_build_image,
+                busybox=_busybox.build)
 
 
 def planned_commands(source, layout, name):

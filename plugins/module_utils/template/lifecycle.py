@@ -41,6 +41,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils.core import cli as _
 from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import idmap as _idmap
 from ansible_collections.ctrhost.fleet.plugins.module_utils.template import tarsafe as _tarsafe
 from ansible_collections.ctrhost.fleet.plugins.module_utils.template import build as _tplbuild
+from ansible_collections.ctrhost.fleet.plugins.module_utils.template import busybox as _busybox
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import (
     ConflictError, NotFoundError, ValidationError)
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.paths import Layout
@@ -65,15 +66,16 @@ def _sha256_file(path):
 
 # --- validation -------------------------------------------------------------------------
 
-def normalize_source(src=None, url=None, checksum=None, debootstrap=None, image=None):
+def normalize_source(src=None, url=None, checksum=None, debootstrap=None, image=None, busybox=None):
     """Exactly one source -> its canonical dict (what template.json records)."""
     given = [k for k, v in (("src", src), ("url", url), ("debootstrap", debootstrap),
-                            ("image", image)) if v]
+                            ("image", image), ("busybox", busybox)) if v is not None and v is not False
+             and (v or k == "busybox")]
     if len(given) != 1:
-        raise ValidationError("src", "exactly one of src, url, debootstrap or image is required "
+        raise ValidationError("src", "exactly one of src, url, debootstrap, image or busybox is required "
                               "(got %s)" % (", ".join(given) or "none"))
     kind = given[0]
-    if checksum and kind in ("debootstrap", "image"):
+    if checksum and kind in ("debootstrap", "image", "busybox"):
         raise ValidationError("checksum", "applies to src and url only, not to %s" % kind)
     if kind == "src":
         source = dict(type="src", src=validate_abs_path(src, "src", must_exist=True, kind="file"))
@@ -105,6 +107,8 @@ def normalize_source(src=None, url=None, checksum=None, debootstrap=None, image=
                                        r"^[a-z0-9][a-z0-9+.-]+$", "package name")
         return dict(type="debootstrap", suite=str(suite), mirror=mirror or None,
                     variant=variant, include=sorted(set(include)))
+    if kind == "busybox":
+        return _busybox.normalize(busybox)
     if not isinstance(image, str) or not image.startswith(IMAGE_TRANSPORTS):
         raise ValidationError("image", "%r must be an image reference starting with one of %s"
                               % (image, ", ".join(IMAGE_TRANSPORTS)))
@@ -196,6 +200,8 @@ def wanted_sha256(source):
         return source["checksum"].split(":", 1)[1]
     if source["type"] == "image":
         return _image_digest(source["image"])
+    if source["type"] == "busybox":
+        return _busybox.identity(source)[0]
     return None
 
 
@@ -326,7 +332,7 @@ def absent(layout, name, force=False, check_mode=False):
 
 
 def ensure(root, name, state="present", src=None, url=None, checksum=None, debootstrap=None,
-           image=None, force=False, check_mode=False, http=None):
+           image=None, force=False, check_mode=False, http=None, busybox=None):
     """Entry point of the template module; ``http`` holds the download options (URL_OPTIONS
     and timeout), never recorded in template.json."""
     layout = Layout(root)
@@ -336,7 +342,7 @@ def ensure(root, name, state="present", src=None, url=None, checksum=None, deboo
     if state != "present":
         raise ValidationError("state", "%r is not one of present, absent" % state)
     source = normalize_source(src=src, url=url, checksum=checksum, debootstrap=debootstrap,
-                              image=image)
+                              image=image, busybox=busybox)
     return present(layout, name, source, force=force, check_mode=check_mode, http=http)
 
 
@@ -344,5 +350,6 @@ def task(params, check_mode=False):
     """The ``template`` module's entry."""
     return ensure(params["root"], params["name"], state=params["state"], src=params["src"],
                   url=params["url"], checksum=params["checksum"], debootstrap=params["debootstrap"],
-                  image=params["image"], force=params["force"], check_mode=check_mode,
+                  image=params["image"], busybox=params.get("busybox"), force=params["force"],
+                  check_mode=check_mode,
                   http={key: params[key] for key in URL_OPTIONS + ("timeout",)})

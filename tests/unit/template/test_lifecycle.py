@@ -63,7 +63,7 @@ def entries(root):
 # ----------------------------------------------------------------------- sources
 
 def test_exactly_one_source():
-    with pytest.raises(ValidationError, match="exactly one of src, url, debootstrap or image is required"):
+    with pytest.raises(ValidationError, match="exactly one of src, url, debootstrap, image or busybox is required"):
         _template.normalize_source()
     with pytest.raises(ValidationError, match=r"\(got src, image\)"):
         _template.normalize_source(src="/x", image="oci:/y")
