@@ -32,6 +32,11 @@ description:
   - A rerun after the move converges - when the container does not run here but runs on O(dest) (and is not an
     unfinished incoming copy there), nothing is done and the result says RV(already_moved=true) with RV(where).
     Only then is the destination asked before the move, in one SSH call.
+  - Two moves of one container at once (two controllers, two tasks) - each move holds the container's lock
+    on the source (C(<run dir>/locks/<name>.lock), which names its holder) from before these checks to its end,
+    so the container moves once. The other waits for the lock (up to 60 s, else it fails naming the holder),
+    then reports C(changed=false) when the container went to the same O(dest), or fails with C(name) named,
+    saying where the container went and which task moved it (RV(where) is that host).
   - A move can take minutes. Run it with C(async) and C(poll) (the task prints nothing until it ends) or
     C(async), C(poll=0) and M(ansible.builtin.async_status) to follow several moves at once; the result is the
     same as in the foreground.

@@ -21,12 +21,20 @@ Rules (the filter's documentation repeats them for users):
   largest first (memory, then cpus, then name), each on the eligible host that fits and is
   least loaded afterwards (highest of its memory and cpu fractions, then the other fraction,
   then fewest containers, then host name). Inputs in any order give the same answer.
+* The least loaded host is found without trying every host (``LoadIndex``), with the
+  same answer as trying every host: 20,000 containers onto 1,000 hosts in well under a
+  second (``benchmarks/scale_plan.py``).
+* Kernel limits: an unprivileged container of the shared id range (``idmap`` in its
+  ``container_info`` entry, not ``isolated``) goes
+  only to a host whose key quota has room for one more (``kernel_limits.containers_free`` of
+  its ``host_info``, when gathered): the runtime would fail to start it there.
 * All or nothing: when any container does not fit, ``PlacementError`` names every container
   left over and what each host had free; nothing is returned.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import CtrhostError, ValidationError
@@ -110,7 +118,9 @@ def normalise_container(item, index=0):
     dest = item.get("dest")
     if dest is not None and (not isinstance(dest, str) or not dest):
         raise ValidationError(where + ": dest", "expected a host name, got %r" % (dest,))
-    return dict(name=name, memory=memory, cpus=cpus, dest=dest)
+    idmap = item.get("idmap")  # the shared range's root holds a key per container (isolated: its own)
+    return dict(name=name, memory=memory, cpus=cpus, dest=dest,
+                unprivileged=isinstance(idmap, dict) and bool(idmap) and not idmap.get("isolated"))
 
 
 def _host_state(name, info):
@@ -126,7 +136,7 @@ def normalise_host(name, info, headroom, overcommit):
     if not isinstance(info, dict):
         raise ValidationError(where, "expected a host_info result (a mapping), got %r" % (info,))
     record = dict(name=name, excluded=None, containers=0, memory_used=0, cpu_used=0,
-                  memory_capacity=0, cpu_capacity=0)
+                  memory_capacity=0, cpu_capacity=0, keys_free=None)
     if info.get("failed") or info.get("unreachable"):
         record["excluded"] = "its host_info result failed"
         return record
@@ -150,18 +160,96 @@ def normalise_host(name, info, headroom, overcommit):
     count = committed.get("containers", info.get("container_count", info.get("containers", 0)))
     record["containers"] = int(_number(count if not isinstance(count, list) else len(count),
                                        where + ".committed.containers"))
+    keys_free = (info.get("kernel_limits") or {}).get("containers_free")
+    if keys_free is not None:
+        record["keys_free"] = int(_number(keys_free, where + ".kernel_limits.containers_free"))
     return record
 
 
 def _fits(host, ctr):
     return (host["memory_used"] + ctr["memory"] <= host["memory_capacity"]
-            and host["cpu_used"] + ctr["cpus"] <= host["cpu_capacity"])
+            and host["cpu_used"] + ctr["cpus"] <= host["cpu_capacity"]
+            and (host["keys_free"] is None or not ctr["unprivileged"] or host["keys_free"] >= 1))
+
+
+def _denominators(host):
+    return host["memory_capacity"], host["cpu_capacity"]
 
 
 def _load_after(host, ctr):
     mem = (host["memory_used"] + ctr["memory"]) / host["memory_capacity"] if host["memory_capacity"] else 1.0
     cpu = (host["cpu_used"] + ctr["cpus"]) / host["cpu_capacity"] if host["cpu_capacity"] else 1.0
     return (round(max(mem, cpu), 9), round(min(mem, cpu), 9), host["containers"], host["name"])
+
+
+class LoadIndex:
+    """The host with the least ``key(host, ctr)`` among those where ``ctr`` fits, found
+    without trying every host; the same host as ``min`` over all of them.
+
+    ``fits(host, ctr)`` says whether ``ctr`` fits on ``host``. ``key`` is a load after the move, ``(round(max(mem, cpu), 9),
+    ...)`` with ``mem = (memory_used + ctr memory) / memory denominator`` and ``cpu =
+    (cpu_used + ctr cpus) / cpu denominator`` (1.0 for a denominator of 0);
+    ``denominators(host)`` gives both. The hosts are grouped by their denominators, and
+    each group kept sorted twice, by memory used and by cpu used: read in those orders,
+    ``mem`` and ``cpu`` never decrease, so a host not read yet in either order has a key
+    whose first item is at least the larger of the two orders' next values. A group is read
+    until that bound passes the best key found, always in the order whose next value is
+    the higher (it gets there sooner), the group of the lowest such bound first. Call
+    ``remove`` before changing a host's ``memory_used`` or ``cpu_used``, and ``add`` after."""
+
+    def __init__(self, hosts, denominators, fits, key):
+        self.denominators, self.fits, self.key = denominators, fits, key
+        self.groups, self.hosts = {}, {}
+        for host in hosts:
+            self.add(host)
+
+    def add(self, host):
+        self.hosts[host["name"]] = host
+        by_memory, by_cpu = self.groups.setdefault(self.denominators(host), ([], []))
+        bisect.insort(by_memory, (host["memory_used"], host["name"]))
+        bisect.insort(by_cpu, (host["cpu_used"], host["name"]))
+
+    def remove(self, host):
+        by_memory, by_cpu = self.groups[self.denominators(host)]
+        del by_memory[bisect.bisect_left(by_memory, (host["memory_used"], host["name"]))]
+        del by_cpu[bisect.bisect_left(by_cpu, (host["cpu_used"], host["name"]))]
+
+    def best(self, ctr, skip=None):
+        """The host (not ``skip``) where ``ctr`` fits with the least key, or None."""
+        need_mem, need_cpu = ctr["memory"], ctr["cpus"]
+        groups = []
+        for (den_mem, den_cpu), (by_mem, by_cpu) in self.groups.items():
+            if by_mem:
+                mem = (by_mem[0][0] + need_mem) / den_mem if den_mem else 1.0
+                cpu = (by_cpu[0][0] + need_cpu) / den_cpu if den_cpu else 1.0
+                groups.append((max(mem, cpu), den_mem, den_cpu, by_mem, by_cpu))
+        groups.sort(key=lambda group: group[0])
+        best, found, first = None, None, math.inf  # first: best[0]
+        hosts, fits = self.hosts, self.fits
+        for _bound, den_mem, den_cpu, by_mem, by_cpu in groups:
+            count, i_mem, i_cpu = len(by_mem), 0, 0
+            while i_mem < count and i_cpu < count:
+                mem = (by_mem[i_mem][0] + need_mem) / den_mem if den_mem else 1.0
+                cpu = (by_cpu[i_cpu][0] + need_cpu) / den_cpu if den_cpu else 1.0
+                if mem >= cpu:
+                    if mem > first and (mem > first + 1e-8 or round(mem, 9) > first):
+                        break  # round() is monotonic, and first is a rounded value
+                    name = by_mem[i_mem][1]
+                    i_mem += 1
+                else:
+                    if cpu > first and (cpu > first + 1e-8 or round(cpu, 9) > first):
+                        break
+                    name = by_cpu[i_cpu][1]
+                    i_cpu += 1
+                host = hosts[name]  # (a host read in both orders is only compared twice)
+                mem = (host["memory_used"] + need_mem) / den_mem if den_mem else 1.0
+                cpu = (host["cpu_used"] + need_cpu) / den_cpu if den_cpu else 1.0
+                if (mem if mem > cpu else cpu) > first + 1e-8 or host is skip or not fits(host, ctr):
+                    continue  # (the first test, cheaper than its key: surely above the best's first item)
+                key = self.key(host, ctr)
+                if best is None or key < best:
+                    best, found, first = key, host, key[0]
+        return found
 
 
 def human(nbytes):
@@ -175,9 +263,11 @@ def human(nbytes):
 def _free(host):
     if host["excluded"]:
         return "%s: not eligible (%s)" % (host["name"], host["excluded"])
-    return "%s: %s memory, %.2f cpus free" % (
+    keys = "" if host["keys_free"] is None else (
+        ", key quota (kernel.keys.maxkeys) for %d more unprivileged" % host["keys_free"])
+    return "%s: %s memory, %.2f cpus free%s" % (
         host["name"], human(max(0, host["memory_capacity"] - host["memory_used"])),
-        max(0, host["cpu_capacity"] - host["cpu_used"]) / CPU_UNITS)
+        max(0, host["cpu_capacity"] - host["cpu_used"]) / CPU_UNITS, keys)
 
 
 def _describe(ctr):
@@ -220,12 +310,15 @@ def plan(containers, hosts, source=None, memory_headroom=DEFAULT_MEMORY_HEADROOM
             unplaced.append("%s: %s" % (_describe(ctr), why))
             continue
         _assign(placement, host, ctr)
+    index = LoadIndex(eligible, _denominators, _fits, _load_after)
     for ctr in free:
-        fitting = [host for host in eligible if _fits(host, ctr)]
-        if not fitting:
+        host = index.best(ctr)
+        if host is None:
             unplaced.append(_describe(ctr))
             continue
-        _assign(placement, min(fitting, key=lambda host, c=ctr: _load_after(host, c)), ctr)
+        index.remove(host)
+        _assign(placement, host, ctr)
+        index.add(host)
     if unplaced:
         raise PlacementError(
             "placement: %d of %d container(s) do not fit (memory headroom %g, cpu overcommit %g): %s. Hosts: %s"
@@ -240,6 +333,8 @@ def _assign(placement, host, ctr):
     host["memory_used"] += ctr["memory"]
     host["cpu_used"] += ctr["cpus"]
     host["containers"] += 1
+    if host["keys_free"] is not None and ctr["unprivileged"]:
+        host["keys_free"] -= 1
 
 
 def place(containers, hosts, source=None, memory_headroom=DEFAULT_MEMORY_HEADROOM,

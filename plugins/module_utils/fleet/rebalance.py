@@ -19,6 +19,9 @@ Pure Python, no Ansible: the ``rebalance_plan`` filter is a thin wrapper around 
 * A host that cannot be brought under (nothing fits elsewhere) is reported in
   ``unresolved`` with what is left over; the moves that help are still planned.
 * Hosts already under their thresholds give no move. The same input gives the same plan.
+* Destinations are found without trying every host (``_placement.LoadIndex``), and only
+  for the candidates in their order of preference: a skewed fleet of 1,000 hosts and
+  20,000 containers is planned in well under a second (``benchmarks/scale_plan.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils.fleet.placement impo
     CPU_UNITS,
     DEFAULT_CPU_OVERCOMMIT,
     DEFAULT_MEMORY_HEADROOM,
+    LoadIndex,
     check_options,
     human,
     normalise_container,
@@ -89,32 +93,33 @@ def _after(rec, ctr):
     return (round(max(mem, cpu), 9), round(min(mem, cpu), 9), rec["containers"], rec["name"])
 
 
-def _destination(records, source, ctr):
-    fitting = [r for r in records if r is not source and not r["excluded"] and _room(r, ctr)]
-    return min(fitting, key=lambda r: _after(r, ctr)) if fitting else None
+def _denominators(rec):
+    return rec["memory_total"], rec["cpus"] * CPU_UNITS
 
 
-def _pick(rec, records, excess):
-    """(container, destination) of the next move off ``rec``, or (None, None)."""
+def _pick(rec, index, excess):
+    """(container, destination) of the next move off ``rec``, or (None, None). Destinations
+    are looked up (``LoadIndex``) in the order of preference, only until one is found."""
     ex_mem, ex_cpu = excess
-    movable = [(c, _destination(records, rec, c)) for c in rec["ctrs"]]
-    movable = [(c, d) for c, d in movable if d is not None]
-    if not movable:
-        return None, None
 
     def size(c):
         return (c["memory"] / float(rec["memory_total"] or 1) + c["cpus"] / float(rec["cpus"] * CPU_UNITS or 1),
                 c["name"])
-    whole = [(c, d) for c, d in movable if c["memory"] >= ex_mem and c["cpus"] >= ex_cpu]
-    if whole:
-        return min(whole, key=lambda cd: size(cd[0]))
 
-    def gain(cd):
-        c = cd[0]
+    def gain(c):
         return (-(min(c["memory"], ex_mem) / float(ex_mem or 1) + min(c["cpus"], ex_cpu) / float(ex_cpu or 1)),
                 size(c))
-    best = min(movable, key=gain)
-    return best if gain(best)[0] < 0 else (None, None)
+    # the smallest that removes the whole excess and fits elsewhere, else the one that removes most
+    whole = [c for c in rec["ctrs"] if c["memory"] >= ex_mem and c["cpus"] >= ex_cpu]
+    for ctr in sorted(whole, key=size):
+        dest = index.best(ctr, skip=rec)
+        if dest is not None:
+            return ctr, dest
+    for ctr in sorted(rec["ctrs"], key=gain):
+        dest = index.best(ctr, skip=rec)
+        if dest is not None:
+            return (ctr, dest) if gain(ctr)[0] < 0 else (None, None)
+    return None, None
 
 
 def plan(hosts, containers, memory_threshold, cpu_threshold, memory_headroom=DEFAULT_MEMORY_HEADROOM,
@@ -136,9 +141,10 @@ def plan(hosts, containers, memory_threshold, cpu_threshold, memory_headroom=DEF
     before = {r["name"]: _loads(r) for r in records}
     over_before = {r["name"]: not r["excluded"] and any(_excess(r, mem_thr, cpu_thr)) for r in records}
     moves, unresolved = [], []
+    index = LoadIndex([r for r in records if not r["excluded"]], _denominators, _room, _after)
     for rec in sorted((r for r in records if over_before[r["name"]]), key=lambda r: (-max(_loads(r)), r["name"])):
         while any(_excess(rec, mem_thr, cpu_thr)):
-            ctr, dest = _pick(rec, records, _excess(rec, mem_thr, cpu_thr))
+            ctr, dest = _pick(rec, index, _excess(rec, mem_thr, cpu_thr))
             if ctr is None:
                 ex_mem, ex_cpu = _excess(rec, mem_thr, cpu_thr)
                 unresolved.append("%s: still %d bytes of memory and %.2f cpus over its thresholds; nothing more "
@@ -146,9 +152,11 @@ def plan(hosts, containers, memory_threshold, cpu_threshold, memory_headroom=DEF
                 break
             rec["ctrs"].remove(ctr)
             for r, sign in ((rec, -1), (dest, 1)):
+                index.remove(r)
                 r["memory_used"] += sign * ctr["memory"]
                 r["cpu_used"] += sign * ctr["cpus"]
                 r["containers"] += sign
+                index.add(r)
             dest["ctrs"].append(dict(ctr, moved=True))
             moves.append(dict(name=ctr["name"], source=rec["name"], dest=dest["name"], memory=ctr["memory"],
                               cpus=ctr["cpus"] / float(CPU_UNITS)))

@@ -9,6 +9,13 @@ destination over SSH what runs there (the report of the ``containers`` inventory
 ``_report.report``, shipped with the module_utils zip): when the container runs
 there and is not an unfinished incoming copy, the move is done, and the result says so
 with changed=false, so that a rerun playbook converges.
+
+Two moves of one container at once: the container's lock (``ContainerStore.lock``) is
+taken before these checks, so the one that waited sees what the other did. The winner
+notes in the lock file where the container went (``record_move``); the loser, finding
+the container gone from here, fails naming that destination and the winner
+(``moved_elsewhere``), or, when both asked for the same destination, reports
+changed=false like any rerun.
 """
 
 from __future__ import annotations
@@ -18,8 +25,8 @@ import time
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils.host import report as _report
 from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import sysinfo as _sysinfo
-from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import CommandError, NotFoundError
-from ansible_collections.ctrhost.fleet.plugins.module_utils.container.store import ContainerStore
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import CommandError, ConflictError, NotFoundError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.container.store import ContainerStore, describe
 
 RUNNING = ("running", "frozen", "paused")
 
@@ -86,3 +93,21 @@ def already_moved(layout, name, dest, dest_root, make_link, mode, runtime_path=N
                 kernel=_sysinfo.kernel_release(),
                 msg="container %s already runs on %s%s" % (
                     name, dest, " (a stopped copy is left here)" if spec is not None else ""))
+
+
+def record_move(held, dest):
+    """Note in the held lock ``held`` that the container went to ``dest`` (its commit)."""
+    held.note(moved_to=dest, at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+
+def moved_elsewhere(layout, name, dest, held):
+    """Raise ConflictError naming where ``name`` went when the task this one waited for
+    (``held``, the lock now held) moved it to another host than ``dest``."""
+    note = held.previous if held.waited else None
+    went = (note or {}).get("moved_to")
+    if not went or went == dest or ContainerStore(layout).exists(name):
+        return
+    raise ConflictError("name: container %s was moved to %s at %s by another task while this "
+                        "one waited for its lock: %s; it is no longer on this host, so it was not "
+                        "moved to %s" % (name, went, note.get("at") or "?", describe(note), dest),
+                        field="name", where=went, holder=note, changed=False)

@@ -62,7 +62,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate.pages import
 from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate.state import MigrationError, Run, result, timings  # noqa: F401 (API)
 from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate.ssh import LEASE, Link
 from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate.stream import Receiver
-from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate.already_moved import already_moved
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate.already_moved import already_moved, moved_elsewhere, record_move
 from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate.window import cold, lazy, tree_state
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.paths import Layout
 from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime.driver import runtime_for
@@ -117,29 +117,35 @@ def migrate(root, name, dest, mode="cold", dest_root=None, ssh_config=None, iden
         return Link(dest, layout.root, ssh_config, identity, ssh_port, ssh_user,
                     dest_python or sys.executable or "python3")
 
-    moved = already_moved(layout, name, dest, dest_root, link, mode, runtime_path)
-    if moved is not None:  # a rerun after the move: nothing to do
-        return moved
     store = ContainerStore(layout)
-    spec = _load(store, layout, name)
-    src_criu = _source_criu(layout, name, criu_path)
-    rt = runtime_for(layout, spec.get("runtime"), runtime_path)
-    # leave_running: the dump leaves the (frozen) source as it is; see _migrate_window.
-    options = _checkpoint.criu_options(spec, leave_running=True,
-                                       tcp_established=bool(tcp_established),
-                                       file_locks=bool(file_locks), ext_unix_sk=bool(ext_unix_sk))
-    run = Run(layout, name, spec, mode, dest, hooks, policy=policy,
-              dest_root=dest_root or layout.root, runtime_path=runtime_path, criu_path=criu_path)
-    meta = _checkpoint.build_meta(layout, name, "migrate-" + _ckstore.default_id(), spec,
-                                  src_criu, rt, options, {}, "/nonexistent")
-    with store.lock(name):
+    # The lock first: whatever another task did to it while this one waited (moved it,
+    # removed it) is seen by the checks below; the lock file goes with the container.
+    with store.lock(name, task="container_migrate%s to %s" % (" (check mode)" if check_mode else "", dest),
+                    remove=lambda: not store.exists(name)) as held:
+        moved_elsewhere(layout, name, dest, held)  # by the task this one waited for
+        moved = already_moved(layout, name, dest, dest_root, link, mode, runtime_path)
+        if moved is not None:  # a rerun after the move: nothing to do
+            return moved
+        spec = _load(store, layout, name)
+        src_criu = _source_criu(layout, name, criu_path)
+        rt = runtime_for(layout, spec.get("runtime"), runtime_path)
+        # leave_running: the dump leaves the (frozen) source as it is; see _migrate_window.
+        options = _checkpoint.criu_options(spec, leave_running=True,
+                                           tcp_established=bool(tcp_established),
+                                           file_locks=bool(file_locks), ext_unix_sk=bool(ext_unix_sk))
+        run = Run(layout, name, spec, mode, dest, hooks, policy=policy,
+                  dest_root=dest_root or layout.root, runtime_path=runtime_path, criu_path=criu_path)
+        meta = _checkpoint.build_meta(layout, name, "migrate-" + _ckstore.default_id(), spec,
+                                      src_criu, rt, options, {}, "/nonexistent")
         _require_running(rt, name)
         run.link = link()
         try:
             pre = _preflight(run, meta, src_criu)
             if check_mode:
                 return result(run, changed=True, preflight=pre, where="source (check mode)")
-            return _move(run, rt, src_criu, meta, pre, options, timeout)
+            out = _move(run, rt, src_criu, meta, pre, options, timeout)
+            record_move(held, dest)  # for a task that waits for this lock
+            return out
         finally:
             _close(run)
 
