@@ -79,8 +79,8 @@ class Host:
 
     def start(self, cname, raw):
         ifaces = _netconf.normalize(raw, cname)
-        path = self.ok("_netns", "ensure", cname)
-        return path, ifaces, self.ok("_netlink", "attach", cname, path, ifaces)
+        path = self.ok("net.netns", "ensure", cname)
+        return path, ifaces, self.ok("net.links", "attach", cname, path, ifaces)
 
     def links(self, ns=None):
         out = json.loads(sh("ip", "-j", "-n", ns or self.name, "link", "show").stdout)
@@ -157,15 +157,15 @@ def test_two_containers_ping_each_other_and_the_bridge(host):
     assert inside["address"] == ia[0]["mac"] == _netconf.derive_mac(a, "eth0")
     hv = host.links()[ia[0]["host_veth"]]
     assert hv["master"] == "nwbr0" and "UP" in hv["flags"]
-    info = host.ok("_netlink", "info", a, pa)
+    info = host.ok("net.links", "info", a, pa)
     assert [(i["ifname"], i["ipv4"], i["ipv6"], i["bridge"], i["host_veth"], i["rate"]) for i in info] == [
         ("eth0", host.v4(2) + "/24", host.v6(2) + "/64", "nwbr0", ia[0]["host_veth"], None)]
     # idempotent; check mode on a new container predicts a change and makes nothing
-    assert host.ok("_netlink", "attach", a, pa, ia) == dict(changed=False, actions=[])
+    assert host.ok("net.links", "attach", a, pa, ia) == dict(changed=False, actions=[])
     c = host.cname("c")
     ic = _netconf.normalize([host.iface(c, 4)], c)
     before = set(host.links())
-    assert host.ok("_netlink", "attach", c, "/run/netns/ctrhost-" + c, ic, check_mode=True)["changed"]
+    assert host.ok("net.links", "attach", c, "/run/netns/ctrhost-" + c, ic, check_mode=True)["changed"]
     assert set(host.links()) == before and not os.path.exists("/run/netns/ctrhost-" + c)
 
 
@@ -179,7 +179,7 @@ def test_rate_holds_and_changes_live(host):
     assert 8e6 <= up <= 12e6, up
     # live: new rate, new address, a second interface; the same netns and veth
     new = _netconf.normalize([host.iface(a, 5, rate="20mbit"), dict(bridge="nwbr0", ipv4="%s/24" % host.v4(6))], a)
-    res = host.ok("_netlink", "update", a, path, ifaces, new)
+    res = host.ok("net.links", "update", a, path, ifaces, new)
     assert res["changed"]
     for dev in (veth, "i" + veth[1:]):  # both directions, read back by tc
         assert "class htb 1:10 root prio 0 rate 20Mbit" in sh("tc", "-n", host.name, "class", "show",
@@ -187,10 +187,10 @@ def test_rate_holds_and_changes_live(host):
     addrs = json.loads(sh("ip", "-j", "-n", "ctrhost-" + a, "addr", "show", "eth0").stdout)[0]["addr_info"]
     assert {x["local"] for x in addrs if x["scope"] == "global"} == {host.v4(5), host.v6(5)}
     assert host.ping("ctrhost-" + a, host.v4(1)) and host.ping(host.name, host.v4(6))
-    assert host.ok("_netlink", "update", a, path, new, new)["changed"] is False
+    assert host.ok("net.links", "update", a, path, new, new)["changed"] is False
     # remove the second interface and the limit
     last = _netconf.normalize([host.iface(a, 5)], a)
-    host.ok("_netlink", "update", a, path, new, last)
+    host.ok("net.links", "update", a, path, new, last)
     assert set(host.links("ctrhost-" + a)) == {"lo", "eth0"}
     assert set(host.links()) == {"lo", "nwbr0", veth}
     assert "htb" not in sh("tc", "-n", host.name, "qdisc", "show", "dev", veth).stdout
@@ -201,8 +201,8 @@ def test_detach_leaves_no_link_qdisc_or_netns(host):
     path, ifaces, _ = host.start(a, [host.iface(a, 2, rate="5mbit"), dict(bridge="nwbr0", ifname="net1")])
     veths = [i["host_veth"] for i in ifaces]
     assert set(host.links()) == {"lo", "nwbr0", veths[0], veths[1], "i" + veths[0][1:]}
-    host.ok("_netlink", "detach", a, ifaces)
-    host.ok("_netns", "remove", a)
+    host.ok("net.links", "detach", a, ifaces)
+    host.ok("net.netns", "remove", a)
     assert set(host.links()) == {"lo", "nwbr0"}
     assert "htb" not in sh("tc", "-n", host.name, "qdisc", "show").stdout
     assert "ingress" not in sh("tc", "-n", host.name, "qdisc", "show").stdout
@@ -306,10 +306,10 @@ def test_container_on_host_a_reaches_container_on_host_b():
         hb.start(b, [hb.iface(b, 2)])
         assert not ha.ping("ctrhost-" + a, hb.v4(2))  # no route yet
         for h, other, via in ((ha, hb, link + ".2"), (hb, ha, link + ".1")):
-            res = h.ok("_hostnet", "apply", forwarding=dict(ipv4=True),
+            res = h.ok("net.bridges", "apply", forwarding=dict(ipv4=True),
                        routes=[dict(dest="10.%d.0.0/24" % other.net, via=via)])
             assert res["changed"] and res["routes"] == {"10.%d.0.0/24" % other.net: via}
-            again = h.ok("_hostnet", "apply", forwarding=dict(ipv4=True),
+            again = h.ok("net.bridges", "apply", forwarding=dict(ipv4=True),
                          routes=[dict(dest="10.%d.0.0/24" % other.net, via=via)])
             assert again["changed"] is False
         assert ha.ping("ctrhost-" + a, hb.v4(2)) and hb.ping("ctrhost-" + b, ha.v4(2))

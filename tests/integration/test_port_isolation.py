@@ -179,22 +179,22 @@ def test_filters_follow_readdress_and_go_with_the_container(host):  # noqa: F811
         return res.stdout if res.returncode == 0 else None
 
     assert host.v4(2) in chain() and host.v6(2) in chain()
-    assert host.ok("_netlink", "attach", a, path, ifaces) == dict(changed=False, actions=[])
+    assert host.ok("net.links", "attach", a, path, ifaces) == dict(changed=False, actions=[])
     # live re-address: the filter follows, the old address is refused from then on
     from ansible_collections.ctrhost.fleet.plugins.module_utils.net import spec as _netconf
     new = _netconf.normalize([host.iface(a, 9)], a)
-    res = host.ok("_netlink", "update", a, path, ifaces, new)
+    res = host.ok("net.links", "update", a, path, ifaces, new)
     assert any("filter port" in x for x in res["actions"])
     assert host.v4(9) in chain() and host.v4(2) not in chain()
     assert host.ping("ctrhost-" + a, host.v4(1))
     # opt out, then in again
     off = _netconf.normalize([host.iface(a, 9, filtering=False)], a)
-    assert any("remove port filter" in x for x in host.ok("_netlink", "update", a, path, new, off)["actions"])
+    assert any("remove port filter" in x for x in host.ok("net.links", "update", a, path, new, off)["actions"])
     assert chain() is None
-    host.ok("_netlink", "update", a, path, off, new)
+    host.ok("net.links", "update", a, path, off, new)
     assert chain() is not None
     # removed with the container
-    host.ok("_netlink", "detach", a, new)
+    host.ok("net.links", "detach", a, new)
     assert chain() is None
     ports = sh("ip", "netns", "exec", host.name, "nft", "list", "map", "bridge", "ctrhost_ports", "ports").stdout
     assert veth not in ports
@@ -221,13 +221,13 @@ def test_duplicate_address_probe_names_the_holder(host):  # noqa: F811  (the fix
                  (dict(bridge="nwbr0", ipv4=host.v4(4) + "/24"), None))
         for raw, who in cases:
             ifaces = _netconf.normalize([raw], new)
-            answers = host.ok("_dad", "probe", "nwbr0", [(ifaces[0].get("ipv4") or ifaces[0]["ipv6"]).split("/")[0]])
+            answers = host.ok("net.duplicate_address", "probe", "nwbr0", [(ifaces[0].get("ipv4") or ifaces[0]["ipv6"]).split("/")[0]])
             if who:
                 assert list(answers.values()) == [who], answers
             else:  # the held container's own address answers with its MAC
                 assert list(answers.values()) == [_netconf.derive_mac(held, "eth0")], answers
         # free addresses get no answer
-        assert host.ok("_dad", "probe", "nwbr0", [host.v4(77), host.v6(77)]) == {}
+        assert host.ok("net.duplicate_address", "probe", "nwbr0", [host.v4(77), host.v6(77)]) == {}
     finally:
         sh("ip", "netns", "del", stranger, check=False)
 
@@ -239,10 +239,10 @@ def test_bridge_mac_stays_pinned_while_ports_come_and_go(host):  # noqa: F811  (
     def mac(bridge):
         return json.loads(sh("ip", "-j", "-n", host.name, "link", "show", bridge).stdout)[0]["address"]
 
-    res = host.ok("_hostnet", "apply", bridges=[dict(name="nwpin0", ipv4=["10.%d.8.1/24" % host.net])])
+    res = host.ok("net.bridges", "apply", bridges=[dict(name="nwpin0", ipv4=["10.%d.8.1/24" % host.net])])
     pinned = res["bridges"]["nwpin0"]["mac"]
     assert mac("nwpin0") == pinned
-    assert host.ok("_hostnet", "apply", bridges=[dict(name="nwpin0", ipv4=["10.%d.8.1/24" % host.net])])[
+    assert host.ok("net.bridges", "apply", bridges=[dict(name="nwpin0", ipv4=["10.%d.8.1/24" % host.net])])[
         "changed"] is False
     before_unpinned = mac("nwbr0")
     low = "02:00:00:00:00:01"
@@ -253,8 +253,8 @@ def test_bridge_mac_stays_pinned_while_ports_come_and_go(host):  # noqa: F811  (
         sh("ip", "-n", host.name, "link", "set", iface["host_veth"], "address", low)
     assert mac("nwpin0") == pinned
     assert mac("nwbr0") == low != before_unpinned  # the control: it followed the port
-    host.ok("_netlink", "detach", a, ia)
+    host.ok("net.links", "detach", a, ia)
     assert mac("nwpin0") == pinned
     # an explicit MAC (the same gateway MAC on every host) is set live
-    res = host.ok("_hostnet", "apply", bridges=[dict(name="nwpin0", mac="02:aa:00:00:00:01")])
+    res = host.ok("net.bridges", "apply", bridges=[dict(name="nwpin0", mac="02:aa:00:00:00:01")])
     assert res["changed"] and mac("nwpin0") == "02:aa:00:00:00:01"
