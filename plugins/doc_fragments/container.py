@@ -137,12 +137,34 @@ privileged:
       capability set).
     - Left out, a new container is unprivileged (V(false)); an existing one keeps its stored value, and a
       container created before this option existed stays privileged.
+    - An unprivileged container's user namespace gets caps of its own on what the kernel counts per user
+      namespace (1024 inotify instances, 131072 inotify watches, 128 fanotify groups, 1024 of each kind of
+      namespace; its C(/proc/sys/user/*)), set at each start and restore, so that one container cannot take
+      those of the others or of the host's root. Its start is refused, naming the limit, when the key quota
+      of its root (C(kernel.keys.maxkeys), C(kernel.keys.maxbytes)) is full.
     - An unprivileged container checkpoints, restores and migrates in every mode. Its network namespace
       is made by the runtime at each start and restore and exists while it runs. A lazy move needs
       C(vm.unprivileged_userfaultfd=1) on the destination; without it the move is made cold and the
       result's C(fallback) says why.
     - Changing it needs O(recreate=true); the container's own files (its upper layer) are moved into (out
       of) the range and its network namespace is made again with the same interfaces.
+  type: bool
+idmap_isolated:
+  description:
+    - V(true) gives an unprivileged container (O(privileged=false)) an id range of its own, like Incus's
+      C(security.idmap.isolated) - no other container of the host shares a host uid or gid with it, so the
+      kernel's per-uid key quota (C(kernel.keys.maxkeys)) is its own and, should root inside ever escape, it
+      owns none of another container's files.
+    - The range (65536 ids) is cut from a second range of root in C(/etc/subuid) and C(/etc/subgid) (the
+      C(ctrhost.fleet.host) role writes C(root:1100000000:1073741824), 16384 ranges, the same on every host),
+      chosen from the container's name (the same on every host) or, when another container of this host
+      holds that one, the next free one. It is kept (C(idmap) with C(isolated) in the result) and goes with
+      the container when it moves; a destination where another container holds it refuses the move in its
+      preflight, naming that container.
+    - The template's tree is shifted for the container alone (a copy of the template per container, removed
+      with it), so that creating one costs the template's size in disk and time.
+    - V(false) (the default, and what a container created before this option keeps) maps it into the fleet's
+      shared range. Changing it needs O(recreate=true); the container's own files are moved into the new range.
   type: bool
 limits:
   description:

@@ -24,6 +24,10 @@ description:
     afterwards (its higher fraction of memory or cpu capacity used, then the lower one, then the fewest
     containers, then the host name), which spreads load. The answer does not depend on the order of the
     inputs.
+  - An unprivileged container of the shared id range (C(idmap) in its entry, not C(isolated)) goes only to a
+    host whose key quota has room for one more start (C(kernel_limits.containers_free) of its host_info, when
+    that part is gathered; every running container of the shared id range holds one key of
+    C(kernel.keys.maxkeys) as the same uid).
   - All or nothing. When a container does not fit, the filter fails naming every container that does not fit
     and what each host has free, so a play can stop before it moves anything.
 author:

@@ -196,6 +196,7 @@ container:
       description:
         - The id range of an unprivileged container's user namespace ({uid, gid, size}; ids 0 to size-1
           inside are uid (gid) to uid+size-1 on the host); null when privileged.
+        - With C(isolated=true), a range of the container's own (O(ctrhost.fleet.container#module:idmap_isolated)).
       type: dict
       returned: when present
       sample: {uid: 1000000000, gid: 1000000000, size: 65536}

@@ -160,6 +160,7 @@ containers:
         - The id range of an unprivileged container's user namespace ({uid, gid, size}; ids 0 to size-1
           inside are uid (gid) to uid+size-1 on the host, as C(/proc/<pid>/uid_map) shows); null when
           privileged.
+        - With C(isolated=true), a range of the container's own (O(ctrhost.fleet.container#module:idmap_isolated)).
       type: dict
       returned: always
       sample: {uid: 1000000000, gid: 1000000000, size: 65536}

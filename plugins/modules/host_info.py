@@ -28,7 +28,8 @@ options:
   gather:
     description:
       - Parts to gather. V(all) is every part; V(min) is the parts that run no command
-        (V(cpu), V(memory), V(kernel), V(cgroup), V(overlayfs), V(limits), V(host_state), V(committed)).
+        (V(cpu), V(memory), V(kernel), V(cgroup), V(overlayfs), V(limits), V(host_state), V(committed),
+        V(kernel_limits)).
       - A part prefixed with V(!) is left out; a list of only such items starts from V(all),
         so V([!criu_check]) skips the slowest probe.
       - V(criu) is CRIU's path and version; V(criu_check) runs C(criu check);
@@ -39,9 +40,9 @@ options:
     elements: str
     default: [all]
     choices: [all, min, cpu, memory, kernel, cgroup, overlayfs, limits, runtimes, criu, criu_check,
-              criu_features, host_state, committed,
+              criu_features, host_state, committed, kernel_limits,
               '!cpu', '!memory', '!kernel', '!cgroup', '!overlayfs', '!limits', '!runtimes', '!criu',
-              '!criu_check', '!criu_features', '!host_state', '!committed']
+              '!criu_check', '!criu_features', '!host_state', '!committed', '!kernel_limits']
 extends_documentation_fragment:
   - ctrhost.fleet.common
   - ctrhost.fleet.attributes
@@ -158,6 +159,29 @@ limits:
   returned: when limits is gathered
   type: dict
   sample: {disk: {available: false, reason: "the kernel has no project quota support", mount: /, fstype: ext4}}
+kernel_limits:
+  description:
+    - The kernel limits that many containers hit before the host's memory runs out (per-user quotas and
+      host-wide tables; the C(ctrhost.fleet.host) role sets them, sized for the host's memory).
+    - V(sysctls) are their values now (V(null) where the kernel has no such setting), V(recommended) what this
+      host's memory calls for, V(below_recommended) the names whose value is lower.
+    - V(key_quota) is, per root uid of unprivileged containers (the shared range's, the first range of root in
+      C(/etc/subuid), then that of each container with an isolated range,
+      O(ctrhost.fleet.container#module:idmap_isolated)), the keys and key bytes it holds, the limits
+      (C(kernel.keys.maxkeys) and C(kernel.keys.maxbytes)), what is free, and V(containers_free), how many more
+      containers can start before a start is refused. Every running container holds one key as its root.
+    - V(containers_free) is that of the shared range's root, to which every container of the shared range
+      counts (V(null) when the kernel has no keys).
+  returned: when kernel_limits is gathered
+  type: dict
+  sample:
+    sysctls: {kernel.keys.maxkeys: 49152, kernel.keys.maxbytes: 49152000, fs.inotify.max_user_instances: 98304}
+    recommended: {kernel.keys.maxkeys: 49152, kernel.keys.maxbytes: 49152000, fs.inotify.max_user_instances: 98304}
+    below_recommended: []
+    key_quota:
+      - {uid: 1000000000, keys: 250, maxkeys: 49152, bytes: 3500, maxbytes: 49152000, free_keys: 48902,
+         free_bytes: 49148500, containers_free: 48902}
+    containers_free: 48902
 runtimes:
   description: Per runtime (V(runc), V(crun)) its path, version, commit, spec, whether it can run containers
     here (V(usable)) and why not (V(reason)); crun also reports V(checkpoint) (built with CRIU).

@@ -108,6 +108,45 @@ options:
         type: str
         choices: [present, absent]
         default: present
+  fleet:
+    description:
+      - The fleet network - how a container's address stays reachable from anywhere in the fleet
+        wherever it runs, also across a migration. See C(docs/networking.md).
+      - V(routed) (the OpenVZ venet way) - no L2 between the containers of different hosts. Container
+        IPv4 addresses are in the subnet of the hosts' LAN (the O(fleet.uplink)'s). The host that runs a
+        container holds a host route (C(/32), C(proto 242)) to it through O(fleet.bridge) and answers ARP
+        for it on the uplink (a proxy neighbour entry); the bridge answers ARP for everything else (proxy ARP)
+        with its MAC, which this mode makes the same on every host (a digest of the bridge name, unless
+        O(bridges[].mac) is given), so that a moved container's neighbour entries stay right. Containers use
+        any LAN address as their gateway (e.g. the LAN's router).
+      - The module sets what the mode needs - C(net.ipv4.ip_forward=1), C(proxy_arp=1) on the bridge,
+        C(proxy_delay=0) on the bridge and the uplink - and marks the bridge (its alias reads
+        C(ctrhost-fleet routed uplink=NAME)). Containers attached to the bridge are published when their
+        host-side interface comes up and withdrawn when it goes down or away; a migration withdraws them at the
+        source inside the frozen window and publishes and announces them (gratuitous ARP from the uplink) at
+        the destination.
+      - IPv6 addresses are not routed by this mode yet.
+    type: dict
+    version_added: 0.2.0
+    suboptions:
+      mode:
+        description: The fleet network mode.
+        type: str
+        choices: [routed]
+        default: routed
+      bridge:
+        description: The container bridge (declared in O(bridges) of the same task, or existing).
+        type: str
+        required: true
+      uplink:
+        description: The host's interface on the LAN that the container addresses belong to.
+        type: str
+        required: true
+      state:
+        description: V(absent) turns the mode off for O(fleet.bridge) (the sysctls are left as they are).
+        type: str
+        choices: [present, absent]
+        default: present
   force:
     description: Delete a bridge even while containers are attached to it.
     type: bool
@@ -158,6 +197,17 @@ EXAMPLES = r"""
       - dest: fd10:0:0:2::/64
         via: 2001:db8::12
 
+- name: A routed fleet - containers keep their LAN address on whichever host they run
+  ctrhost.fleet.host_network:
+    bridges:
+      - name: ctr0
+    forwarding:
+      ipv4: true
+    fleet:
+      mode: routed
+      bridge: ctr0
+      uplink: eth0
+
 - name: Remove a bridge
   ctrhost.fleet.host_network:
     bridges:
@@ -188,6 +238,11 @@ routes:
   returned: always
   type: dict
   sample: {"10.10.2.0/24": "192.0.2.12"}
+fleet:
+  description: The fleet network mode of O(fleet.bridge) after the run (null when O(fleet) is not given).
+  returned: always
+  type: dict
+  sample: {"mode": "routed", "bridge": "ctr0", "uplink": "eth0"}
 persisted:
   description: Whether the declaration for the next boot (C(<root>/host-network.json)) changed.
   returned: always
@@ -222,6 +277,12 @@ ARGS = _module.argument_spec(
     routes=dict(type="list", elements="dict", default=[], options=dict(
         dest=dict(type="str", required=True),
         via=dict(type="str", required=True),
+        state=dict(type="str", default="present", choices=["present", "absent"]),
+    )),
+    fleet=dict(type="dict", options=dict(
+        mode=dict(type="str", default="routed", choices=["routed"]),
+        bridge=dict(type="str", required=True),
+        uplink=dict(type="str", required=True),
         state=dict(type="str", default="present", choices=["present", "absent"]),
     )),
     force=dict(type="bool", default=False),

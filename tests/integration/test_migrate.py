@@ -186,6 +186,35 @@ def segment_lab(name, containers=(NAME,)):
         lab.down()
 
 
+FLEET = dict(bridges=[dict(name="mhbr0")], forwarding=dict(ipv4=True),
+             fleet=dict(mode="routed", bridge="mhbr0", uplink="eth0"))
+
+
+@contextlib.contextmanager
+def routed_lab(name, containers=(NAME,)):
+    """A 2-host lab whose container bridges are routed to the lab's LAN (the hosts' eth0)
+    by ``host_network``'s routed fleet mode: the product alone, no segment of our own.
+    Container addresses are LAN addresses (``lan_ip``)."""
+    lab = Lab(name, 2)
+    lab.down()
+    lab.up()
+    try:
+        for host in lab.hosts:
+            helper(lab, host, "setup", bridge=[])
+        lab.ansible("all", "ctrhost.fleet.host_network", FLEET)
+        yield lab
+    finally:
+        for host in lab.hosts:
+            for each in containers:
+                helper(lab, host, "remove", name=each, check=False)
+        lab.down()
+
+
+def lan_ip(lab, suffix):
+    """Address ``suffix`` of the lab's LAN (its hosts' eth0 subnet, a /24)."""
+    return addr(lab, lab.hosts[0]).rsplit(".", 1)[0] + ".%d" % suffix
+
+
 # A checkout's own lab name (CTRHOST_IT_LAB) gives this file a lab of its own too.
 MG_LAB = os.environ["CTRHOST_IT_LAB"] + "m" if os.environ.get("CTRHOST_IT_LAB") else "mh"
 
@@ -193,6 +222,12 @@ MG_LAB = os.environ["CTRHOST_IT_LAB"] + "m" if os.environ.get("CTRHOST_IT_LAB") 
 @pytest.fixture(scope="module")
 def mg():
     with segment_lab(MG_LAB) as lab:
+        yield lab
+
+
+@pytest.fixture(scope="module")
+def mr():
+    with routed_lab(MG_LAB + "r", (NAME, "mhp3")) as lab:
         yield lab
 
 
@@ -206,12 +241,12 @@ def addr(lab, host):
     return lab.host(host)["address"]
 
 
-def start(lab, host):
+def start(lab, host, ip=IP):
     helper(lab, host, "remove", name=NAME)
     helper(lab, host, "start", name=NAME, command=COMMAND,
-           network=[dict(ifname="eth0", bridge="mhbr0", ipv4=IP, mac=MAC)])
+           network=[dict(ifname="eth0", bridge="mhbr0", ipv4=ip, mac=MAC)])
     facts = helper(lab, host, "facts", name=NAME)
-    assert facts["status"] == "running" and facts["mac"] == MAC and IP in facts["addrs"], facts
+    assert facts["status"] == "running" and facts["mac"] == MAC and ip in facts["addrs"], facts
     return facts
 
 
@@ -401,7 +436,7 @@ def ping_gaps(text):
 
 CLIENT = r"""
 import json, select, socket, sys, time
-s = socket.create_connection(("10.77.0.10", 7000), timeout=30)
+s = socket.create_connection((sys.argv[1], 7000), timeout=30)
 f = s.makefile("rw")
 n, gap, last, errors = 0, 0.0, time.monotonic(), []
 while not select.select([sys.stdin], [], [], 0)[0]:
@@ -417,16 +452,19 @@ print(json.dumps(dict(count=n, max_gap=gap, errors=errors)))
 """
 
 
-def test_tcp_connection_and_a_third_containers_ping_survive_the_move(mg):
+def test_tcp_connection_and_a_third_containers_ping_survive_the_move(mr):
     """A client on the controller side keeps one TCP connection to the container's echo
-    server across the move (tcp_established, the IP moves along) while a third container
-    on the destination pings it every 0.1 s."""
+    server across the move (tcp_established; the routed fleet network moves its address
+    along) while a third container on the destination pings it every 0.1 s."""
+    mg = mr
     a, b = mg.hosts
-    start(mg, a)
+    ip = lan_ip(mg, 200)
+    start(mg, a, ip + "/24")
     helper(mg, b, "remove", name="mhp3")
-    helper(mg, b, "start", name="mhp3", command="ping -i 0.1 10.77.0.10",
-           network=[dict(ifname="eth0", bridge="mhbr0", ipv4="10.77.0.30/24")])
-    client = subprocess.Popen(["ip", "netns", "exec", ns(mg), PY, "-c", CLIENT],
+    helper(mg, b, "start", name="mhp3", command="ping -i 0.1 %s" % ip,
+           network=[dict(ifname="eth0", bridge="mhbr0", ipv4=lan_ip(mg, 201) + "/24",
+                         gateway=lan_ip(mg, 1))])
+    client = subprocess.Popen(["ip", "netns", "exec", ns(mg), PY, "-c", CLIENT, ip],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(1.0)

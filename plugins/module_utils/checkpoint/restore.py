@@ -170,21 +170,41 @@ class HostLinks:
     per link. A veth not there yet (an unprivileged container's, made during its
     restore: ``_nethook``) is looked up when it is switched."""
 
-    def __init__(self, interfaces):
+    def __init__(self, interfaces, netns=None):
         from ansible_collections.ctrhost.fleet.plugins.module_utils.net import links as _netlink
         self.ipr = _netlink.ipr()
-        self.names = [iface["host_veth"] for iface in interfaces or []]
+        self.netns = netns  # the container's netns (path): its pending neighbours kicked
+        self.ns = None  # a netlink socket there, opened ahead when the netns exists
+        if netns and os.path.exists(netns):
+            with contextlib.suppress(Exception):
+                self.ns = _netlink.ipr(netns)
+        self.interfaces = list(interfaces or [])
+        self.names = [iface["host_veth"] for iface in self.interfaces]
         self.indexes = {n: _netlink.lookup(self.ipr, n) for n in self.names}
+        from ansible_collections.ctrhost.fleet.plugins.module_utils.net import fleet as _fleet
+        self.routed = _fleet.routed_bridges(self.ipr)  # routed fleet bridges (read ahead)
 
     def set(self, state):
+        """Down: the container's addresses withdrawn from a routed fleet bridge first
+        (``_fleet``), then the veths down. Up: the veths up, then its addresses published
+        and announced: so one host at a time answers for them."""
+        from ansible_collections.ctrhost.fleet.plugins.module_utils.net import fleet as _fleet
         from ansible_collections.ctrhost.fleet.plugins.module_utils.net import links as _netlink
+        if state == "down":
+            _fleet.withdraw(self.ipr, self.interfaces, routed=self.routed)
         for name in self.names:
             index = self.indexes[name] or _netlink.lookup(self.ipr, name)
             if index:
                 self.ipr.link("set", index=index, state=state)
+        if state == "up":
+            with contextlib.suppress(Exception):
+                _netlink.kick_neighbours(self.netns, self.ns)
+            _fleet.publish(self.ipr, self.interfaces, routed=self.routed)
 
     def close(self):
         self.ipr.close()
+        if self.ns is not None:
+            self.ns.close()
 
 
 def _host_links(interfaces, state, links=None):
@@ -242,6 +262,8 @@ def remove_incoming(layout, name, spec, runtime_path=None):
     rootfs mount, netns, veths, bundle; then the received images."""
     spec = dict(spec, cgroups_path=spec.get("cgroups_path") or _ocifile.cgroups_path(name))
     marker = spec.get("incoming") or {}
+    with contextlib.suppress(Exception):  # it answers for its addresses no more here
+        links_down(spec.get("network"))
     rt = runtime_for(layout, spec.get("runtime"), runtime_path)
     forget_runtime(rt, name, spec["cgroups_path"])
     kill_cgroup(spec["cgroups_path"])

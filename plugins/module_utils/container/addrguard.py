@@ -11,6 +11,11 @@ One check for a new container, a live re-address and a migration's preflight:
 2. duplicate address detection on each bridge (``_dad``): an ARP probe for
    IPv4, a neighbour solicitation for IPv6. What answers is named: the
    container of this host whose interface has that MAC, else the MAC.
+3. on a routed fleet bridge (``_fleet``), the same for its IPv4 addresses on
+   the bridge's uplink, where another host that runs a container with the
+   address answers for it (a proxy entry: it answers an ARP request from the
+   host's own address, not an RFC 5227 probe). A migration's preflight skips
+   this one: the container's current host answers there until the move.
 
 Addresses the container already holds (``held``: a live re-address keeps
 them) are not probed, and answers from the container's own MACs do not
@@ -41,9 +46,10 @@ def other_specs(layout, name):
     return out
 
 
-def check(layout, name, interfaces, held=(), own_macs=(), bridges=None, probe=True):
+def check(layout, name, interfaces, held=(), own_macs=(), bridges=None, probe=True, fleet=True):
     """Raise ValidationError (naming ``network[i].ipv4``/``ipv6`` and the holder) when
-    an address of ``interfaces`` (normalised) is taken on this host."""
+    an address of ``interfaces`` (normalised) is taken on this host (or, ``fleet``, on
+    another host of a routed fleet)."""
     others = other_specs(layout, name)
     _netconf.check_conflicts(interfaces, others, bridges)
     if not probe:
@@ -61,14 +67,34 @@ def check(layout, name, interfaces, held=(), own_macs=(), bridges=None, probe=Tr
                 by_bridge.setdefault(iface["bridge"], []).append((i, key, _host(iface[key])))
     for bridge, wanted in sorted(by_bridge.items()):
         answers = _dad.probe(bridge, [a for _i, _k, a in wanted], ignore_macs=macs)
-        for i, key, address in wanted:
-            mac = answers.get(address)
-            if mac:
-                holder = ("container %r (MAC %s)" % (owners[mac], mac) if mac in owners
-                          else "the machine with MAC %s" % mac)
-                raise ValidationError("network[%d].%s" % (i, key), "%s is already in use on bridge %s: "
-                                      "%s answered the duplicate address probe. Nothing was changed."
-                                      % (address, bridge, holder), holder=mac)
+        _refuse(wanted, answers, owners, "bridge %s" % bridge)
+        uplink = _fleet_uplink(bridge) if fleet else None
+        if uplink:
+            wanted = [w for w in wanted if w[1] == "ipv4"]
+            answers = _dad.probe(uplink, [a for _i, _k, a in wanted], ignore_macs=macs,
+                                 sender=_fleet_uplink_address(uplink))
+            _refuse(wanted, answers, {}, "the fleet's LAN (uplink %s of bridge %s)" % (uplink, bridge))
+
+
+def _fleet_uplink(bridge):
+    from ansible_collections.ctrhost.fleet.plugins.module_utils.net import fleet as _fleet
+    return _fleet.uplink_of(bridge)
+
+
+def _fleet_uplink_address(uplink):
+    from ansible_collections.ctrhost.fleet.plugins.module_utils.net import fleet as _fleet
+    return _fleet.uplink_address(uplink)
+
+
+def _refuse(wanted, answers, owners, where):
+    for i, key, address in wanted:
+        mac = answers.get(address)
+        if mac:
+            holder = ("container %r (MAC %s)" % (owners[mac], mac) if mac in owners
+                      else "the machine with MAC %s" % mac)
+            raise ValidationError("network[%d].%s" % (i, key), "%s is already in use on %s: "
+                                  "%s answered the duplicate address probe. Nothing was changed."
+                                  % (address, where, holder), holder=mac)
 
 
 def check_change(layout, name, old, new, created):
@@ -81,10 +107,10 @@ def check_change(layout, name, old, new, created):
           own_macs=[i.get("mac") for i in old])
 
 
-def problems(layout, name, interfaces, own_macs=()):
+def problems(layout, name, interfaces, own_macs=(), fleet=True):
     """The preflight form of ``check``: a list of messages (empty when the addresses are free)."""
     try:
-        check(layout, name, interfaces, own_macs=own_macs)
+        check(layout, name, interfaces, own_macs=own_macs, fleet=fleet)
     except ValidationError as exc:
         return [exc.msg]
     return []

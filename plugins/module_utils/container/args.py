@@ -64,6 +64,7 @@ CONTAINER_OPTIONS = dict(
     mounts=dict(type="list", elements="dict", options=MOUNT_OPTIONS),
     capabilities=dict(type="dict", options=CAPABILITY_OPTIONS),
     privileged=dict(type="bool"),
+    idmap_isolated=dict(type="bool"),
     limits=dict(type="dict", options=LIMIT_OPTIONS),
     network=dict(type="list", elements="dict", options=NETWORK_OPTIONS),
     autostart=dict(type="bool"),

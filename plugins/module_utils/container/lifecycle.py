@@ -120,7 +120,7 @@ def remove(ctx, stored):
                 rt.resume(ctx.name)
             rt.delete(ctx.name, force=True)
         rt.forget(ctx.name)
-    overlay = ctx.overlay((stored or {}).get("template") or "-")
+    overlay = ctx.overlay((stored or {}).get("template") or "-", _idmap.of(stored))
     if overlay.is_mounted():
         found = True
     overlay.umount()
@@ -264,7 +264,7 @@ def _converge(ctx, stored, spec, state, params):
             ctx.overlay(stored["template"]).reset()
             meta = _ctrspec.template_meta(ctx.layout, spec["template"])
             spec["template_sha256"] = meta.get("sha256")
-        if "privileged" in recreate:
+        if "privileged" in recreate or "idmap_isolated" in recreate:
             _reown(ctx, stored, spec)
         changed = True
         if state == "present" and was in ("running", "frozen"):
@@ -320,6 +320,8 @@ def _reown(ctx, stored, spec):
             _idmap.shift_in_place(upper, old, back=True)
         if new:
             _idmap.shift_in_place(upper, new)
+    if old and old != new:  # an isolated range's own shifted template goes with it
+        ctx.overlay(stored["template"], old).drop_own_lower()
     network_remove(ctx.name, stored.get("network"))
     if not new:
         network_attach(ctx.name, _netns.ensure(ctx.name), stored.get("network"))

@@ -139,6 +139,12 @@ class Overlay:
         for path in (self.rootfs, self.work, self.upper):
             if os.path.isdir(path):
                 shutil.rmtree(path)
+        self.drop_own_lower()
+
+    def drop_own_lower(self):
+        """The template's tree shifted for this container alone (an isolated range), deleted."""
+        if (self.idmap or {}).get("isolated") and not self.dry_run and os.path.isdir(self.lower):
+            shutil.rmtree(self.lower)
 
     def reset(self):
         """Discard the container's changes (upper/work), e.g. when the template changes."""

@@ -19,6 +19,7 @@ import re
 import shlex
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import idmap as _idmap
+from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import idranges as _idranges
 from ansible_collections.ctrhost.fleet.plugins.module_utils.limits import records as _limits
 from ansible_collections.ctrhost.fleet.plugins.module_utils.container import bundle as _oci
 from ansible_collections.ctrhost.fleet.plugins.module_utils.container import system as _sysctr
@@ -31,10 +32,10 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils.core.validate import
 
 # Declared fields, in display order.
 FIELDS = ("template", "command", "init", "hostname", "env", "secret_env", "mounts", "capabilities",
-          "privileged", "limits", "network", "autostart", "runtime")
+          "privileged", "idmap_isolated", "limits", "network", "autostart", "runtime")
 # Changing one of these needs the container re-created (new config/rootfs).
 RECREATE_FIELDS = ("template", "command", "init", "hostname", "env", "secret_env", "mounts", "capabilities",
-                   "privileged", "runtime")
+                   "privileged", "idmap_isolated", "runtime")
 # These change live on a running container.
 LIVE_FIELDS = ("limits", "network", "autostart")
 
@@ -46,7 +47,7 @@ _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 DEFAULT_COMMAND = ["/bin/sh"]
 # What a field stored before it existed means: a container made before user
 # namespaces existed here keeps running as it was made, privileged.
-STORED_DEFAULTS = {"init": "auto", "privileged": True}
+STORED_DEFAULTS = {"init": "auto", "privileged": True, "idmap_isolated": False}
 # A new container's ``privileged`` when the task leaves it out.
 DEFAULT_PRIVILEGED = False
 # What a secret value is shown as (diff, results); a changed one says so.
@@ -194,6 +195,8 @@ def normalize(layout, name, params, stored=None):
     spec["capabilities"] = _oci.normalize_capabilities(
         get("capabilities") if get("capabilities") is not None else stored.get("capabilities"))
     spec["privileged"], spec["idmap"] = norm_privileged(get("privileged"), stored)
+    spec["idmap_isolated"], spec["idmap"] = norm_isolated(
+        get("idmap_isolated"), stored, spec["idmap"], name, layout)
     spec["limits"] = norm_limits(get("limits"), layout.root) if get("limits") is not None \
         else stored.get("limits", {})
     spec["network"] = (_norm_network(get("network"), name) if get("network") is not None
@@ -218,6 +221,22 @@ def norm_privileged(value, stored):
     if stored and not stored.get("privileged", STORED_DEFAULTS["privileged"]) and stored.get("idmap"):
         return False, stored["idmap"]
     return False, _idmap.host_range()
+
+
+def norm_isolated(value, stored, idmap, name, layout):
+    """(idmap_isolated, idmap): an unprivileged container's own range (``_idranges``) when
+    asked - the stored one when it has one, else the first free here from its name."""
+    if value is None:
+        value = stored.get("idmap_isolated", STORED_DEFAULTS["idmap_isolated"]) if stored else False
+    if not value:  # the shared range (again, when it turns from isolated)
+        return False, _idmap.host_range() if (idmap or {}).get("isolated") else idmap
+    if idmap is None:
+        raise ValidationError("idmap_isolated", "an isolated id range is for an unprivileged "
+                              "container; expected privileged: false")
+    if (stored.get("idmap") or {}).get("isolated") and not stored.get("privileged", True):
+        return True, stored["idmap"]
+    others = _idranges.taken(layout.containers_dir, but=name).values()
+    return True, _idranges.allocate_isolated(name, others, _idranges.isolated_pool())
 
 
 def _norm_network(value, name):

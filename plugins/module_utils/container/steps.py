@@ -16,12 +16,13 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime import oci a
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core import cli as _cli
 from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime import console as _console
 from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import idmap as _idmap
+from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import peruser as _peruser
 from ansible_collections.ctrhost.fleet.plugins.module_utils.limits import records as _limits
 from ansible_collections.ctrhost.fleet.plugins.module_utils.net import prestart_hook as _nethook
 from ansible_collections.ctrhost.fleet.plugins.module_utils.net import netns as _netns
 from ansible_collections.ctrhost.fleet.plugins.module_utils.container import bundle as _oci
 from ansible_collections.ctrhost.fleet.plugins.module_utils.container import system as _sysctr
-from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import CommandError, ConflictError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import CommandError, ConflictError, LimitError
 
 LOG_FILE = "console.log"
 # CRIU settings for this host's checkpoints and restores (e.g. ``network-lock nftables``),
@@ -60,10 +61,15 @@ def _arp_notify(netns_path, interfaces):
 
 
 def network_birth(name, interfaces, incoming=False):
-    """While the runtime starts or restores an unprivileged container (``with``): the
-    netns it makes gets the interfaces before the container runs (``_nethook``)."""
-    return _nethook.Birth(name, lambda pid: network_attach(
-        name, _nethook.adopt(name, pid), interfaces, incoming))
+    """While the runtime starts or restores an unprivileged container (``with``): its user
+    namespace gets the container's own caps (``_peruser.CONTAINER_CAPS``: inotify, fanotify,
+    namespaces; CRIU makes the namespace again at a restore, without them) and the netns
+    it makes gets the interfaces, before the container runs (``_nethook``)."""
+    def born(pid):
+        _peruser.cap_userns("/proc/%d/ns/user" % pid)
+        network_attach(name, _nethook.adopt(name, pid), interfaces, incoming)
+
+    return _nethook.Birth(name, born)
 
 
 def network_update(name, netns_path, old, new):
@@ -121,6 +127,8 @@ def start(ctx, spec, rt, status, configured=False):
                             "give this host the fleet's range (the host role does)"
                             % (ctx.name, idmap["uid"], idmap["uid"] + idmap["size"] - 1,
                                "; ".join(missing)), field="privileged")
+    # The runtime joins a session keyring of its own, counted to the container's root.
+    _peruser.refuse_start(idmap["uid"] if idmap else 0, ctx.name)
     ctx.overlay(spec["template"], idmap).mount()
     if not ctx.check_mode and idmap:
         _netns.prepare_user(ctx.name, idmap)
@@ -139,18 +147,33 @@ def start(ctx, spec, rt, status, configured=False):
     pid_file = rt.pid_file(ctx.name)
     log = os.path.join(ctx.bundle, LOG_FILE)
     offset = os.path.getsize(log) if os.path.exists(log) else 0
-    with (network_birth(ctx.name, spec.get("network")) if idmap and not ctx.check_mode
-          else contextlib.nullcontext()):
-        rt.run(ctx.name, ctx.bundle, log, pid_file=pid_file, terminal=system)
+    try:
+        with (network_birth(ctx.name, spec.get("network")) if idmap and not ctx.check_mode
+              else contextlib.nullcontext()):
+            rt.run(ctx.name, ctx.bundle, log, pid_file=pid_file, terminal=system)
+    except CommandError as exc:
+        _raise_as_limit(exc, idmap, ctx.name)
+        raise
     if not ctx.check_mode:
         pid = rt.read_pid(ctx.name)
         ctx.known = ("running", pid) if pid else None
         try:
             _console.verify_started(rt, ctx.name, log, offset,
                                     START_GRACE if system else SERVICE_GRACE)
-        except CommandError:
+        except CommandError as exc:
             ctx.known = None
+            _raise_as_limit(exc, idmap, ctx.name)
             raise
+
+
+def _raise_as_limit(exc, idmap, name):
+    """A runtime's failure to join its session keyring (the key quota, raced past the
+    check before the start) raised as a LimitError naming the limit; any other returns."""
+    why = _peruser.explain_runtime_failure("%s %s %s" % (exc.msg, exc.stdout, exc.stderr),
+                                           idmap["uid"] if idmap else 0, name)
+    if why:
+        raise LimitError(why, limit=why.split(":", 1)[0], cmd=exc.cmd, rc=exc.rc,
+                         stderr=exc.stderr) from exc
 
 
 def stop(ctx, spec, rt, status, timeout):

@@ -9,6 +9,9 @@ import json
 import os
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils.limits import records as _limits
+from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import idmap as _idmap
+from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import idranges as _idranges
+from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import peruser as _peruser
 from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import sysinfo as _sysinfo
 from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime import probe as _probe
 from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime import timens as _timens
@@ -21,8 +24,9 @@ DEFAULT_HOST_STATE = "active"
 
 # What `gather` can name; `all` is every part, `min` the ones that run no command.
 PARTS = ("cpu", "memory", "kernel", "cgroup", "overlayfs", "limits", "runtimes", "criu", "criu_check",
-         "criu_features", "host_state", "committed")
-MIN_PARTS = ("cpu", "memory", "kernel", "cgroup", "overlayfs", "limits", "host_state", "committed")
+         "criu_features", "host_state", "committed", "kernel_limits")
+MIN_PARTS = ("cpu", "memory", "kernel", "cgroup", "overlayfs", "limits", "host_state", "committed",
+             "kernel_limits")
 GATHER_CHOICES = ("all", "min") + PARTS + tuple("!" + part for part in PARTS)
 
 
@@ -171,6 +175,17 @@ def criu(parts, path=None, base="/", layout=None):
     return result
 
 
+def kernel_limits(layout, base="/"):
+    """The per-user and host-wide limits many containers hit (``linux/peruser.py``): values,
+    what this host's memory calls for, and the key quota of the roots of unprivileged
+    containers (the shared range's, the first range of root in ``/etc/subuid``, then those
+    of this host's containers with an isolated range) with its headroom."""
+    subuid = _sysinfo.read_text(_sysinfo.host_path(base, _idmap.SUBUID), "")
+    roots = [start for start, count in _idmap.parse_subids(subuid) if count >= _idmap.SIZE][:1]
+    roots += sorted(m["uid"] for m in _idranges.taken(layout.containers_dir).values() if m.get("isolated"))
+    return _peruser.report(roots, _sysinfo.meminfo(base)["total"], base)
+
+
 def gather(root=None, gather=None, base="/", runtime_paths=None, criu_path=None):
     """The ``host_info`` result (without ``changed``) for the host below ``base``."""
     parts = resolve_gather(gather)
@@ -201,6 +216,8 @@ def gather(root=None, gather=None, base="/", runtime_paths=None, criu_path=None)
     if "host_state" in parts:
         result["host_state"], detail = host_state(layout)
         result["host_state_detail"] = detail
+    if "kernel_limits" in parts:
+        result["kernel_limits"] = kernel_limits(layout, base)
     if "committed" in parts:
         result["committed"], spec_warnings = committed(layout)
         result["container_count"] = result["committed"]["containers"]

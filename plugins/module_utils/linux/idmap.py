@@ -13,7 +13,13 @@ container: the ``host`` role writes the same ``root:<base>:<size>`` line to
   to another host: no id translation, the destination only checks that it has
   the same range.
 
-The price: the roots of two containers of a host are the same host uid. They
+Or, asked per container (``idmap_isolated``), a range of its own cut from a second
+range of root (``idranges.isolated_pool``), chosen from the container's name (``allocate_isolated``;
+the next free one when that is taken here), kept in spec.json and so across moves. Its
+template is shifted for it alone (``templates/<t>/rootfs.<uid>-<gid>-<size>``, removed
+with the container).
+
+The price of sharing: the roots of two containers of a host are the same host uid. They
 still cannot reach each other: each has its own mount, pid, ipc and network
 namespaces, and the directories of a container are not in another's mount
 namespace.

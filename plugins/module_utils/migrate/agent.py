@@ -143,7 +143,8 @@ class Agent:
             out = exc.to_result()
             return dict(ok=False, error=out.pop("msg"))
         if self.meta["spec"].get("network"):
-            self.links = _restore.HostLinks(self.meta["spec"]["network"])
+            self.links = _restore.HostLinks(self.meta["spec"]["network"],
+                                            Layout.netns_path(self.name))
         upper = self.layout.container_file(self.name, "upper")
         os.makedirs(upper, mode=0o755, exist_ok=True)
         return dict(ok=True, incoming=self.incoming, upper=upper,
@@ -241,6 +242,11 @@ class Agent:
             self.lazy_proc.wait()
         spec = dict(self.meta["spec"], cgroups_path=cgroups_path(name))
         if self.restored or self.staged:
+            with contextlib.suppress(Exception):  # no longer answering for its addresses
+                _restore.links_down(spec.get("network"), self.links)
+            if self.links is not None:  # (its socket in the netns would keep that alive)
+                self.links.close()
+                self.links = None
             rt = runtime_for(layout, spec.get("runtime"), self.runtime_path)
             _restore.forget_runtime(rt, name, spec["cgroups_path"])
             _restore.kill_cgroup(spec["cgroups_path"])

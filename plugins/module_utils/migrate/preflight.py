@@ -14,6 +14,8 @@ import tempfile
 from ansible_collections.ctrhost.fleet.plugins.module_utils.container import addrguard as _addrguard
 from ansible_collections.ctrhost.fleet.plugins.module_utils.criu import reports as _criu
 from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import idmap as _idmap
+from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import idranges as _idranges
+from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import peruser as _peruser
 from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import restore as _restore
 from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import sysinfo as _sysinfo
 from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime import probe as _probe
@@ -38,7 +40,8 @@ def check(req):
     spec = meta["spec"]
     problems, facts = [], {}
     problems += _template_problems(layout, spec, meta)
-    problems += _idmap_problems(spec)
+    problems += _idmap_problems(spec, name)
+    problems += _range_problems(layout, spec, name)
     problems += _tool_problems(spec, req, facts)
     problems += _capacity_problems(spec, req, facts)
     facts["cleaned"] = clean_stale(layout, name, req.get("runtime_path"), problems)
@@ -48,8 +51,10 @@ def check(req):
                         % (name, layout.container_dir(name)))
     if os.path.lexists(Layout.netns_path(name)):
         problems.append("network namespace %s exists here" % Layout.netns_path(name))
+    # its current host answers for it on a routed fleet's uplink: only the bridges are probed
     problems += _addrguard.problems(layout, name, spec.get("network") or [],
-                                    own_macs=[i.get("mac") for i in spec.get("network") or []])
+                                    own_macs=[i.get("mac") for i in spec.get("network") or []],
+                                    fleet=False)
     problems += _disk_problems(layout, req, facts)
     facts["lazy_port"] = free_port()
     return dict(ok=not problems, problems=problems, facts=facts)
@@ -65,14 +70,28 @@ def _template_problems(layout, spec, meta):
     return []
 
 
-def _idmap_problems(spec):
-    """An unprivileged container needs the fleet's id range here (its files' owners)."""
+def _idmap_problems(spec, name=""):
+    """An unprivileged container needs the fleet's id range here (its files' owners), and
+    its root room in the key quota (``kernel.keys.maxkeys``)."""
     idmap = _idmap.of(spec)
     missing = _idmap.missing_on_host(idmap) if idmap else []
-    if not missing:
+    if missing:
+        return ["the container is unprivileged (its ids map to %d-%d) but %s"
+                % (idmap["uid"], idmap["uid"] + idmap["size"] - 1, "; ".join(missing))]
+    # its runtime joins a session keyring here, counted to the container's root
+    full = _peruser.refusal(_peruser.key_room(idmap["uid"] if idmap else 0), name)
+    return [full] if full else []
+
+
+def _range_problems(layout, spec, name):
+    """An isolated id range must be free here: no other container of this host may hold
+    any of its ids (the range goes with the container, never changes on a move)."""
+    idmap = _idmap.of(spec)
+    holders = _idranges.held_by(idmap, layout.containers_dir, but=name)
+    if not holders:
         return []
-    return ["the container is unprivileged (its ids map to %d-%d) but %s"
-            % (idmap["uid"], idmap["uid"] + idmap["size"] - 1, "; ".join(missing))]
+    return ["its isolated id range (idmap_isolated) %d-%d is held here by container %s: choose "
+            "another destination" % (idmap["uid"], idmap["uid"] + idmap["size"] - 1, ", ".join(holders))]
 
 
 def _tool_problems(spec, req, facts):

@@ -63,8 +63,8 @@ def recover(run, rt, meta):
         return run.dest
     status = _checkpoint.recover_running(rt, run.name, run.spec.get("cgroups_path"))
     if status == "running":
-        if run.links_down:
-            _restore.links_up(run.spec.get("network"), run.links)
+        # up (also when taking them down failed half-way): its addresses published here again
+        _restore.links_up(run.spec.get("network"), run.links)
         return "source"
     run.errors.append(dict(where="source", step="thaw",
                            msg="the source's processes are gone (status %s)" % status))

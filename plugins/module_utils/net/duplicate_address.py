@@ -46,10 +46,12 @@ def _mac_text(raw):
     return ":".join("%02x" % b for b in raw)
 
 
-def arp_probe(src_mac, address):
-    """An RFC 5227 probe frame for IPv4 ``address`` from ``src_mac``."""
+def arp_probe(src_mac, address, sender=None):
+    """An RFC 5227 probe frame for IPv4 ``address`` from ``src_mac``; with ``sender`` (an
+    address of the probing interface) an ordinary ARP request, which proxies answer too."""
     mac = _mac_bytes(src_mac)
-    arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, mac, b"\0" * 4, b"\0" * 6,
+    spa = ipaddress.IPv4Address(sender).packed if sender else b"\0" * 4
+    arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, mac, spa, b"\0" * 6,
                       ipaddress.IPv4Address(address).packed)
     return BROADCAST + mac + struct.pack("!H", ETH_P_ARP) + arp
 
@@ -93,10 +95,11 @@ def parse_answer(frame):
     return None
 
 
-def probe(bridge, addresses, ignore_macs=(), wait=PROBE_WAIT):
-    """Probe ``addresses`` (IPv4/IPv6 host addresses) on ``bridge``; return
-    ``{address: MAC}`` for those someone answered for. Answers from
-    ``ignore_macs`` (the container's own interfaces) do not count."""
+def probe(bridge, addresses, ignore_macs=(), wait=PROBE_WAIT, sender=None):
+    """Probe ``addresses`` (IPv4/IPv6 host addresses) on ``bridge`` (or any interface);
+    return ``{address: MAC}`` for those someone answered for. Answers from
+    ``ignore_macs`` (the container's own interfaces) do not count. ``sender``: the IPv4
+    source of the ARP requests (see ``arp_probe``)."""
     wanted = {str(ipaddress.ip_address(a)) for a in addresses}
     if not wanted:
         return {}
@@ -113,7 +116,7 @@ def probe(bridge, addresses, ignore_macs=(), wait=PROBE_WAIT):
         except OSError as exc:
             raise CtrhostError("duplicate address probe on bridge %s: %s" % (bridge, exc), bridge=bridge)
         src_mac = _mac_text(sock.getsockname()[4][:6])
-        frames = [arp_probe(src_mac, a) if ipaddress.ip_address(a).version == 4 else ns_probe(src_mac, a)
+        frames = [arp_probe(src_mac, a, sender) if ipaddress.ip_address(a).version == 4 else ns_probe(src_mac, a)
                   for a in sorted(wanted)]
         start = time.monotonic()
         sent = 0

@@ -25,6 +25,7 @@ import ipaddress
 import os
 import socket
 
+from ansible_collections.ctrhost.fleet.plugins.module_utils.net import fleet as _fleet
 from ansible_collections.ctrhost.fleet.plugins.module_utils.net import portfilter as _portfilter
 from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import syscall as _syscall
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import (
@@ -239,6 +240,7 @@ def _converge(name, netns_path, old, new, check_mode, host_up=True):
                     if not check_mode:
                         ns.link("set", index=lo["index"], state="up")
             _converge_routes(ns, new, act, check_mode)
+            _fleet_sync(host, old, new, act, check_mode, host_up)
         finally:
             if ns:
                 ns.close()
@@ -249,6 +251,18 @@ def _converge(name, netns_path, old, new, check_mode, host_up=True):
     finally:
         host.close()
     return dict(changed=bool(actions), actions=actions)
+
+
+def _fleet_sync(host, old, new, act, check_mode, host_up):
+    """Routed fleet bridges (``_fleet``): addresses the container gave up withdrawn, its
+    addresses published once its host-side veths are up (a migration's staging keeps
+    them down, and publishes at its restore: ``_restore.links_up``)."""
+    kept = {i.get("ipv4") for i in new}
+    gone = [i for i in old or [] if i.get("ipv4") and i["ipv4"] not in kept]
+    if gone:
+        _fleet.withdraw(host, gone, act, check_mode)
+    if host_up:
+        _fleet.publish(host, new, act, check_mode)
 
 
 def _renames(host, veths, new, act, check_mode):
@@ -297,12 +311,43 @@ def detach(name, interfaces, check_mode=False):
         _portfilter.remove(name, actions.append)
     host = ipr()
     try:
+        if not check_mode:
+            _fleet.withdraw(host, interfaces, actions.append)
         for iface in interfaces or []:
             if lookup(host, iface["host_veth"]) or lookup(host, ifb_name(iface["host_veth"])):
                 _remove_iface(host, iface["ifname"], iface["host_veth"], actions.append, check_mode)
     finally:
         host.close()
     return dict(changed=bool(actions), actions=actions)
+
+
+NUD_INCOMPLETE, NUD_FAILED = 0x01, 0x20
+
+
+def kick_neighbours(netns_path, ns=None):
+    """Neighbour entries of a container's netns still being resolved (or failed) dropped,
+    once its interfaces have carrier again: a restored TCP socket that sent while its
+    link was down left one whose next ARP probe waits a second (``retrans_time``); the
+    next packet resolves it at once. ``ns``: a netlink socket in that netns, opened
+    ahead (kept open). Returns the addresses dropped."""
+    own = ns is None
+    if own and (not netns_path or not os.path.exists(netns_path)):
+        return []
+    dropped = []
+    ns = ns or ipr(netns_path)
+    try:
+        for msg in ns.get_neighbours():
+            if msg["state"] & (NUD_INCOMPLETE | NUD_FAILED):
+                dst = msg.get_attr("NDA_DST")
+                try:
+                    ns.neigh("del", dst=dst, ifindex=msg["ifindex"])
+                except Exception:  # gone meanwhile
+                    continue
+                dropped.append(dst)
+    finally:
+        if own:
+            ns.close()
+    return dropped
 
 
 def info(name, netns_path):

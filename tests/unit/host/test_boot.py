@@ -66,3 +66,86 @@ def test_boot_and_shutdown_with_no_containers_keep_reports(tmp_path):
     for kind in ("boot", "shutdown"):
         report = json.loads((tmp_path / _hostboot.REPORT_FILES[kind]).read_text())
         assert report["failed"] == 0 and report["steps"] == []
+
+
+ROUTED = dict(mode="routed", bridge="br0", uplink="eth0")
+
+
+def test_the_fleet_mode_is_kept_replaced_and_removed(tmp_path):
+    root = str(tmp_path)
+    assert _hostboot.persist_network(root, [BR0], None, [], dict(ROUTED, state="present"))
+    assert saved(tmp_path)["fleet"] == ROUTED
+    assert not _hostboot.persist_network(root, [], None, [], dict(ROUTED, state="present"))
+    assert _hostboot.persist_network(root, [BR1], None, [], None)  # br1 added
+    assert saved(tmp_path)["fleet"] == ROUTED  # a call without fleet keeps it
+    assert _hostboot.persist_network(root, [], None, [], dict(ROUTED, state="absent"))
+    assert saved(tmp_path)["fleet"] is None
+    assert _hostboot.load_network(str(tmp_path / "nowhere"))["fleet"] is None
+
+
+class _Link(dict):
+    def __init__(self, index, name, alias=None):
+        super().__init__(index=index)
+        self.attrs = dict(IFLA_IFNAME=name, IFLA_IFALIAS=alias,
+                          IFLA_LINKINFO=_Info() if name.startswith("br") else None)
+
+    def get_attr(self, name):
+        return self.attrs.get(name)
+
+
+class _Info:
+    def get_attr(self, name):
+        return "bridge"
+
+
+class _IPR:
+    def __init__(self, links):
+        self.links = links
+
+    def get_links(self, *index):
+        return self.links
+
+    def link_lookup(self, ifname):
+        return [lk["index"] for lk in self.links if lk.get_attr("IFLA_IFNAME") == ifname]
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def network(monkeypatch):
+    """apply_network with netlink and the two appliers it composes replaced."""
+    calls = {}
+    links = [_Link(1, "eth0"), _Link(2, "br0"), _Link(3, "br1", "ctrhost-fleet routed uplink=eth0")]
+    monkeypatch.setattr(_hostboot._netlink, "ipr", lambda: _IPR(links))
+
+    def hostnet(**kwargs):
+        calls["bridges"] = kwargs["bridges"]
+        return dict(changed=False, diff=dict(before={}, after={}))
+
+    monkeypatch.setattr(_hostboot._hostnet, "apply", hostnet)
+    monkeypatch.setattr(_hostboot._fleet, "apply", lambda ipr, want, check_mode: (
+        calls.setdefault("fleet", want) and True, dict(mode=None), dict(mode=want["mode"])))
+    return calls
+
+
+def test_a_fleet_bridge_gets_the_fleets_mac_unless_one_is_given(network):
+    from ansible_collections.ctrhost.fleet.plugins.module_utils.net import fleet as _fleet
+
+    result = _hostboot.apply_network([dict(name="br0"), dict(name="br1"), dict(name="br2")], None, [],
+                                     dict(ROUTED))
+    macs = {b["name"]: b.get("mac") for b in network["bridges"]}
+    # br0 is named by the call, br1 is routed already (its mark): both get the fleet's MAC
+    assert macs == dict(br0=_fleet.fleet_mac("br0"), br1=_fleet.fleet_mac("br1"), br2=None)
+    assert result["changed"] and result["fleet"] == dict(mode="routed")
+    assert result["diff"]["after"]["fleet"] == dict(mode="routed")
+    _hostboot.apply_network([dict(name="br0", mac="02:00:00:00:00:01")], None, [], dict(ROUTED))
+    assert network["bridges"][0]["mac"] == "02:00:00:00:00:01"
+
+
+def test_a_bad_fleet_changes_nothing(network):
+    with pytest.raises(_hostboot.CtrhostError, match="fleet.uplink.*eth7"):
+        _hostboot.apply_network([dict(name="br0")], None, [], dict(ROUTED, uplink="eth7"))
+    with pytest.raises(_hostboot.CtrhostError, match="fleet.mode"):
+        _hostboot.apply_network([dict(name="br0")], None, [], dict(ROUTED, mode="bridged"))
+    assert network == {}  # neither the bridges nor the fleet were applied

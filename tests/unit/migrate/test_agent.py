@@ -221,3 +221,26 @@ def test_preflight_says_when_criu_is_missing(preflight, monkeypatch):
 def test_the_agent_is_started_from_one_file_of_the_shipped_zip():
     assert "migrate import agent as a" in _migrate_agent.BOOTSTRAP and "a.serve(" in _migrate_agent.BOOTSTRAP
     assert set(Agent.REQUESTS) <= set(dir(Agent))
+
+
+def test_preflight_refuses_a_full_key_quota_and_an_isolated_range_held_here(dest, preflight, monkeypatch):
+    from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import idmap as _idmap
+    from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import peruser as _peruser
+
+    ask, _criu_facts = preflight
+    monkeypatch.setattr(_idmap, "missing_on_host", lambda idmap: [])
+    full = dict(keys=200, maxkeys=200, bytes=0, maxbytes=20000, free_keys=0, free_bytes=20000, containers_free=0)
+    monkeypatch.setattr(_peruser, "key_room", lambda uid, base="/", users=None: dict(full, uid=uid))
+    mine = dict(uid=1100065536, gid=1100065536, size=65536, isolated=True)
+    os.makedirs(dest.layout.container_dir("other"))
+    with open(dest.layout.container_file("other", "spec.json"), "w") as handle:
+        json.dump(dict(idmap=mine), handle)
+    problems = "\n".join(ask(spec=dict(privileged=False, idmap=mine))["problems"])
+    assert "kernel.keys.maxkeys: uid 1100065536 holds 200 of 200 keys; container web1" in problems, problems
+    assert "isolated id range (idmap_isolated) 1100065536-1100131071 is held here by container other" in problems
+    # the shared range is shared: another container holding it is no problem
+    shared = dict(uid=1000000000, gid=1000000000, size=65536)
+    monkeypatch.setattr(_peruser, "key_room", lambda uid, base="/", users=None: dict(full, uid=uid, keys=1,
+                                                                                       free_keys=199))
+    assert not any("range" in p or "kernel.keys" in p
+                   for p in ask(spec=dict(privileged=False, idmap=shared))["problems"])
