@@ -258,7 +258,7 @@ commands:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ctrhost.fleet.plugins.module_utils.host import boot as _hostboot
+from ansible_collections.ctrhost.fleet.plugins.module_utils.host import network as _hostnetwork
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core import module as _module
 
 ARGS = _module.argument_spec(
@@ -292,7 +292,7 @@ ARGS = _module.argument_spec(
 
 def main():
     module = AnsibleModule(argument_spec=ARGS, supports_check_mode=True)
-    _module.run(module, _hostboot.network_task, module.params, module.check_mode)
+    _module.run(module, _hostnetwork.network_task, module.params, module.check_mode)
 
 
 if __name__ == "__main__":

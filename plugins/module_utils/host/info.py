@@ -18,9 +18,8 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime import timen
 from ansible_collections.ctrhost.fleet.plugins.module_utils.criu.tool import criu_for
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import ValidationError
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.paths import Layout
+from ansible_collections.ctrhost.fleet.plugins.module_utils.host.state import host_state
 
-HOST_STATES = ("active", "cordoned", "draining", "drained", "upgrading")
-DEFAULT_HOST_STATE = "active"
 
 # What `gather` can name; `all` is every part, `min` the ones that run no command.
 PARTS = ("cpu", "memory", "kernel", "cgroup", "overlayfs", "limits", "runtimes", "criu", "criu_check",
@@ -50,22 +49,6 @@ def resolve_gather(gather):
         else:
             chosen.add(item)
     return chosen
-
-
-def host_state(layout):
-    """(state, contents of host.json); ``active`` when the file is absent."""
-    path = layout.host_state_file
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except FileNotFoundError:
-        return DEFAULT_HOST_STATE, {}
-    except (OSError, ValueError) as exc:
-        raise ValidationError(path, "expected a JSON object with a 'state' key (%s)" % exc)
-    state = data.get("state") if isinstance(data, dict) else None
-    if state not in HOST_STATES:
-        raise ValidationError("%s: state" % path, "expected one of %s, got %r" % (", ".join(HOST_STATES), state))
-    return state, data
 
 
 def _limit(value, field, integer):

@@ -20,17 +20,15 @@ import contextlib
 import copy
 import datetime
 import fcntl
+import json
 import os
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import ConflictError, ValidationError
-from ansible_collections.ctrhost.fleet.plugins.module_utils.host.info import (
-    DEFAULT_HOST_STATE,
-    HOST_STATES,
-    host_state,
-)
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.paths import Layout
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.atomic import atomic_write_json
 
+HOST_STATES = ("active", "cordoned", "draining", "drained", "upgrading")
+DEFAULT_HOST_STATE = "active"
 HISTORY_LENGTH = 20
 
 # Allowed transitions (a state to itself is never a transition, only a reason/progress update).
@@ -42,6 +40,22 @@ TRANSITIONS = {
     "drained": ("upgrading", "draining", "cordoned", "active"),
     "upgrading": ("active", "cordoned", "draining", "drained"),
 }
+
+
+def host_state(layout):
+    """(state, contents of host.json); ``active`` when the file is absent."""
+    path = layout.host_state_file
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        return DEFAULT_HOST_STATE, {}
+    except (OSError, ValueError) as exc:
+        raise ValidationError(path, "expected a JSON object with a 'state' key (%s)" % exc)
+    state = data.get("state") if isinstance(data, dict) else None
+    if state not in HOST_STATES:
+        raise ValidationError("%s: state" % path, "expected one of %s, got %r" % (", ".join(HOST_STATES), state))
+    return state, data
 
 
 def now():

@@ -44,7 +44,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils.criu import reports 
 from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate import preflight as _migrate_preflight
 from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import restore as _restore
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import CtrhostError
-from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate.preflight import agent_dir, mark_agent_dir
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate.leftovers import agent_dir, mark_agent_dir
 from ansible_collections.ctrhost.fleet.plugins.module_utils.linux.process import alive, identity, kill_tree, wait_for
 from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime.oci import cgroups_path
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.paths import Layout

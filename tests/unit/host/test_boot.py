@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from ansible_collections.ctrhost.fleet.plugins.module_utils.host import network as _hostnetwork
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import CtrhostError
 from ansible_collections.ctrhost.fleet.plugins.module_utils.host import boot as _hostboot
 
 BR0 = dict(name="br0", ipv4=["10.1.0.1/24"], ipv6=None, mtu=None, stp=False, nat=True, state="present")
@@ -15,32 +17,32 @@ ROUTE = dict(dest="10.9.0.0/24", via="192.0.2.9", state="present")
 
 
 def saved(root):
-    with open(root / _hostboot.NETWORK_FILE) as handle:
+    with open(root / _hostnetwork.NETWORK_FILE) as handle:
         return json.load(handle)
 
 
 def test_first_call_writes_the_declaration_root_only(tmp_path):
-    assert _hostboot.persist_network(str(tmp_path), [BR0], {"ipv4": True, "ipv6": None}, [ROUTE])
+    assert _hostnetwork.persist_network(str(tmp_path), [BR0], {"ipv4": True, "ipv6": None}, [ROUTE])
     data = saved(tmp_path)
     assert data["bridges"] == {"br0": {k: v for k, v in BR0.items() if v is not None}}
     assert data["forwarding"] == {"ipv4": True}
     assert data["routes"] == {"10.9.0.0/24": ROUTE}
-    assert (tmp_path / _hostboot.NETWORK_FILE).stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / _hostnetwork.NETWORK_FILE).stat().st_mode & 0o777 == 0o600
 
 
 def test_same_call_again_changes_nothing(tmp_path):
-    _hostboot.persist_network(str(tmp_path), [BR0], {"ipv4": True}, [])
-    before = (tmp_path / _hostboot.NETWORK_FILE).stat().st_mtime_ns
-    assert not _hostboot.persist_network(str(tmp_path), [BR0], {"ipv4": True}, [])
-    assert (tmp_path / _hostboot.NETWORK_FILE).stat().st_mtime_ns == before
+    _hostnetwork.persist_network(str(tmp_path), [BR0], {"ipv4": True}, [])
+    before = (tmp_path / _hostnetwork.NETWORK_FILE).stat().st_mtime_ns
+    assert not _hostnetwork.persist_network(str(tmp_path), [BR0], {"ipv4": True}, [])
+    assert (tmp_path / _hostnetwork.NETWORK_FILE).stat().st_mtime_ns == before
 
 
 def test_calls_merge_by_name_and_absent_removes(tmp_path):
     root = str(tmp_path)
-    _hostboot.persist_network(root, [BR0], None, [ROUTE])
-    _hostboot.persist_network(root, [BR1], {"ipv6": False}, [])
+    _hostnetwork.persist_network(root, [BR0], None, [ROUTE])
+    _hostnetwork.persist_network(root, [BR1], {"ipv6": False}, [])
     assert sorted(saved(tmp_path)["bridges"]) == ["br0", "br1"]
-    assert _hostboot.persist_network(root, [dict(BR0, state="absent")],
+    assert _hostnetwork.persist_network(root, [dict(BR0, state="absent")],
                                      None, [dict(ROUTE, state="absent")])
     data = saved(tmp_path)
     assert sorted(data["bridges"]) == ["br1"] and data["routes"] == {}
@@ -48,15 +50,15 @@ def test_calls_merge_by_name_and_absent_removes(tmp_path):
 
 
 def test_check_mode_reports_without_writing(tmp_path):
-    assert _hostboot.persist_network(str(tmp_path), [BR0], None, [], check_mode=True)
-    assert not (tmp_path / _hostboot.NETWORK_FILE).exists()
+    assert _hostnetwork.persist_network(str(tmp_path), [BR0], None, [], check_mode=True)
+    assert not (tmp_path / _hostnetwork.NETWORK_FILE).exists()
 
 
 @pytest.mark.parametrize("content", ["", "{}"])
 def test_nothing_declared_restores_nothing(tmp_path, content):
     if content:
-        (tmp_path / _hostboot.NETWORK_FILE).write_text(content)
-    assert _hostboot.restore_network(str(tmp_path)) is None
+        (tmp_path / _hostnetwork.NETWORK_FILE).write_text(content)
+    assert _hostnetwork.restore_network(str(tmp_path)) is None
 
 
 def test_boot_and_shutdown_with_no_containers_keep_reports(tmp_path):
@@ -73,14 +75,14 @@ ROUTED = dict(mode="routed", bridge="br0", uplink="eth0")
 
 def test_the_fleet_mode_is_kept_replaced_and_removed(tmp_path):
     root = str(tmp_path)
-    assert _hostboot.persist_network(root, [BR0], None, [], dict(ROUTED, state="present"))
+    assert _hostnetwork.persist_network(root, [BR0], None, [], dict(ROUTED, state="present"))
     assert saved(tmp_path)["fleet"] == ROUTED
-    assert not _hostboot.persist_network(root, [], None, [], dict(ROUTED, state="present"))
-    assert _hostboot.persist_network(root, [BR1], None, [], None)  # br1 added
+    assert not _hostnetwork.persist_network(root, [], None, [], dict(ROUTED, state="present"))
+    assert _hostnetwork.persist_network(root, [BR1], None, [], None)  # br1 added
     assert saved(tmp_path)["fleet"] == ROUTED  # a call without fleet keeps it
-    assert _hostboot.persist_network(root, [], None, [], dict(ROUTED, state="absent"))
+    assert _hostnetwork.persist_network(root, [], None, [], dict(ROUTED, state="absent"))
     assert saved(tmp_path)["fleet"] is None
-    assert _hostboot.load_network(str(tmp_path / "nowhere"))["fleet"] is None
+    assert _hostnetwork.load_network(str(tmp_path / "nowhere"))["fleet"] is None
 
 
 class _Link(dict):
@@ -117,14 +119,14 @@ def network(monkeypatch):
     """apply_network with netlink and the two appliers it composes replaced."""
     calls = {}
     links = [_Link(1, "eth0"), _Link(2, "br0"), _Link(3, "br1", "ctrhost-fleet routed uplink=eth0")]
-    monkeypatch.setattr(_hostboot._netlink, "ipr", lambda: _IPR(links))
+    monkeypatch.setattr(_hostnetwork._netlink, "ipr", lambda: _IPR(links))
 
     def hostnet(**kwargs):
         calls["bridges"] = kwargs["bridges"]
         return dict(changed=False, diff=dict(before={}, after={}))
 
-    monkeypatch.setattr(_hostboot._hostnet, "apply", hostnet)
-    monkeypatch.setattr(_hostboot._fleet, "apply", lambda ipr, want, check_mode: (
+    monkeypatch.setattr(_hostnetwork._hostnet, "apply", hostnet)
+    monkeypatch.setattr(_hostnetwork._fleet, "apply", lambda ipr, want, check_mode: (
         calls.setdefault("fleet", want) and True, dict(mode=None), dict(mode=want["mode"])))
     return calls
 
@@ -132,20 +134,20 @@ def network(monkeypatch):
 def test_a_fleet_bridge_gets_the_fleets_mac_unless_one_is_given(network):
     from ansible_collections.ctrhost.fleet.plugins.module_utils.net import fleet as _fleet
 
-    result = _hostboot.apply_network([dict(name="br0"), dict(name="br1"), dict(name="br2")], None, [],
+    result = _hostnetwork.apply_network([dict(name="br0"), dict(name="br1"), dict(name="br2")], None, [],
                                      dict(ROUTED))
     macs = {b["name"]: b.get("mac") for b in network["bridges"]}
     # br0 is named by the call, br1 is routed already (its mark): both get the fleet's MAC
     assert macs == dict(br0=_fleet.fleet_mac("br0"), br1=_fleet.fleet_mac("br1"), br2=None)
     assert result["changed"] and result["fleet"] == dict(mode="routed")
     assert result["diff"]["after"]["fleet"] == dict(mode="routed")
-    _hostboot.apply_network([dict(name="br0", mac="02:00:00:00:00:01")], None, [], dict(ROUTED))
+    _hostnetwork.apply_network([dict(name="br0", mac="02:00:00:00:00:01")], None, [], dict(ROUTED))
     assert network["bridges"][0]["mac"] == "02:00:00:00:00:01"
 
 
 def test_a_bad_fleet_changes_nothing(network):
-    with pytest.raises(_hostboot.CtrhostError, match="fleet.uplink.*eth7"):
-        _hostboot.apply_network([dict(name="br0")], None, [], dict(ROUTED, uplink="eth7"))
-    with pytest.raises(_hostboot.CtrhostError, match="fleet.mode"):
-        _hostboot.apply_network([dict(name="br0")], None, [], dict(ROUTED, mode="bridged"))
+    with pytest.raises(CtrhostError, match="fleet.uplink.*eth7"):
+        _hostnetwork.apply_network([dict(name="br0")], None, [], dict(ROUTED, uplink="eth7"))
+    with pytest.raises(CtrhostError, match="fleet.mode"):
+        _hostnetwork.apply_network([dict(name="br0")], None, [], dict(ROUTED, mode="bridged"))
     assert network == {}  # neither the bridges nor the fleet were applied

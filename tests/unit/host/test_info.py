@@ -7,6 +7,7 @@ import stat
 import pytest
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils.host import info as _hostinfo
+from ansible_collections.ctrhost.fleet.plugins.module_utils.host import state as _hoststate
 from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import sysinfo as _sysinfo
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import ValidationError
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.paths import Layout
@@ -115,12 +116,12 @@ def test_resolve_gather_rejects_unknown():
 # ------------------------------------------------------------------ host state
 
 def test_host_state_defaults_to_active(tmp_path):
-    assert _hostinfo.host_state(Layout(str(tmp_path))) == ("active", {})
+    assert _hoststate.host_state(Layout(str(tmp_path))) == ("active", {})
 
 
 def test_host_state_from_host_json(tmp_path):
     (tmp_path / "host.json").write_text(json.dumps({"state": "cordoned", "reason": "kernel upgrade"}))
-    state, detail = _hostinfo.host_state(Layout(str(tmp_path)))
+    state, detail = _hoststate.host_state(Layout(str(tmp_path)))
     assert state == "cordoned" and detail["reason"] == "kernel upgrade"
 
 
@@ -132,7 +133,7 @@ def test_host_state_from_host_json(tmp_path):
 def test_host_state_invalid(tmp_path, content, message):
     (tmp_path / "host.json").write_text(content)
     with pytest.raises(ValidationError) as info:
-        _hostinfo.host_state(Layout(str(tmp_path)))
+        _hoststate.host_state(Layout(str(tmp_path)))
     assert message in info.value.msg and "host.json" in info.value.msg
 
 

@@ -1,0 +1,126 @@
+# -*- coding: utf-8 -*-
+# Copyright: ctrhost.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The host's network as ``host_network`` declares it (the module's entry, ``network_task``):
+bridges, forwarding, NAT, routes and the fleet network applied to the running kernel and
+kept in ``<root>/host-network.json``, which the host's boot applies again
+(``restore_network``, called by ``boot.boot``) through the same code."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.atomic import atomic_write, json_text
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.paths import Layout
+from ansible_collections.ctrhost.fleet.plugins.module_utils.net import bridges as _hostnet
+from ansible_collections.ctrhost.fleet.plugins.module_utils.net import fleet as _fleet
+from ansible_collections.ctrhost.fleet.plugins.module_utils.net import links as _netlink
+
+NETWORK_FILE = "host-network.json"
+
+
+def network_path(root):
+    return os.path.join(Layout(root).root, NETWORK_FILE)
+
+
+def load_network(root):
+    """The persisted network declaration: {bridges: {name: ...}, forwarding, routes: {dest: ...},
+    fleet: {...} or None}."""
+    try:
+        with open(network_path(root)) as handle:
+            saved = json.load(handle)
+    except FileNotFoundError:
+        saved = {}
+    return dict(bridges=saved.get("bridges") or {}, forwarding=saved.get("forwarding") or {},
+                routes=saved.get("routes") or {}, fleet=saved.get("fleet"))
+
+
+def merged_network(saved, bridges, forwarding, routes, fleet=None):
+    """``saved`` updated with one host_network call: entries with state absent leave it,
+    present ones replace the entry of the same name (bridge) or destination (route); a
+    ``fleet`` replaces the saved one (state absent removes it)."""
+    out = dict(bridges=dict(saved["bridges"]), forwarding=dict(saved["forwarding"]),
+               routes=dict(saved["routes"]), fleet=saved.get("fleet"))
+    if fleet:
+        out["fleet"] = None if fleet.get("state", "present") == "absent" else \
+            {k: v for k, v in fleet.items() if v is not None and k != "state"}
+    for bridge in bridges or []:
+        if bridge.get("state", "present") == "absent":
+            out["bridges"].pop(bridge["name"], None)
+        else:
+            out["bridges"][bridge["name"]] = {k: v for k, v in bridge.items() if v is not None}
+    for key, value in (forwarding or {}).items():
+        if value is not None:
+            out["forwarding"][key] = bool(value)
+    for route in routes or []:
+        if route.get("state", "present") == "absent":
+            out["routes"].pop(route["dest"], None)
+        else:
+            out["routes"][route["dest"]] = {k: v for k, v in route.items() if v is not None}
+    return out
+
+
+def persist_network(root, bridges, forwarding, routes, fleet=None, check_mode=False):
+    """Record a host_network call for the next boot; return True when the file changes."""
+    saved = load_network(root)
+    new = merged_network(saved, bridges, forwarding, routes, fleet)
+    if new == saved and os.path.exists(network_path(root)):
+        return False
+    if not check_mode:
+        atomic_write(network_path(root), json_text(new), parents=True)
+    return True
+
+
+def restore_network(root):
+    """Apply the persisted declaration (at boot); return the host_network result or None."""
+    saved = load_network(root)
+    if not (saved["bridges"] or saved["forwarding"] or saved["routes"] or saved["fleet"]):
+        return None
+    return apply_network(list(saved["bridges"].values()), saved["forwarding"],
+                         list(saved["routes"].values()), saved["fleet"])
+
+
+def apply_network(bridges, forwarding, routes, fleet, force=False, check_mode=False):
+    """Bridges, forwarding, NAT and routes (``_hostnet``), then the fleet network mode
+    (``_fleet``). A fleet bridge declared without ``mac`` gets the fleet's MAC (the same on
+    every host), also in a call that does not name the fleet. Everything is validated
+    before anything changes."""
+    want = _fleet.normalize(fleet)
+    bridges = [dict(b) for b in bridges or []]
+    ipr = _netlink.ipr()
+    try:
+        fleet_bridges = set(_fleet.routed_bridges(ipr))
+        if want is not None:
+            fleet_bridges.discard(want["bridge"])
+            if want["state"] == "present":
+                fleet_bridges.add(want["bridge"])
+        for bridge in bridges:
+            if bridge.get("name") in fleet_bridges and not bridge.get("mac"):
+                bridge["mac"] = _fleet.fleet_mac(bridge["name"])
+        _fleet.check(ipr, want, [b.get("name") for b in bridges if b.get("state") != "absent"])
+        result = _hostnet.apply(bridges=bridges, forwarding=forwarding, routes=routes, force=force,
+                                check_mode=check_mode)
+        result["fleet"] = None
+        if want is not None:
+            changed, before, after = _fleet.apply(ipr, want, check_mode)
+            result["changed"] = result["changed"] or changed
+            result["diff"]["before"]["fleet"], result["diff"]["after"]["fleet"] = before, after
+            result["fleet"] = after
+    finally:
+        ipr.close()
+    return result
+
+
+def network_task(params, check_mode=False):
+    """The ``host_network`` module's entry: apply now, and record it for the next boot."""
+    result = apply_network(params["bridges"], params["forwarding"], params["routes"],
+                           params.get("fleet"), force=params["force"], check_mode=check_mode)
+    result["persisted"] = params["persist"] and persist_network(
+        params["root"], params["bridges"], params["forwarding"], params["routes"],
+        params.get("fleet"), check_mode=check_mode)
+    result["changed"] = result["changed"] or result["persisted"]
+    return result
+
+
+network_task.diff_on_request = True
