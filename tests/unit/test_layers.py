@@ -94,3 +94,18 @@ def test_a_planted_upward_import_is_caught(tmp_path, planted, expected):
     (tmp_path / "limits" / "planted.py").write_text(planted)
     found = violations(str(tmp_path))
     assert len(found) == 1 and expected in found[0], found
+
+
+def test_contributing_shows_the_same_table_and_every_file():
+    """CONTRIBUTING.md's table is this one: every package on its layer, every file named."""
+    with open(os.path.join(ROOT, "CONTRIBUTING.md")) as handle:
+        rows = [line.split("|") for line in handle if line.startswith("| ") and "/` |" in line]
+    table = {}
+    for cells in rows:
+        layer, package, files = cells[1].strip(), cells[2].strip().strip("`/"), cells[4]
+        table[package] = (int(layer), files)
+    assert {name: layer for name, (layer, _f) in table.items()} == LAYERS
+    for package, (_layer, files) in table.items():
+        on_disk = sorted(leaf[:-3] for leaf in os.listdir(os.path.join(LIB, package))
+                         if leaf.endswith(".py") and leaf != "__init__.py")
+        assert [leaf for leaf in on_disk if "`%s`" % leaf not in files] == [], package
