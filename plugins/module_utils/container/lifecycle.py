@@ -35,6 +35,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils.limits import record
 from ansible_collections.ctrhost.fleet.plugins.module_utils.net import netns as _netns
 from ansible_collections.ctrhost.fleet.plugins.module_utils.net import portfilter as _portfilter
 from ansible_collections.ctrhost.fleet.plugins.module_utils.container import system as _sysctr
+from ansible_collections.ctrhost.fleet.plugins.module_utils.criu import config as _criuconf
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.cli import Recorder
 from ansible_collections.ctrhost.fleet.plugins.module_utils.container.args import STATES
 from ansible_collections.ctrhost.fleet.plugins.module_utils.container.steps import (
@@ -137,6 +138,11 @@ def remove(ctx, stored):
             shutil.rmtree(ctx.bundle)
     if not ctx.check_mode:
         cgroup_remove((stored or {}).get("cgroups_path") or _ocifile.cgroups_path(ctx.name))
+        # what a restore here left: its CRIU configuration, and the checkpoints directory
+        # when it holds no checkpoint (kept checkpoints stay, a later restore needs them)
+        _criuconf.remove_container_config(ctx.layout.run_dir, ctx.name)
+        with contextlib.suppress(OSError):
+            os.rmdir(ctx.layout.checkpoint_dir(ctx.name))
     return found
 
 
