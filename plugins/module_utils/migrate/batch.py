@@ -42,7 +42,7 @@ import threading
 import time
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate import source as _migrate
-from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import CtrhostError, ValidationError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import CtrhostError, NotFoundError, ValidationError
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.paths import Layout
 from ansible_collections.ctrhost.fleet.plugins.module_utils.container.store import ContainerStore
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.units import parse_size
@@ -229,12 +229,14 @@ def _skipped(move):
 
 
 def failure(move, exc):
-    """A failed move's result: where its container runs now, and why."""
+    """A failed move's result: where its container runs now (``absent`` when it is neither
+    here nor on its destination: removed meanwhile), and why."""
     details = dict(getattr(exc, "details", None) or {})
     msg = getattr(exc, "msg", None) or "unexpected error: %s" % exc
     details.pop("msg", None)
     return dict(details, name=move["name"], dest=move["dest"], failed=True, msg=msg,
-                changed=bool(details.get("changed", False)), where=details.get("where", "source"))
+                changed=bool(details.get("changed", False)),
+                where=details.get("where", "absent" if isinstance(exc, NotFoundError) else "source"))
 
 
 def migrate_batch(root, moves, mode="cold", parallel=DEFAULT_PARALLEL, per_dest=DEFAULT_PER_DEST,

@@ -268,3 +268,12 @@ def test_a_pause_left_freezing_is_tried_again(monkeypatch, tmp_path, failures, s
     else:
         rt.pause("c1")
     assert len(seen) == calls and seen[0][-2:] == ["pause", "c1"]
+
+
+def test_a_move_of_a_container_gone_meanwhile_says_so():
+    from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import NotFoundError
+    from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate import batch as _batch
+    gone = _batch.failure(dict(name="c1", dest="h2"), NotFoundError("name: container c1 does not exist here"))
+    assert gone["where"] == "absent" and gone["failed"] and gone["changed"] is False
+    other = _batch.failure(dict(name="c1", dest="h2"), RuntimeError("boom"))
+    assert other["where"] == "source"
