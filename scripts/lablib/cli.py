@@ -3,14 +3,16 @@
 """The lab: N simulated container hosts on one Linux machine.
 
     scripts/lab [--name NAME] up [N]            bring up N hosts (default 3)
-    scripts/lab [--name NAME] up --vm [N]       bring up N Debian 12 VM hosts (QEMU)
+    scripts/lab [--name NAME] up --vm [N] [--release 13|12]
+                                                bring up N Debian VM hosts (QEMU)
     scripts/lab [--name NAME] down [--keep-data]
     scripts/lab [--name NAME] status [--json]
     scripts/lab [--name NAME] exec -- CMD...     CMD on the controller side
     scripts/lab [--name NAME] host-exec HOST -- CMD...
     scripts/lab [--name NAME] reboot HOST        kill, clean and start one host (VM: a real reboot)
     scripts/lab [--name NAME] reset HOST         VM tier: power-cycle one VM (unplanned reboot)
-    scripts/lab image [--rebuild]                build (or find) the cached VM disk image
+    scripts/lab image [--rebuild] [--release 13|12]
+                                                build (or find) the cached VM disk image
 
 Each lab host is a set of namespaces made with standard tools: a network
 namespace on a bridge, a mount namespace with a private /run and
@@ -27,9 +29,13 @@ config, log and /var/lib/ctrhost content (hosts/HOST/lib).
 (the repository's ansible.cfg); `host-exec` enters the host's network, mount
 and UTS namespaces through its sshd's pid.
 
-The VM tier (`up --vm`) boots real Debian 12 hosts under QEMU instead (stock kernel,
+The VM tier (`up --vm`) boots real Debian hosts under QEMU instead (stock kernel,
 systemd, cgroup v2, GRUB), from copy-on-write overlays of one disk image that is built
-once from this machine's apt mirror and cached in .cache/vm/ under a key of its recipe.
+once from this machine's apt mirror and cached in .cache/vm/ under a key of its recipe
+(one image per release). The release is Debian 12 (bookworm) or 13 (trixie): `--release`,
+else the environment variable CTRHOST_VM_RELEASE, else 12 (lablib.DEFAULT_RELEASE);
+`scripts/test vm` passes CTRHOST_VM_RELEASE on (`CTRHOST_VM_RELEASE=13 scripts/test vm`
+runs the VM scenario on Debian 13).
 KVM is used where a guest really boots with it (probed once), TCG otherwise. The VMs sit
 on taps on the same controller bridge; `host-exec` runs CMD over SSH, `reboot` reboots the
 guest through its firmware and boot loader, `reset` cuts its power.
@@ -41,9 +47,9 @@ import os
 import shutil
 import signal
 
-from lablib import MAX_HOSTS, TOOLS, LabError, log
+from lablib import DEFAULT_RELEASE, MAX_HOSTS, RELEASE_ENV, TOOLS, LabError, log
 from lablib.lab import Lab
-from lablib.vmimage import Image
+from lablib.vmimage import RELEASES, Image
 
 MAX_VMS = 8
 
@@ -58,7 +64,10 @@ def parse(argv):
                                 metavar="{up,down,status,exec,host-exec,reboot,reset,image}")
     p = sub.add_parser("up", parents=[common], help="bring the lab up")
     p.add_argument("count", nargs="?", type=int, default=3, help="number of hosts (default 3)")
-    p.add_argument("--vm", action="store_true", help="real Debian 12 VMs under QEMU")
+    p.add_argument("--vm", action="store_true", help="real Debian VMs under QEMU")
+    p.add_argument("--release", choices=sorted(RELEASES), default=None,
+                   help=f"VM tier: Debian release of the VMs (default ${RELEASE_ENV}, "
+                        f"else {DEFAULT_RELEASE})")
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
                    help="VM acceleration (default auto: KVM where a guest boots with it)")
     p.add_argument("--memory", type=int, default=1536, help="MiB per VM (default 1536)")
@@ -79,6 +88,9 @@ def parse(argv):
     p.add_argument("host")
     p = sub.add_parser("image", parents=[common], help="build or find the VM disk image")
     p.add_argument("--rebuild", action="store_true")
+    p.add_argument("--release", choices=sorted(RELEASES), default=None,
+                   help=f"Debian release of the image (default ${RELEASE_ENV}, "
+                        f"else {DEFAULT_RELEASE})")
     p = sub.add_parser("_host-init")
     p.add_argument("host")
     p.add_argument("--boot", action="store_true")
@@ -104,7 +116,8 @@ def main(argv):
         if missing:
             raise LabError(f"missing tools: {', '.join(missing)} (run `make setup`)")
         if args.cmd == "image":
-            print(json.dumps(Image().ensure(rebuild=args.rebuild), indent=2, sort_keys=True))
+            print(json.dumps(Image(args.release).ensure(rebuild=args.rebuild), indent=2,
+                             sort_keys=True))
             return 0
         if args.cmd == "up":
             if not 1 <= args.count <= (MAX_VMS if args.vm else MAX_HOSTS):
@@ -112,7 +125,7 @@ def main(argv):
                                f"got {args.count}")
             if args.vm:
                 return lab.up(args.count, vm=True, accel=args.accel, memory=args.memory,
-                              cpus=args.cpus)
+                              cpus=args.cpus, release=args.release)
             return lab.up(args.count)
         if args.cmd == "down":
             return lab.down(args.keep_data)

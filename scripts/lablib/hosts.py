@@ -1,7 +1,8 @@
 # Copyright: ctrhost.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The lab's hosts: keys, sshd and host files, inventory, spawning, stopping
-and the mount namespace setup (host_init) that ends in exec sshd."""
+"""The namespace tier's hosts (``lab.ns``): keys, sshd and host files, inventory,
+spawning, stopping, and the mount namespace setup (host_init) that ends in exec sshd.
+The VM tier's counterpart, with the same entry points, is lablib.vm (``lab.vm``)."""
 
 import ctypes
 import os
@@ -10,58 +11,130 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 
 from lablib import (FOREIGN_FSTYPES, FOREIGN_UNDER, HOST_LIB, LAB_SCRIPT, REPLACED_MOUNTS,
-                    REPO, SSHD, LabError, run, tail, wait_all, write)
-from lablib.procs import (all_pids, cgroup_pids, kill_until_gone, ns_inode, proc_stat,
+                    REPO, SSHD, LabError, keygen, log, run, tail, wait_all, write)
+from lablib.procs import (alive, all_pids, cgroup_pids, kill_until_gone, ns_inode, proc_stat,
                           remove_cgroups, thaw_cgroups)
 
 
-class HostsMixin:
-    """Host parts of lablib.lab.Lab."""
+class NamespaceHosts:
+    """The namespace tier of one lab (``Lab.ns``): each host a set of namespaces with an
+    sshd; names, addresses and state files come from the lab."""
+
+    def __init__(self, lab):
+        self.lab = lab
+
+    # ---- up, restart, reboot, down
+    def up(self, n):
+        lab = self.lab
+        t0 = time.monotonic()
+        self.write_files(n)
+        state = {"name": lab.name, "count": n, "net4": lab.net4, "net6": str(lab.net6),
+                 "controller": lab.ctl4, "controller6": lab.ctl6,
+                 "ctl_netns": lab.ctl_ns, "bridge": lab.bridge, "dir": lab.dir,
+                 "inventory": lab.inventory, "created": time.time(),
+                 "hosts": {lab.host_name(i): lab.host_record(i) for i in range(1, n + 1)}}
+        lab.save(state)  # before anything exists: `down` can always clean up
+        try:
+            lab.net.setup_controller()
+            self.restart(state, list(state["hosts"]))
+        except LabError as exc:
+            raise LabError(f"{exc}\n(lab {lab.name!r} is half up: "
+                           f"`scripts/lab --name {lab.name} down` removes it)") from None
+        self.write_inventory(state)
+        log(f"lab {lab.name!r} up with {n} hosts in {time.monotonic() - t0:.2f}s")
+        return lab.status(state)
+
+    def restart(self, state, hosts, boot=False):
+        procs = {}
+        try:
+            for host in hosts:
+                rec = state["hosts"][host]
+                self.stop_host(host, rec)
+                self.lab.net.setup_host_net(rec)
+                procs[host] = (self.spawn_host(host, rec, boot), rec)
+            self.wait_ready(procs)
+        finally:
+            self.lab.save(state)
+
+    def reboot(self, state, host, hard=False):
+        if hard:
+            raise LabError("reset: only VM hosts can be reset (a namespace host's reboot "
+                           "already kills every process)")
+        t0 = time.monotonic()
+        self.restart(state, [host], boot=True)
+        log(f"lab host {host} rebooted in {time.monotonic() - t0:.2f}s")
+        return 0
+
+    def teardown(self, state, keep_data):
+        lab = self.lab
+        for host, rec in state["hosts"].items():
+            self.stop_host(host, rec)
+        lab.net.teardown_controller()
+        for path in (lab.state_file, lab.inventory, lab.authorized):
+            if os.path.exists(path):
+                os.unlink(path)
+        hosts_dir = os.path.join(lab.dir, "hosts")
+        if os.path.isdir(hosts_dir):
+            for host in os.listdir(hosts_dir):
+                for entry in os.listdir(os.path.join(hosts_dir, host)):
+                    if keep_data and entry == "lib":
+                        continue
+                    path = os.path.join(hosts_dir, host, entry)
+                    if os.path.isdir(path) and not os.path.islink(path):
+                        shutil.rmtree(path)
+                    else:
+                        os.unlink(path)
+                if not keep_data:
+                    os.rmdir(os.path.join(hosts_dir, host))
+
+    # ---- status, exec
+    @staticmethod
+    def alive(rec):
+        return alive(rec.get("pid"), rec.get("starttime"))
+
+    def status_line(self, host, rec):
+        what = f"sshd pid {rec['pid']}" if rec["running"] else "NOT RUNNING"
+        return f"  {host:<10} {rec['address']:<15} {rec['address6']:<28} {what}"
+
+    def exec_host(self, state, host, cmd):
+        rec = state["hosts"][host]
+        if not self.alive(rec):
+            raise LabError(f"lab host {host} is not running (sshd pid {rec.get('pid')} is "
+                           f"gone): scripts/lab --name {self.lab.name} reboot {host}")
+        os.execvp("nsenter", ["nsenter", "-t", str(rec["pid"]), "--net", "--mount", "--uts",
+                              f"--wd={os.getcwd()}", "--", *cmd])
 
     # ---- files
-    def keygen(self, path, comment):
-        if not os.path.exists(path):
-            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", path])
-
     def write_files(self, n):
-        os.makedirs(os.path.join(self.dir, "hostkeys"), exist_ok=True)
-        self.keygen(self.key, f"ctrhost-lab-{self.name}-controller")
-        self.keygen(self.migrate_key, f"ctrhost-lab-{self.name}-migrate")
+        os.makedirs(os.path.join(self.lab.dir, "hostkeys"), exist_ok=True)
+        keygen(self.lab.key, f"ctrhost-lab-{self.lab.name}-controller")
+        keygen(self.lab.migrate_key, f"ctrhost-lab-{self.lab.name}-migrate")
         pubs = []
-        for key in (self.key, self.migrate_key):
+        for key in (self.lab.key, self.lab.migrate_key):
             with open(f"{key}.pub") as fh:
                 pubs.append(fh.read().strip())
-        write(self.authorized, "\n".join(pubs) + "\n")
-        hosts_text = self.hosts_text(n)
+        write(self.lab.authorized, "\n".join(pubs) + "\n")
+        hosts_text = self.lab.hosts_text(n)
         for i in range(1, n + 1):
-            self.write_host_files(self.host_name(i), self.host_record(i), hosts_text)
-
-    def hosts_text(self, n):
-        """/etc/hosts of every lab host: the controller and the N hosts by name."""
-        hosts = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
-                 f"{self.ctl4}\t{self.name}-ctl", f"{self.ctl6}\t{self.name}-ctl"]
-        for i in range(1, n + 1):
-            rec = self.host_record(i)
-            hosts += [f"{rec['address']}\t{self.host_name(i)}",
-                      f"{rec['address6']}\t{self.host_name(i)}"]
-        return "\n".join(hosts) + "\n"
+            self.write_host_files(self.lab.host_name(i), self.lab.host_record(i), hosts_text)
 
     def write_host_files(self, host, rec, hosts_text):
-        ssh_dir = self.hdir(host, "lib", "ssh")
+        ssh_dir = self.lab.hdir(host, "lib", "ssh")
         os.makedirs(ssh_dir, exist_ok=True)
-        hostkey = os.path.join(self.dir, "hostkeys", f"{host}_ed25519_key")
-        self.keygen(hostkey, f"ctrhost-lab-{host}")
-        write(self.hdir(host, "hosts"), hosts_text)
-        write(self.hdir(host, "hostname"), host + "\n")
-        write(self.hdir(host, "sshd_config"), "\n".join([
+        hostkey = os.path.join(self.lab.dir, "hostkeys", f"{host}_ed25519_key")
+        keygen(hostkey, f"ctrhost-lab-{host}")
+        write(self.lab.hdir(host, "hosts"), hosts_text)
+        write(self.lab.hdir(host, "hostname"), host + "\n")
+        write(self.lab.hdir(host, "sshd_config"), "\n".join([
             "# sshd of lab host " + host + " (written by scripts/lab)",
             f"ListenAddress {rec['address']}",
             f"ListenAddress {rec['address6']}",
             f"HostKey {hostkey}",
             "PidFile none",
-            f"AuthorizedKeysFile {self.authorized} {HOST_LIB}/ssh/authorized_keys",
+            f"AuthorizedKeysFile {self.lab.authorized} {HOST_LIB}/ssh/authorized_keys",
             "PermitRootLogin prohibit-password",
             "PubkeyAuthentication yes",
             "PasswordAuthentication no",
@@ -77,8 +150,8 @@ class HostsMixin:
             "Subsystem sftp internal-sftp",
             "",
         ]))
-        for src, dst, mode in ((self.migrate_key, "id_ed25519", 0o600),
-                               (f"{self.migrate_key}.pub", "id_ed25519.pub", 0o644)):
+        for src, dst, mode in ((self.lab.migrate_key, "id_ed25519", 0o600),
+                               (f"{self.lab.migrate_key}.pub", "id_ed25519.pub", 0o644)):
             shutil.copyfile(src, os.path.join(ssh_dir, dst))
             os.chmod(os.path.join(ssh_dir, dst), mode)
         write(os.path.join(ssh_dir, "config"), "\n".join([
@@ -101,24 +174,24 @@ class HostsMixin:
             lines.append(f"{host} ansible_host={rec['address']} "
                          f"ctrhost_address={rec['address']} ctrhost_address6={rec['address6']}")
         lines += ["", "[ctrhost_hosts:vars]", "ansible_user=root",
-                  f"ansible_ssh_private_key_file={self.key}",
+                  f"ansible_ssh_private_key_file={self.lab.key}",
                   f"ansible_python_interpreter={venv_python}",
                   "ansible_ssh_common_args='-o StrictHostKeyChecking=no "
                   "-o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes -o LogLevel=ERROR'",
-                  "ctrhost_lab=True", f"ctrhost_lab_name={self.name}", ""]
-        write(self.inventory, "\n".join(lines))
+                  "ctrhost_lab=True", f"ctrhost_lab_name={self.lab.name}", ""]
+        write(self.lab.inventory, "\n".join(lines))
 
     # ---- hosts
     def spawn_host(self, host, rec, boot=False):
         """Start the host's sshd in fresh mount + UTS namespaces (after the host's boot
         services when ``boot``: see host_init)."""
         os.makedirs(HOST_LIB, exist_ok=True)  # mount point only, stays empty
-        log_path = self.hdir(host, "sshd.log")
+        log_path = self.lab.hdir(host, "sshd.log")
         with open(log_path, "ab") as out:
             proc = subprocess.Popen(
                 ["nsenter", f"--net=/run/netns/{rec['netns']}", "--",
                  "unshare", "--mount", "--uts", "--propagation", "private", "--",
-                 sys.executable, LAB_SCRIPT, "--name", self.name,
+                 sys.executable, LAB_SCRIPT, "--name", self.lab.name,
                  "_host-init", host] + (["--boot"] if boot else []),
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                 start_new_session=True, close_fds=True)
@@ -132,7 +205,7 @@ class HostsMixin:
             proc, rec = procs[host]
             if proc.poll() is not None:
                 raise LabError(f"lab host {host}: sshd exited with {proc.returncode}; "
-                               f"see {self.hdir(host, 'sshd.log')}:\n{self.log_tail(host)}")
+                               f"see {self.lab.hdir(host, 'sshd.log')}:\n{self.log_tail(host)}")
             if not self.listening(proc.pid, rec):
                 return False
             rec["starttime"] = proc_stat(proc.pid)[1]
@@ -142,7 +215,7 @@ class HostsMixin:
 
         wait_all(procs, ready, timeout, 0.01,
                  lambda left: f"lab hosts {sorted(left)}: sshd not listening after {timeout}s; "
-                              f"see {self.dir}/hosts/*/sshd.log")
+                              f"see {self.lab.dir}/hosts/*/sshd.log")
 
     @staticmethod
     def listening(pid, rec):
@@ -162,14 +235,14 @@ class HostsMixin:
         return want4 in found and want6 in found
 
     def log_tail(self, host):
-        return tail(self.hdir(host, "sshd.log"))
+        return tail(self.lab.hdir(host, "sshd.log"))
 
     def host_pids(self, host, rec):
         """Every process of a lab host: its sshd and descendants, whatever shares
         its network namespace or a mount namespace made from its own (found by
         the host's /etc/hostname bind mount), and whatever sits in its cgroups."""
         try:
-            marker = os.stat(self.hdir(host, "hostname"))
+            marker = os.stat(self.lab.hdir(host, "hostname"))
             marker = (marker.st_dev, marker.st_ino)
         except OSError:
             marker = None
@@ -177,7 +250,7 @@ class HostsMixin:
         def find():
             found = set(cgroup_pids(host))
             net_ino = None
-            if self.netns_exists(rec["netns"]):
+            if self.lab.net.netns_exists(rec["netns"]):
                 net_ino = os.stat(f"/run/netns/{rec['netns']}").st_ino
             own_mnt, verdict, children = ns_inode(os.getpid(), "mnt"), {}, {}
             for pid in all_pids():
@@ -199,7 +272,7 @@ class HostsMixin:
                     verdict[mnt] = (seen.st_dev, seen.st_ino) == marker
                 if verdict[mnt]:
                     found.add(pid)
-            if self.host_alive(rec):
+            if self.alive(rec):
                 found.add(rec["pid"])
             todo = list(found)
             while todo:
@@ -215,9 +288,9 @@ class HostsMixin:
         kill_until_gone(self.host_pids(host, rec), f"lab host {host}")
         remove_cgroups(host)
         # Deleting one end of the veth is synchronous; a netns goes away later.
-        if self.netns_exists(self.ctl_ns):
-            self.ip_quiet(self.ctl_ns, "link", "del", rec["veth"])
-        if self.netns_exists(rec["netns"]):
+        if self.lab.net.netns_exists(self.lab.ctl_ns):
+            self.lab.net.ip_quiet(self.lab.ctl_ns, "link", "del", rec["veth"])
+        if self.lab.net.netns_exists(rec["netns"]):
             run(["ip", "netns", "del", rec["netns"]])
         rec["pid"] = rec["starttime"] = None
 
@@ -269,11 +342,11 @@ class HostsMixin:
         mount("tmpfs", "/run", "tmpfs", ms_nosuid | ms_nodev, "mode=755")
         for sub in ("sshd", "netns", "lock", "ctrhost"):
             os.makedirs(f"/run/{sub}", mode=0o755, exist_ok=True)
-        mount(self.hdir(host, "lib"), HOST_LIB, None, ms_bind, None)
-        mount(self.hdir(host, "hosts"), "/etc/hosts", None, ms_bind, None)
-        mount(self.hdir(host, "hostname"), "/etc/hostname", None, ms_bind, None)
+        mount(self.lab.hdir(host, "lib"), HOST_LIB, None, ms_bind, None)
+        mount(self.lab.hdir(host, "hosts"), "/etc/hosts", None, ms_bind, None)
+        mount(self.lab.hdir(host, "hostname"), "/etc/hostname", None, ms_bind, None)
         socket.sethostname(host)
         os.chdir("/")
         if boot:
             self.boot_services(host)
-        os.execv(SSHD, [SSHD, "-D", "-e", "-f", self.hdir(host, "sshd_config")])
+        os.execv(SSHD, [SSHD, "-D", "-e", "-f", self.lab.hdir(host, "sshd_config")])

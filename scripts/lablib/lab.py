@@ -1,7 +1,17 @@
 # Copyright: ctrhost.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The Lab: one named lab's state, and the commands up, down, reboot,
-status, exec and host-exec."""
+"""The Lab: one named lab's names, addresses and state, and the commands up, down,
+reboot, status, exec and host-exec.
+
+A Lab holds its parts by name, each in a file of its own:
+
+    lab.net   lablib.net.Network          the controller namespace, bridge, veths, addresses
+    lab.ns    lablib.hosts.NamespaceHosts the namespace tier: hosts as namespaces with an sshd
+    lab.vm    lablib.vm.VmHosts           the VM tier: Debian VMs under QEMU (image: lablib.vmimage)
+
+The two tiers have the same entry points (up, restart or reboot, teardown, alive,
+status_line, exec_host, write_inventory); ``lab.tier(state)`` is the one a lab's state
+says it runs. lablib.cli is the command line, lablib.procs the process helpers."""
 
 import contextlib
 import fcntl
@@ -9,18 +19,15 @@ import hashlib
 import ipaddress
 import json
 import os
-import shutil
-import signal
-import time
 
-from lablib import NAME_RE, REPO, LabError, log, run, write
-from lablib.hosts import HostsMixin
-from lablib.net import NetMixin
-from lablib.procs import alive, kill_until_gone, proc_stat, protected_pids
-from lablib.vm import VmMixin
+from lablib import NAME_RE, REPO, LabError, log, write
+from lablib.hosts import NamespaceHosts
+from lablib.net import Network
+from lablib.vm import VmHosts
+from lablib.vmimage import release as vm_release
 
 
-class Lab(NetMixin, HostsMixin, VmMixin):
+class Lab:
     def __init__(self, name):
         if not NAME_RE.match(name):
             raise LabError(f"--name: expected 1-8 characters [a-z0-9] starting with a "
@@ -42,6 +49,13 @@ class Lab(NetMixin, HostsMixin, VmMixin):
         self.key = os.path.join(self.dir, "id_ed25519")
         self.migrate_key = os.path.join(self.dir, "migrate_ed25519")
         self.authorized = os.path.join(self.dir, "authorized_keys")
+        self.net = Network(self)
+        self.ns = NamespaceHosts(self)
+        self.vm = VmHosts(self)
+
+    def tier(self, state):
+        """The part that runs the lab's hosts: ``self.vm`` or ``self.ns``."""
+        return self.vm if (state or {}).get("tier") == "vm" else self.ns
 
     # ---- naming
     def host_name(self, i):
@@ -61,6 +75,16 @@ class Lab(NetMixin, HostsMixin, VmMixin):
     def hdir(self, host, *parts):
         return os.path.join(self.dir, "hosts", host, *parts)
 
+    def hosts_text(self, n):
+        """/etc/hosts of every lab host: the controller and the N hosts by name."""
+        hosts = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
+                 f"{self.ctl4}\t{self.name}-ctl", f"{self.ctl6}\t{self.name}-ctl"]
+        for i in range(1, n + 1):
+            rec = self.host_record(i)
+            hosts += [f"{rec['address']}\t{self.host_name(i)}",
+                      f"{rec['address6']}\t{self.host_name(i)}"]
+        return "\n".join(hosts) + "\n"
+
     # ---- state
     def load(self):
         try:
@@ -79,158 +103,79 @@ class Lab(NetMixin, HostsMixin, VmMixin):
             fcntl.flock(fh, fcntl.LOCK_EX)
             yield
 
-    def host_alive(self, rec):
-        return alive(rec.get("pid"), rec.get("starttime"))
-
     # ---- commands
     def up(self, n, vm=False, **vm_opts):
         with self.lock():
             state = self.load()
             tier = "vm" if vm else "ns"
-            if state and self.netns_exists(self.ctl_ns):
+            if state and self.net.netns_exists(self.ctl_ns):
                 if state.get("count") != n or state.get("tier", "ns") != tier:
                     raise LabError(f"lab {self.name!r} is up with {state.get('count')} "
                                    f"{state.get('tier', 'ns')} hosts, not {n} {tier}: run "
                                    f"`scripts/lab --name {self.name} down` first")
                 if tier == "vm":
-                    dead = [h for h, r in state["hosts"].items() if not self.vm_alive(r)]
+                    wanted = vm_release(vm_opts.get("release"))
+                    if state.get("release", "12") != wanted:
+                        raise LabError(f"lab {self.name!r} is up with Debian "
+                                       f"{state.get('release', '12')} VMs, not {wanted}: run "
+                                       f"`scripts/lab --name {self.name} down` first")
+                    dead = [h for h, r in state["hosts"].items() if not self.vm.alive(r)]
                     if dead:
                         raise LabError(f"VMs {', '.join(dead)} of lab {self.name!r} are not "
                                        f"running: `scripts/lab --name {self.name} down` first")
-                    self.write_vm_inventory(state)
+                    self.vm.write_inventory(state)
                     return self.status(state)
-                dead = [h for h, r in state["hosts"].items() if not self.host_alive(r)]
+                dead = [h for h, r in state["hosts"].items() if not self.ns.alive(r)]
                 if dead:
                     log(f"restarting lab hosts {', '.join(dead)}")
-                    self.restart_hosts(state, dead)
-                self.write_inventory(state)
+                    self.ns.restart(state, dead)
+                self.ns.write_inventory(state)
                 return self.status(state)
             if state:
                 log(f"cleaning up what is left of lab {self.name!r}")
-                self.teardown(state, keep_data=True)
+                self.tier(state).teardown(state, keep_data=True)
                 state = None
-            elif self.netns_exists(self.ctl_ns):
+            elif self.net.netns_exists(self.ctl_ns):
                 raise LabError(f"--name {self.name}: network namespace {self.ctl_ns} exists "
                                f"but {self.state_file} does not (a lab of another checkout?); "
                                f"pick another name")
-            self.check_subnet_free()
+            self.net.check_subnet_free()
             if vm:
-                return self.vm_up(n, **vm_opts)
-            t0 = time.monotonic()
-            self.write_files(n)
-            state = {"name": self.name, "count": n, "net4": self.net4, "net6": str(self.net6),
-                     "controller": self.ctl4, "controller6": self.ctl6,
-                     "ctl_netns": self.ctl_ns, "bridge": self.bridge, "dir": self.dir,
-                     "inventory": self.inventory, "created": time.time(),
-                     "hosts": {self.host_name(i): self.host_record(i)
-                               for i in range(1, n + 1)}}
-            self.save(state)  # before anything exists: `down` can always clean up
-            try:
-                self.setup_controller()
-                self.restart_hosts(state, list(state["hosts"]))
-            except LabError as exc:
-                raise LabError(f"{exc}\n(lab {self.name!r} is half up: "
-                               f"`scripts/lab --name {self.name} down` removes it)") from None
-            self.write_inventory(state)
-            log(f"lab {self.name!r} up with {n} hosts in {time.monotonic() - t0:.2f}s")
-            return self.status(state)
-
-    def restart_hosts(self, state, hosts, boot=False):
-        procs = {}
-        try:
-            for host in hosts:
-                rec = state["hosts"][host]
-                self.stop_host(host, rec)
-                self.setup_host_net(rec)
-                procs[host] = (self.spawn_host(host, rec, boot), rec)
-            self.wait_ready(procs)
-        finally:
-            self.save(state)
+                return self.vm.up(n, **vm_opts)
+            return self.ns.up(n)
 
     def reboot(self, host, hard=False):
         with self.lock():
             state = self.require_up()
             if host not in state["hosts"]:
                 raise LabError(f"HOST: expected one of {', '.join(state['hosts'])}, got {host!r}")
-            if state.get("tier") == "vm":
-                return self.vm_reboot(state, host, hard=hard)
-            if hard:
-                raise LabError("reset: only VM hosts can be reset (a namespace host's reboot "
-                               "already kills every process)")
-            t0 = time.monotonic()
-            self.restart_hosts(state, [host], boot=True)
-            log(f"lab host {host} rebooted in {time.monotonic() - t0:.2f}s")
-        return 0
+            return self.tier(state).reboot(state, host, hard=hard)
 
     def down(self, keep_data=False):
         with self.lock():
             state = self.load()
             if not state:
-                if self.netns_exists(self.ctl_ns):
+                if self.net.netns_exists(self.ctl_ns):
                     raise LabError(f"network namespace {self.ctl_ns} exists but "
                                    f"{self.state_file} does not: not this checkout's lab")
                 log(f"lab {self.name!r} is not up")
                 return 0
-            self.teardown(state, keep_data)
+            self.tier(state).teardown(state, keep_data)
             log(f"lab {self.name!r} is down")
         return 0
 
-    def teardown(self, state, keep_data):
-        if state.get("tier") == "vm":
-            return self.vm_teardown(state)
-        for host, rec in state["hosts"].items():
-            self.stop_host(host, rec)
-        self.teardown_controller()
-        for path in (self.state_file, self.inventory, self.authorized):
-            if os.path.exists(path):
-                os.unlink(path)
-        hosts_dir = os.path.join(self.dir, "hosts")
-        if os.path.isdir(hosts_dir):
-            for host in os.listdir(hosts_dir):
-                for entry in os.listdir(os.path.join(hosts_dir, host)):
-                    if keep_data and entry == "lib":
-                        continue
-                    path = os.path.join(hosts_dir, host, entry)
-                    if os.path.isdir(path) and not os.path.islink(path):
-                        shutil.rmtree(path)
-                    else:
-                        os.unlink(path)
-                if not keep_data:
-                    os.rmdir(os.path.join(hosts_dir, host))
-
-    def teardown_controller(self):
-        """Every process of the controller namespace, then the namespace itself."""
-        # ssh ControlPersist masters and the like: let them remove their sockets
-        term = self.ctl_pids() - protected_pids()
-        for pid in term:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 1
-        while term and time.monotonic() < deadline:
-            term = {p for p in term if (proc_stat(p) or (0, 0, "Z"))[2] != "Z"}
-            time.sleep(0.02)
-        kill_until_gone(self.ctl_pids, f"controller side of lab {self.name}")
-        if self.netns_exists(self.ctl_ns):
-            run(["ip", "netns", "del", self.ctl_ns])
-        with open("/proc/self/mountinfo") as fh:
-            stale = [line.split()[4] for line in fh if f" {self.dir}/" in line]
-        for mnt in sorted(stale, reverse=True):
-            run(["umount", "-l", mnt], check=False)
-
     def require_up(self):
         state = self.load()
-        if not state or not self.netns_exists(self.ctl_ns):
+        if not state or not self.net.netns_exists(self.ctl_ns):
             raise LabError(f"lab {self.name!r} is not up (scripts/lab --name {self.name} up)")
         return state
 
     def status(self, state=None, as_json=False):
         state = state or self.load()
-        up = bool(state) and self.netns_exists(self.ctl_ns)
-        hosts = {}
-        vm = (state or {}).get("tier") == "vm"
-        for host, rec in (state or {}).get("hosts", {}).items():
-            running = self.vm_alive(rec) if vm else self.host_alive(rec)
-            hosts[host] = dict(rec, running=up and running)
+        up = bool(state) and self.net.netns_exists(self.ctl_ns)
+        tier = self.tier(state)
+        hosts = {host: dict(rec, running=up and tier.alive(rec))
+                 for host, rec in (state or {}).get("hosts", {}).items()}
         healthy = up and all(h["running"] for h in hosts.values())
         if as_json:
             print(json.dumps(dict(state or {"name": self.name}, up=up, healthy=healthy,
@@ -238,15 +183,12 @@ class Lab(NetMixin, HostsMixin, VmMixin):
         elif not up:
             print(f"lab {self.name!r}: down")
         else:
-            kind = f"VM hosts ({state.get('accel')})" if vm else "hosts"
+            kind = (f"Debian {state.get('release', '12')} VM hosts ({state.get('accel')})"
+                    if tier is self.vm else "hosts")
             print(f"lab {self.name!r}: up, {len(hosts)} {kind}, {state['net4']}.0/24 "
                   f"{state['net6']}, controller netns {self.ctl_ns} ({state['controller']})")
             for host, rec in sorted(hosts.items(), key=lambda kv: kv[1]["index"]):
-                if vm:
-                    print(self.vm_status_line(host, rec))
-                    continue
-                what = f"sshd pid {rec['pid']}" if rec["running"] else "NOT RUNNING"
-                print(f"  {host:<10} {rec['address']:<15} {rec['address6']:<28} {what}")
+                print(tier.status_line(host, rec))
             print(f"inventory: {self.inventory}")
             name_opt = "" if self.name == "lab" else f" --name {self.name}"
             print(f"try: scripts/lab{name_opt} exec -- .venv/bin/ansible all -m ping")
@@ -261,13 +203,10 @@ class Lab(NetMixin, HostsMixin, VmMixin):
 
     def exec_host(self, host, cmd):
         state = self.require_up()
-        rec = state["hosts"].get(host)
-        if rec is None:
+        if host not in state["hosts"]:
             raise LabError(f"HOST: expected one of {', '.join(state['hosts'])}, got {host!r}")
-        if state.get("tier") == "vm":
-            return self.vm_exec_host(state, host, cmd)
-        if not self.host_alive(rec):
-            raise LabError(f"lab host {host} is not running (sshd pid {rec.get('pid')} is "
-                           f"gone): scripts/lab --name {self.name} reboot {host}")
-        os.execvp("nsenter", ["nsenter", "-t", str(rec["pid"]), "--net", "--mount", "--uts",
-                              f"--wd={os.getcwd()}", "--", *cmd])
+        return self.tier(state).exec_host(state, host, cmd)
+
+    def host_init(self, host, boot=False):
+        """`_host-init`: inside a namespace host's new namespaces (see NamespaceHosts)."""
+        return self.ns.host_init(host, boot=boot)

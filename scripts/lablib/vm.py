@@ -1,7 +1,8 @@
 # Copyright: ctrhost.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The VM tier of the lab: N real Debian 12 hosts under QEMU (stock kernel, systemd,
-cgroup v2, GRUB), booted from copy-on-write overlays of one cached image.
+"""The VM tier of the lab (``lab.vm``): N real Debian hosts (13 or 12) under QEMU (stock
+kernel, systemd, cgroup v2, GRUB), booted from copy-on-write overlays of one cached image
+(lablib.vmimage). Same entry points as the namespace tier's lablib.hosts (``lab.ns``).
 
 Every VM has one NIC on a tap in the lab's controller network namespace, on the same
 bridge the namespace tier uses: the controller reaches the VMs over SSH there, and the
@@ -22,7 +23,7 @@ import socket
 import subprocess
 import time
 
-from lablib import LabError, log, run, tail, wait_all, write
+from lablib import LabError, keygen, log, run, tail, wait_all, write
 from lablib.procs import alive, proc_stat
 from lablib.vmimage import CACHE, Image
 
@@ -33,97 +34,103 @@ SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/nul
             "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR", "-o", "BatchMode=yes"]
 
 
-class VmMixin:
-    """VM-tier parts of lablib.lab.Lab (used when the lab's state says tier 'vm')."""
+class VmHosts:
+    """The VM tier of one lab (``Lab.vm``, used when the lab's state says tier 'vm');
+    names, addresses, keys and state files come from the lab."""
 
-    def vm_record(self, i, memory, cpus):
-        host = self.host_name(i)
-        rec = self.host_record(i)
-        rec.update(tap=f"t{self.name}-{i}", memory=memory, cpus=cpus,
-                   overlay=self.hdir(host, "disk.qcow2"), console=self.hdir(host, "console.log"),
-                   monitor=self.hdir(host, "monitor.sock"), pidfile=self.hdir(host, "qemu.pid"),
-                   qemu_name=f"ctrhost-{self.name}-{host}")
+    def __init__(self, lab):
+        self.lab = lab
+
+    def record(self, i, memory, cpus):
+        host = self.lab.host_name(i)
+        rec = self.lab.host_record(i)
+        rec.update(tap=f"t{self.lab.name}-{i}", memory=memory, cpus=cpus,
+                   overlay=self.lab.hdir(host, "disk.qcow2"), console=self.lab.hdir(host, "console.log"),
+                   monitor=self.lab.hdir(host, "monitor.sock"), pidfile=self.lab.hdir(host, "qemu.pid"),
+                   qemu_name=f"ctrhost-{self.lab.name}-{host}")
         for key in ("veth", "veth_mac", "netns"):
             rec.pop(key)
         return rec
 
     # ---- up
-    def vm_up(self, n, accel="auto", memory=1536, cpus=1):
+    def up(self, n, accel="auto", memory=1536, cpus=1, release=None):
         if not shutil.which(QEMU):
             raise LabError(f"the VM tier needs {QEMU} and qemu-img (run `make setup`)")
-        image = Image()
+        image = Image(release)
         meta = image.ensure()
         t0 = time.monotonic()
-        self.write_vm_files(n)
-        state = {"name": self.name, "tier": "vm", "count": n, "net4": self.net4,
-                 "net6": str(self.net6), "controller": self.ctl4, "controller6": self.ctl6,
-                 "ctl_netns": self.ctl_ns, "bridge": self.bridge, "dir": self.dir,
-                 "inventory": self.inventory, "created": time.time(), "image": meta,
-                 "hosts": {self.host_name(i): self.vm_record(i, memory, cpus)
+        self.write_files(n)
+        state = {"name": self.lab.name, "tier": "vm", "count": n, "net4": self.lab.net4,
+                 "net6": str(self.lab.net6), "controller": self.lab.ctl4, "controller6": self.lab.ctl6,
+                 "ctl_netns": self.lab.ctl_ns, "bridge": self.lab.bridge, "dir": self.lab.dir,
+                 "inventory": self.lab.inventory, "created": time.time(), "image": meta,
+                 "release": image.release,
+                 "hosts": {self.lab.host_name(i): self.record(i, memory, cpus)
                            for i in range(1, n + 1)}}
-        self.save(state)  # before anything exists: `down` can always clean up
+        self.lab.save(state)  # before anything exists: `down` can always clean up
         try:
-            self.setup_controller()
+            self.lab.net.setup_controller()
             for rec in state["hosts"].values():
-                self.ip(self.ctl_ns, "tuntap", "add", "dev", rec["tap"], "mode", "tap")
-                self.ip(self.ctl_ns, "link", "set", rec["tap"], "master", self.bridge, "up")
+                self.lab.net.ip(self.lab.ctl_ns, "tuntap", "add", "dev", rec["tap"], "mode", "tap")
+                self.lab.net.ip(self.lab.ctl_ns, "link", "set", rec["tap"], "master", self.lab.bridge, "up")
                 run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", image.disk, "-F", "raw",
                      rec["overlay"]])
             state["accel"] = self.choose_accel(accel, state)
             for host, rec in state["hosts"].items():
-                if not self.vm_alive(rec):
+                if not self.alive(rec):
                     self.start_vm(host, rec, state["accel"])
-            self.save(state)
+            self.lab.save(state)
             self.wait_ssh(state, list(state["hosts"]))
         except LabError as exc:
-            self.save(state)
-            raise LabError(f"{exc}\n(lab {self.name!r} is half up: "
-                           f"`scripts/lab --name {self.name} down` removes it)") from None
-        self.write_vm_inventory(state)
+            self.lab.save(state)
+            raise LabError(f"{exc}\n(lab {self.lab.name!r} is half up: "
+                           f"`scripts/lab --name {self.lab.name} down` removes it)") from None
+        self.write_inventory(state)
         state["boot_seconds"] = round(time.monotonic() - t0, 1)
-        self.save(state)
-        log(f"lab {self.name!r} up with {n} VMs ({state['accel']}) in "
+        self.lab.save(state)
+        log(f"lab {self.lab.name!r} up with {n} VMs ({state['accel']}) in "
             f"{state['boot_seconds']:.0f}s")
-        return self.status(state)
+        return self.lab.status(state)
 
-    def write_vm_files(self, n):
-        os.makedirs(os.path.join(self.dir, "hostkeys"), exist_ok=True)
-        self.keygen(self.key, f"ctrhost-lab-{self.name}-controller")
-        with open(f"{self.key}.pub") as fh:
+    def write_files(self, n):
+        os.makedirs(os.path.join(self.lab.dir, "hostkeys"), exist_ok=True)
+        keygen(self.lab.key, f"ctrhost-lab-{self.lab.name}-controller")
+        with open(f"{self.lab.key}.pub") as fh:
             controller_pub = fh.read().strip()
         for i in range(1, n + 1):
-            host, rec = self.host_name(i), self.host_record(i)
-            cfg = self.hdir(host, "fwcfg")
+            host, rec = self.lab.host_name(i), self.lab.host_record(i)
+            cfg = self.lab.hdir(host, "fwcfg")
             os.makedirs(cfg, exist_ok=True)
-            hostkey = os.path.join(self.dir, "hostkeys", f"{host}_ed25519_key")
-            self.keygen(hostkey, f"ctrhost-lab-{host}")
+            hostkey = os.path.join(self.lab.dir, "hostkeys", f"{host}_ed25519_key")
+            keygen(hostkey, f"ctrhost-lab-{host}")
             shutil.copyfile(hostkey, os.path.join(cfg, "hostkey"))
             shutil.copyfile(f"{hostkey}.pub", os.path.join(cfg, "hostkey.pub"))
-            write(os.path.join(cfg, "hosts"), self.hosts_text(n))
+            write(os.path.join(cfg, "hosts"), self.lab.hosts_text(n))
             write(os.path.join(cfg, "authorized_keys"), controller_pub + "\n")
             write(os.path.join(cfg, "identity"), "\n".join([
                 f"LAB_HOSTNAME={host}", f"LAB_MAC={rec['mac']}",
                 f"LAB_ADDRESS4={rec['address']}/24", f"LAB_ADDRESS6={rec['address6']}/64",
-                f"LAB_GATEWAY4={self.ctl4}", ""]))
+                f"LAB_GATEWAY4={self.lab.ctl4}", ""]))
 
-    def write_vm_inventory(self, state):
+    def write_inventory(self, state):
         lines = ["# written by scripts/lab: the lab's VM hosts, reached over SSH",
                  "[ctrhost_hosts]"]
         for host, rec in sorted(state["hosts"].items(), key=lambda kv: kv[1]["index"]):
             lines.append(f"{host} ansible_host={rec['address']} "
                          f"ctrhost_address={rec['address']} ctrhost_address6={rec['address6']}")
         lines += ["", "[ctrhost_hosts:vars]", "ansible_user=root",
-                  f"ansible_ssh_private_key_file={self.key}",
+                  f"ansible_ssh_private_key_file={self.lab.key}",
                   "ansible_python_interpreter=/usr/bin/python3",
                   "ansible_ssh_common_args='-o StrictHostKeyChecking=no "
                   "-o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes -o LogLevel=ERROR'",
-                  f"ctrhost_lab_name={self.name}", "ctrhost_lab_tier=vm", ""]
-        write(self.inventory, "\n".join(lines))
+                  f"ctrhost_lab_name={self.lab.name}", "ctrhost_lab_tier=vm",
+                  f"ctrhost_lab_release={state.get('release', '12')}", ""]
+        write(self.lab.inventory, "\n".join(lines))
 
     # ---- QEMU
     def qemu_cmd(self, host, rec, accel):
-        cfg = self.hdir(host, "fwcfg")
-        cmd = ["nsenter", f"--net=/run/netns/{self.ctl_ns}", "--", QEMU,
+        cfg = self.lab.hdir(host, "fwcfg")
+        cmd = ["nsenter", f"--net=/run/netns/{self.lab.ctl_ns}", "--", QEMU,
                "-name", rec["qemu_name"], "-nodefaults", "-machine", "pc",
                "-smp", str(rec["cpus"]), "-m", str(rec["memory"]),
                "-drive", f"file={rec['overlay']},format=qcow2,if=virtio,cache=unsafe",
@@ -151,7 +158,7 @@ class VmMixin:
         rec["started"] = time.time()
 
     @staticmethod
-    def vm_alive(rec):
+    def alive(rec):
         return alive(rec.get("pid"), rec.get("starttime"))
 
     def choose_accel(self, accel, state):
@@ -177,7 +184,7 @@ class VmMixin:
         except LabError as exc:
             log(f"KVM: {str(exc).splitlines()[0]}")
             deadline = 0
-        while time.monotonic() < deadline and self.vm_alive(rec):
+        while time.monotonic() < deadline and self.alive(rec):
             with contextlib.suppress(OSError):
                 with open(rec["console"], errors="replace") as fh:
                     if "Linux version" in fh.read():
@@ -201,26 +208,26 @@ class VmMixin:
             time.sleep(0.2)
 
     def stop_vm(self, rec):
-        if self.vm_alive(rec):
+        if self.alive(rec):
             with contextlib.suppress(OSError):
                 self.monitor(rec, "quit")
             deadline = time.monotonic() + 5
-            while self.vm_alive(rec) and time.monotonic() < deadline:
+            while self.alive(rec) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            if self.vm_alive(rec):
+            if self.alive(rec):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(rec["pid"], signal.SIGKILL)
                 deadline = time.monotonic() + 10
-                while self.vm_alive(rec) and time.monotonic() < deadline:
+                while self.alive(rec) and time.monotonic() < deadline:
                     time.sleep(0.1)
-            if self.vm_alive(rec):
+            if self.alive(rec):
                 raise LabError(f"QEMU pid {rec['pid']} ({rec['qemu_name']}) does not exit")
         rec["pid"] = rec["starttime"] = None
 
     # ---- SSH
     def ssh_cmd(self, rec, *command, timeout=10):
-        return ["nsenter", f"--net=/run/netns/{self.ctl_ns}", "--", "ssh", *SSH_OPTS,
-                "-o", f"ConnectTimeout={timeout}", "-i", self.key,
+        return ["nsenter", f"--net=/run/netns/{self.lab.ctl_ns}", "--", "ssh", *SSH_OPTS,
+                "-o", f"ConnectTimeout={timeout}", "-i", self.lab.key,
                 f"root@{rec['address']}", "--", shlex.join(command)]
 
     def boot_id(self, rec):
@@ -232,7 +239,7 @@ class VmMixin:
         """Until sshd of every host answers (with a boot id other than not_boot[host])."""
         def ready(host):
             rec = state["hosts"][host]
-            if not self.vm_alive(rec):
+            if not self.alive(rec):
                 raise LabError(f"{host}: QEMU exited; console:\n{self.console_tail(rec)}")
             with contextlib.suppress(subprocess.TimeoutExpired):
                 boot = self.boot_id(rec)
@@ -250,7 +257,7 @@ class VmMixin:
         return tail(rec["console"], lines, "(no console log)")
 
     # ---- reboot, reset, down
-    def vm_reboot(self, state, host, hard=False):
+    def reboot(self, state, host, hard=False):
         rec = state["hosts"][host]
         before = self.boot_id(rec)
         t0 = time.monotonic()
@@ -259,28 +266,30 @@ class VmMixin:
         else:
             subprocess.run(self.ssh_cmd(rec, "systemctl", "reboot"), capture_output=True)
         self.wait_ssh(state, [host], not_boot={host: before})
-        self.save(state)
+        self.lab.save(state)
         log(f"VM {host} {'reset' if hard else 'rebooted'}: SSH again after "
             f"{time.monotonic() - t0:.0f}s")
         return 0
 
-    def vm_teardown(self, state):
+    def teardown(self, state, keep_data=False):
+        """Every QEMU, the controller namespace, overlays and sockets (a VM's disk is its
+        data: ``keep_data`` does not apply)."""
         for rec in state["hosts"].values():
             self.stop_vm(rec)
-        self.teardown_controller()
+        self.lab.net.teardown_controller()
         for host, rec in state["hosts"].items():
             for path in (rec["overlay"], rec["monitor"], rec["pidfile"]):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
-            shutil.rmtree(self.hdir(host, "fwcfg"), ignore_errors=True)
-        for path in (self.state_file, self.inventory):
+            shutil.rmtree(self.lab.hdir(host, "fwcfg"), ignore_errors=True)
+        for path in (self.lab.state_file, self.lab.inventory):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
 
-    def vm_exec_host(self, state, host, cmd):
+    def exec_host(self, state, host, cmd):
         rec = state["hosts"][host]
         os.execvp("nsenter", self.ssh_cmd(rec, *cmd))
 
-    def vm_status_line(self, host, rec):
-        what = (f"qemu pid {rec['pid']}" if self.vm_alive(rec) else "NOT RUNNING")
+    def status_line(self, host, rec):
+        what = f"qemu pid {rec['pid']}" if rec["running"] else "NOT RUNNING"
         return f"  {host:<10} {rec['address']:<15} {rec['address6']:<28} {what}"

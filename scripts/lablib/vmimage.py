@@ -1,8 +1,13 @@
 # Copyright: ctrhost.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The VM tier's disk image: Debian 12 built once with debootstrap from this machine's own
-apt mirror, cached under .cache/vm/<recipe key>/ and shared read-only by every VM (each
-boots from a copy-on-write qcow2 overlay of it).
+"""The VM tier's disk image: Debian 13 (trixie) or Debian 12 (bookworm), built once with
+debootstrap from this machine's own apt mirror, cached under .cache/vm/<recipe key>/ (the
+key starts with the suite, and one image is kept per release) and shared read-only by every
+VM (each boots from a copy-on-write qcow2 overlay of it).
+
+The release is chosen by `scripts/lab up --vm --release 12|13`, or else by the environment
+variable CTRHOST_VM_RELEASE (what `scripts/test vm` and the Molecule scenario pass on), or
+else lablib.DEFAULT_RELEASE.
 
 The image holds a stock Debian kernel, systemd, sshd, python3 and GRUB, and a local apt
 repository with what the host role installs (runtime, CRIU, pyroute2, ...) and a newer
@@ -24,9 +29,12 @@ import subprocess
 import time
 import uuid
 
-from lablib import PKG_DIR, REPO, LabError, log, run, write
+from lablib import DEFAULT_RELEASE, PKG_DIR, RELEASE_ENV, REPO, LabError, log, run, write
 
-SUITE = "bookworm"
+# Debian releases the VM tier builds: major version -> suite. The image holds the suite's
+# kernel; its local apt repository holds the security suite's, which is another kernel ABI
+# (bookworm: 6.1.0-N -> 6.1.0-M; trixie: 6.12.N+deb13 -> 6.12.M+deb13), for the kernel roll.
+RELEASES = {"12": "bookworm", "13": "trixie"}
 GUEST_DIR = os.path.join(PKG_DIR, "guest")
 CACHE = os.path.join(REPO, ".cache", "vm")
 DISK_MB = 6144
@@ -42,18 +50,31 @@ REPO_PACKAGES = ("runc", "crun", "criu", "python3-pyroute2", "python3-nftables",
 TOOLS = ("debootstrap", "mkfs.ext4", "qemu-img", "chroot", "unshare")
 
 
-def recipe_key():
-    """Changes whenever anything that shapes the image changes."""
+def release(asked=None):
+    """The Debian major version asked for (option, else $CTRHOST_VM_RELEASE, else the
+    default), checked against RELEASES."""
+    value = str(asked or os.environ.get(RELEASE_ENV) or DEFAULT_RELEASE).strip()
+    value = {suite: major for major, suite in RELEASES.items()}.get(value, value)
+    if value not in RELEASES:
+        raise LabError(f"release: expected one of {', '.join(sorted(RELEASES))} "
+                       f"({', '.join(RELEASES.values())}), got {value!r}")
+    return value
+
+
+def recipe_key(suite):
+    """Changes whenever anything that shapes the image changes (the suite first)."""
     digest = hashlib.sha256()
-    digest.update(json.dumps([SUITE, DISK_MB, BASE_PACKAGES, REPO_PACKAGES]).encode())
+    digest.update(json.dumps([suite, DISK_MB, BASE_PACKAGES, REPO_PACKAGES]).encode())
     for path in sorted([os.path.realpath(__file__)] + glob.glob(os.path.join(GUEST_DIR, "*"))):
         with open(path, "rb") as fh:
             digest.update(os.path.basename(path).encode() + b"\0" + fh.read())
-    return digest.hexdigest()[:16]
+    return f"{suite}-{digest.hexdigest()[:16]}"
 
 
-def apt_uris():
-    """(mirror, security) URIs of this machine's own apt sources, for bookworm."""
+def apt_uris(suite):
+    """(mirror, security) URIs for ``suite`` from this machine's own apt sources: the URI of
+    the suite (or else of any Debian release there: one archive serves them all), and of its
+    security suite (or else of any *-security suite there)."""
     found = {}
     for path in glob.glob("/etc/apt/sources.list.d/*.sources"):
         with open(path) as fh:
@@ -65,19 +86,21 @@ def apt_uris():
                         fields[key.strip()] = value.split()
                 if "deb" not in fields.get("Types", []):
                     continue
-                for suite in fields.get("Suites", []):
+                for name in fields.get("Suites", []):
                     for uri in fields.get("URIs", []):
-                        found.setdefault(suite, uri)
+                        found.setdefault(name, uri)
     if os.path.exists("/etc/apt/sources.list"):
         with open("/etc/apt/sources.list") as fh:
             for line in fh:
                 words = [w for w in line.split() if not w.startswith("[")]
                 if len(words) >= 3 and words[0] == "deb":
                     found.setdefault(words[2], words[1])
-    mirror, security = found.get(SUITE), found.get(f"{SUITE}-security")
+    known = [suite] + [s for s in RELEASES.values() if s != suite]
+    mirror = next((found[s] for s in known if s in found), None)
+    security = next((found[f"{s}-security"] for s in known if f"{s}-security" in found), None)
     if not mirror:
-        raise LabError(f"the VM image needs a Debian {SUITE} mirror in this machine's apt "
-                       f"sources (/etc/apt/sources.list or sources.list.d/*.sources)")
+        raise LabError(f"the VM image needs a Debian mirror ({', '.join(known)}) in this "
+                       f"machine's apt sources (/etc/apt/sources.list or sources.list.d/*.sources)")
     return mirror, security or mirror
 
 
@@ -90,8 +113,10 @@ def mbr(total_sectors):
 
 
 class Image:
-    def __init__(self):
-        self.key = recipe_key()
+    def __init__(self, release_=None):
+        self.release = release(release_)
+        self.suite = RELEASES[self.release]
+        self.key = recipe_key(self.suite)
         self.dir = os.path.join(CACHE, self.key)
         self.disk = os.path.join(self.dir, "disk.raw")
         self.meta = os.path.join(self.dir, "image.json")
@@ -110,8 +135,9 @@ class Image:
         if missing:
             raise LabError(f"the VM image needs {', '.join(missing)} (run `make setup`)")
         os.makedirs(CACHE, exist_ok=True)
-        for old in os.listdir(CACHE):  # older recipes: the cache keeps one image
-            if old != self.key and os.path.isdir(os.path.join(CACHE, old)):
+        for old in os.listdir(CACHE):  # older recipes: one image is kept per release
+            same_suite = old.startswith(f"{self.suite}-") or "-" not in old
+            if old != self.key and same_suite and os.path.isdir(os.path.join(CACHE, old)):
                 shutil.rmtree(os.path.join(CACHE, old), ignore_errors=True)
         work = os.path.join(CACHE, f".build-{self.key}")
         shutil.rmtree(work, ignore_errors=True)
@@ -130,16 +156,17 @@ class Image:
 
     def build(self, work):
         t0 = time.monotonic()
-        mirror, security = apt_uris()
+        mirror, security = apt_uris(self.suite)
         root = os.path.join(work, "rootfs")
-        log(f"VM image {self.key}: debootstrap {SUITE} (a few minutes, once per recipe)")
+        log(f"VM image {self.key}: debootstrap {self.suite} (a few minutes, once per recipe)")
         run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
-             SUITE, root, mirror])
+             self.suite, root, mirror])
         t_boot = time.monotonic() - t0
         guest_tmp = os.path.join(root, "tmp", "ctrhost-guest")
         shutil.copytree(GUEST_DIR, guest_tmp)
         root_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"ctrhost-lab-vm:{self.key}"))
-        env = dict(os.environ, MIRROR=mirror, SECURITY=security, ROOT_UUID=root_uuid,
+        env = dict(os.environ, MIRROR=mirror, SECURITY=security, SUITE=self.suite,
+                   ROOT_UUID=root_uuid,
                    DEBIAN_FRONTEND="noninteractive")
         log(f"VM image {self.key}: configuring (boot loader, initramfs, local apt repository)")
         # A private mount namespace: /proc and /dev of the chroot vanish with it.
@@ -180,7 +207,8 @@ class Image:
             fh.seek(512)
             fh.write(core_img)
         shutil.rmtree(root)
-        meta = {"key": self.key, "suite": SUITE, "kernels": kernels,
+        meta = {"key": self.key, "release": self.release, "suite": self.suite,
+                "kernels": kernels,
                 "upgrade_packages": upgrade, "root_uuid": root_uuid,
                 "disk_mb": DISK_MB, "built": time.time(),
                 "seconds": {"debootstrap": round(t_boot, 1),

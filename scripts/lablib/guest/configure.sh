@@ -1,9 +1,9 @@
 #!/bin/sh
 # Runs inside the VM image's root (chroot) while scripts/lab builds the image: turns a
-# debootstrap minbase into a bootable, SSH-reachable Debian 12 host and fills a local apt
-# repository with what the host role and the kernel upgrade install later (the VMs reach
-# no mirror). Arguments: the packages of the local repository. Environment: MIRROR and
-# SECURITY (apt URIs of this machine, used only during the build), ROOT_UUID.
+# debootstrap minbase into a bootable, SSH-reachable Debian host (12 or 13) and fills a local
+# apt repository with what the host role and the kernel upgrade install later (the VMs reach
+# no mirror). Arguments: the packages of the local repository. Environment: SUITE (bookworm,
+# trixie), MIRROR and SECURITY (apt URIs of this machine, used only during the build), ROOT_UUID.
 set -eu
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C
 REPO_DIR=/var/lib/ctrhost-lab/apt
@@ -33,6 +33,14 @@ for unit in apt-daily.timer apt-daily-upgrade.timer fstrim.timer e2scrub_all.tim
             e2scrub_reap.service man-db.timer systemd-networkd-wait-online.service; do
     ln -sf /dev/null "/etc/systemd/system/$unit"
 done
+
+# Drivers for hardware a lab VM has no use for (no display, no wifi, no nested KVM, no IDE
+# or floppy disk): udev loads them at every boot, seconds each under emulation.
+for m in kvm kvm_amd kvm_intel cfg80211 drm vga16fb floppy psmouse pcspkr ccp ata_piix \
+         ata_generic vmw_vmci vmw_vsock_vmci_transport vmw_vsock_virtio_transport_common \
+         vsock_loopback; do
+    printf 'blacklist %s\n' "$m"
+done > /etc/modprobe.d/ctrhost-lab-vm.conf
 
 # Boot: GRUB on the serial console; an initramfs with the few modules a QEMU guest needs
 # (MODULES=most takes many minutes to build under emulation, a list a fraction of that).
@@ -76,8 +84,8 @@ cp /usr/lib/grub/i386-pc/boot.img /tmp/ctrhost-guest/boot.img
 
 # The local apt repository: the packages the host role installs and the next kernel.
 cat > /etc/apt/sources.list <<SRC
-deb $MIRROR bookworm main
-deb $SECURITY bookworm-security main
+deb $MIRROR $SUITE main
+deb $SECURITY $SUITE-security main
 SRC
 apt-get update -q >/dev/null
 apt-get clean
@@ -89,5 +97,9 @@ printf 'deb [trusted=yes] file:%s ./\n' "$REPO_DIR" > /etc/apt/sources.list
 rm -rf /var/lib/apt/lists/*
 apt-get update -q >/dev/null
 apt-get clean
+# dpkg without a sync per unpacked file: the VM's disk is an overlay thrown away with the lab
+# (QEMU cache=unsafe), and installing the kernel's thousands of modules under emulation is
+# the longest step of the roll.
+printf 'force-unsafe-io\n' > /etc/dpkg/dpkg.cfg.d/ctrhost-lab-unsafe-io
 find /tmp -mindepth 1 -maxdepth 1 ! -name ctrhost-guest -exec rm -rf {} +
 rm -rf /var/log/*.log /var/cache/debconf/*-old
