@@ -125,7 +125,7 @@ def machine():
     """The machine, and its load average (the wall time of a busy machine is longer than
     the cpu time; the cpu time is the figure to compare)."""
     return "%s, %d cpus, Python %s, load %.1f" % (platform.machine(), os.cpu_count(), platform.python_version(),
-                                                 os.getloadavg()[0])
+                                                  os.getloadavg()[0])
 
 
 def run(cases, reps):

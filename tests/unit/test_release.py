@@ -80,7 +80,7 @@ def test_version_added_matches_the_changelog(kind, name, doc):
         assert last < version(added) <= current, (
             "%s %s is in no release of the changelog: its version_added (%s) must be the next release "
             "(after %s, at most galaxy.yml's %s)" % (kind, name, added, ".".join(map(str, last)),
-                                                       ".".join(map(str, current))))
+                                                     ".".join(map(str, current))))
     for option, spec in options(doc):
         if isinstance(spec, dict) and spec.get("version_added"):
             assert version(added) <= version(spec["version_added"]) <= current, (kind, name, option)

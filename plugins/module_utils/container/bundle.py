@@ -227,4 +227,3 @@ def build_config(name, spec, netns_path, cgroups=None, seccomp=True,
     if idmap:
         _nethook.with_hook(cfg, name)
     return _sysctr.apply_config(cfg, spec)
-

@@ -83,5 +83,3 @@ def shutdown(root):
     if os.path.isdir(Layout(root).root):
         _keep_report(root, "shutdown", started, report, failed)
     return report, failed
-
-

@@ -274,7 +274,7 @@ def refusal(room, name):
     if room["free_bytes"] < key_bytes(name):
         return ("%sbytes: uid %d holds %d of %d bytes of keys; container %s needs %d more to "
                 "start: raise it (%s)" % (limit, room["uid"], room["bytes"], room["maxbytes"], name,
-                                         key_bytes(name), WHERE % (limit + "bytes")))
+                                          key_bytes(name), WHERE % (limit + "bytes")))
     return None
 
 
@@ -299,7 +299,7 @@ def explain_runtime_failure(text, uid, name, base="/"):
         return why
     return ("the key quota of uid %d (kernel.keys.maxkeys %s, maxbytes %s) was full when container "
             "%s started: raise it (%s)" % (room["uid"], room["maxkeys"], room["maxbytes"], name,
-                                          WHERE % "kernel.keys.maxkeys"))
+                                           WHERE % "kernel.keys.maxkeys"))
 
 
 def report(uids, memory_total=None, base="/"):

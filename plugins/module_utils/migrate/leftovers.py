@@ -17,6 +17,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils.checkpoint import re
 from ansible_collections.ctrhost.fleet.plugins.module_utils.container.store import ContainerStore
 from ansible_collections.ctrhost.fleet.plugins.module_utils.linux.process import alive
 
+
 def clean_stale(layout, name, runtime_path, problems):
     """Remove an incoming staging of ``name`` whose agent is gone; a live one is a
     migration in progress (a problem, None). Returns whether something was removed."""

@@ -95,7 +95,7 @@ def _tool_problems(spec, req, facts):
     problems = []
     runtime = _probe.runtime_info(spec.get("runtime") or "runc", req.get("runtime_path"))
     usable, why = _probe.runtime_usable(spec.get("runtime") or "runc", runtime,
-                                          _sysinfo.cgroup_layout())
+                                        _sysinfo.cgroup_layout())
     facts["runtime"] = runtime.get("version")
     if not usable:
         problems.append("runtime: %s" % why)
@@ -149,5 +149,3 @@ def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-

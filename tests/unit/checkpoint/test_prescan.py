@@ -64,7 +64,7 @@ def test_watched_paths_resolved_for_criu_inode_map(tmp_path):
     watches = _prescan.inotify_watches([30], proc=str(tmp_path / "proc"))
     assert (dev, st_dir.st_ino) in watches and len(watches) == 3
     assert _prescan.watched_dirs(str(rootfs), watches) == ["/usr/share/dbus-1",
-                                                          "/usr/share/zoneinfo/Etc"]
+                                                           "/usr/share/zoneinfo/Etc"]
 
 
 def test_before_dump_refuses_nested_namespaces_before_anything_is_frozen(tmp_path, monkeypatch):

@@ -43,7 +43,7 @@ def test_calls_merge_by_name_and_absent_removes(tmp_path):
     _hostnetwork.persist_network(root, [BR1], {"ipv6": False}, [])
     assert sorted(saved(tmp_path)["bridges"]) == ["br0", "br1"]
     assert _hostnetwork.persist_network(root, [dict(BR0, state="absent")],
-                                     None, [dict(ROUTE, state="absent")])
+                                        None, [dict(ROUTE, state="absent")])
     data = saved(tmp_path)
     assert sorted(data["bridges"]) == ["br1"] and data["routes"] == {}
     assert data["forwarding"] == {"ipv6": False}
@@ -135,7 +135,7 @@ def test_a_fleet_bridge_gets_the_fleets_mac_unless_one_is_given(network):
     from ansible_collections.ctrhost.fleet.plugins.module_utils.net import fleet as _fleet
 
     result = _hostnetwork.apply_network([dict(name="br0"), dict(name="br1"), dict(name="br2")], None, [],
-                                     dict(ROUTED))
+                                        dict(ROUTED))
     macs = {b["name"]: b.get("mac") for b in network["bridges"]}
     # br0 is named by the call, br1 is routed already (its mark): both get the fleet's MAC
     assert macs == dict(br0=_fleet.fleet_mac("br0"), br1=_fleet.fleet_mac("br1"), br2=None)

@@ -241,6 +241,6 @@ def test_preflight_refuses_a_full_key_quota_and_an_isolated_range_held_here(dest
     # the shared range is shared: another container holding it is no problem
     shared = dict(uid=1000000000, gid=1000000000, size=65536)
     monkeypatch.setattr(_peruser, "key_room", lambda uid, base="/", users=None: dict(full, uid=uid, keys=1,
-                                                                                       free_keys=199))
+                                                                                     free_keys=199))
     assert not any("range" in p or "kernel.keys" in p
                    for p in ask(spec=dict(privileged=False, idmap=shared))["problems"])
