@@ -16,12 +16,10 @@ half-restored copy).
 import concurrent.futures
 import json
 import os
-import subprocess
 import time
 
 import pytest
-from _lab3 import COUNTER, RUNC, TEMPLATE, counters, where
-from lab import ROOT, Lab
+from _lab3 import COUNTER, RUNC, TEMPLATE, counters, lab3, where
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
@@ -34,16 +32,8 @@ COMMAND = ["/bin/sh", "-c", "dd if=/dev/zero bs=64M count=1 2>/dev/null | sleep 
 
 @pytest.fixture(scope="module")
 def race_lab():
-    lab = Lab(LAB_NAME, 3)
-    lab.down()
-    lab.up()
-    try:
-        tarball = subprocess.run([os.path.join(ROOT, "scripts", "make-busybox-template")], capture_output=True,
-                                 text=True, check=True).stdout.strip()
-        lab.ansible("all", "ctrhost.fleet.template", dict(name=TEMPLATE, src=tarball))
+    with lab3(LAB_NAME) as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 def traces(lab, host, name=NAME):
