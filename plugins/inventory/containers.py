@@ -171,7 +171,7 @@ plugin: ctrhost.fleet.containers
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible import constants as C
-from ansible.errors import AnsibleError, AnsibleParserError
+from ansible.errors import AnsibleConnectionFailure, AnsibleError, AnsibleParserError
 from ansible.inventory.helpers import get_group_vars
 from ansible.module_utils.common.text.converters import to_native, to_text
 from ansible.module_utils.parsing.convert_bool import boolean
@@ -262,7 +262,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             except (ValueError, AnsibleError) as exc:
                 failed[name] = exc
         with ThreadPoolExecutor(max_workers=max(1, self.get_option("forks"))) as pool:
-            futures = {name: pool.submit(self._read_one, name, conn, remote, data)
+            futures = {name: pool.submit(self._read_one, name, conn, remote, data, self.get_option("timeout"))
                        for name, (conn, remote) in prepared.items()}
         for name in sorted(hosts):
             try:
@@ -308,13 +308,17 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         return self.templar
 
     @staticmethod
-    def _read_one(name, conn, remote, data):
+    def _read_one(name, conn, remote, data, timeout):
         try:
             rc, stdout, stderr = conn.exec_command(remote, in_data=data, sudoable=True)
+        except AnsibleConnectionFailure as exc:
+            raise ValueError("%s: unreachable, its containers could not be read (%s)" % (name, to_native(exc))) from None
         except AnsibleError as exc:
             raise ValueError("%s: could not read its containers (%s)" % (name, to_native(exc))) from None
         finally:
             conn.close()
+        if rc in (124, 137) and not stdout:
+            raise ValueError("%s: reading its containers took longer than the timeout option (%d s)" % (name, timeout))
         if rc != 0 and not stdout:
             raise ValueError("%s: reading its containers failed (rc=%d): %s"
                              % (name, rc, to_text(stderr).strip()[-500:]))

@@ -20,7 +20,7 @@ import ipaddress
 import json
 import os
 
-from lablib import NAME_RE, REPO, LabError, log, write
+from lablib import NAME_RE, REPO, LabError, log, run, write
 from lablib.hosts import NamespaceHosts
 from lablib.net import Network
 from lablib.vm import VmHosts
@@ -135,10 +135,8 @@ class Lab:
                 log(f"cleaning up what is left of lab {self.name!r}")
                 self.tier(state).teardown(state, keep_data=True)
                 state = None
-            elif self.net.netns_exists(self.ctl_ns):
-                raise LabError(f"--name {self.name}: network namespace {self.ctl_ns} exists "
-                               f"but {self.state_file} does not (a lab of another checkout?); "
-                               f"pick another name")
+            else:
+                self.drop_orphan_netns(f"--name {self.name}: ")
             self.net.check_subnet_free()
             if vm:
                 return self.vm.up(n, **vm_opts)
@@ -155,14 +153,27 @@ class Lab:
         with self.lock():
             state = self.load()
             if not state:
-                if self.net.netns_exists(self.ctl_ns):
-                    raise LabError(f"network namespace {self.ctl_ns} exists but "
-                                   f"{self.state_file} does not: not this checkout's lab")
+                self.drop_orphan_netns("")
                 log(f"lab {self.name!r} is not up")
                 return 0
             self.tier(state).teardown(state, keep_data)
             log(f"lab {self.name!r} is down")
         return 0
+
+    def drop_orphan_netns(self, prefix):
+        """The controller namespace without this checkout's state: removed when no process
+        lives in it (what a killed run leaves), refused when one does (another checkout's
+        lab is running)."""
+        if not self.net.netns_exists(self.ctl_ns):
+            return
+        pids = sorted(self.net.ctl_pids())
+        if pids:
+            raise LabError(f"{prefix}network namespace {self.ctl_ns} exists with processes "
+                           f"{', '.join(map(str, pids[:8]))} in it but {self.state_file} does "
+                           f"not (a lab of another checkout?); pick another name")
+        log(f"removing network namespace {self.ctl_ns}: no lab state and no process in it "
+            f"(left by a run that was killed)")
+        run(["ip", "netns", "del", self.ctl_ns])
 
     def require_up(self):
         state = self.load()
