@@ -124,15 +124,18 @@ def stage(layout, name, meta, image_dir, created=None, incoming=None):
         created = not os.path.isdir(layout.container_dir(name))
     spec = dict(meta["spec"], cgroups_path=_ocifile.cgroups_path(name))
     overlay = Overlay(layout, name, spec["template"], idmap=_idmap.of(spec))
+    marked = dict(spec, incoming=dict(incoming, created=created)) if incoming is not None else None
     try:
+        idmap = _idmap.of(spec)
+        private_dir(layout.container_dir(name), (idmap or {}).get("gid"))
+        if marked and created:  # an agent killed from here on leaves a staging known as one
+            store.save(name, marked)
         tar = os.path.join(image_dir, _checkpoint.ROOTFS_TAR)
         if not os.path.isdir(overlay.upper) and os.path.exists(tar):
             os.makedirs(overlay.upper, mode=0o755)
             _cli.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls",
                       "-C", overlay.upper, "-xf", tar], msg="unpack the rootfs changes",
                      timeout=3600)
-        idmap = _idmap.of(spec)
-        private_dir(layout.container_dir(name), (idmap or {}).get("gid"))
         if idmap:  # the runtime makes its netns at the restore (_nethook): leftovers go
             _drop_network(name, spec)
             _idmap.ensure_shifted(overlay.template_rootfs, idmap)  # not in a frozen window
@@ -140,8 +143,7 @@ def stage(layout, name, meta, image_dir, created=None, incoming=None):
             network_attach(name, _netns.ensure(name), spec.get("network"), incoming is not None)
         _limits.persist(layout.container_dir(name), spec.get("limits") or {},
                         config=restore_config(layout, name, spec, image_dir))
-        store.save(name, dict(spec, incoming=dict(incoming, created=created))
-                   if incoming is not None else spec)
+        store.save(name, marked or spec)
     except BaseException:
         if created:
             remove_created(layout, name, spec, overlay)
@@ -183,6 +185,7 @@ class HostLinks:
         self.indexes = {n: _netlink.lookup(self.ipr, n) for n in self.names}
         from ansible_collections.ctrhost.fleet.plugins.module_utils.net import fleet as _fleet
         self.routed = _fleet.routed_bridges(self.ipr)  # routed fleet bridges (read ahead)
+        self.tunnels = _fleet.overlay_tunnels(self.ipr)  # overlay bridges' VXLAN devices
 
     def set(self, state):
         """Down: the container's addresses withdrawn from a routed fleet bridge first
@@ -200,6 +203,7 @@ class HostLinks:
             with contextlib.suppress(Exception):
                 _netlink.kick_neighbours(self.netns, self.ns)
             _fleet.publish(self.ipr, self.interfaces, routed=self.routed)
+            _fleet.announce(self.interfaces, self.tunnels)
 
     def close(self):
         self.ipr.close()
