@@ -30,6 +30,10 @@ description:
     connection's own transfer (SFTP or SCP) and feeds it into the container from there, C(fetch_file) the other
     way round, so neither holds a file in memory. A file written in the container belongs to O(user).
   - The P(ctrhost.fleet.containers#inventory) inventory sets the host variables this plugin needs.
+  - A container that is not running on its host makes the task unreachable with the reason, read on the host
+    at that moment - its state there (stopped, paused), or, when the host ran it no more, the destination its
+    last move from there took it to (the host's note of the move, kept in its run directory until it reboots),
+    or that it moved or was removed. The inventory is then read again with C(meta: refresh_inventory).
 author:
   - ctrhost.fleet maintainers (@ctrhost)
 requirements:
@@ -248,12 +252,16 @@ class Connection(ConnectionBase):
         # 255: runc could not exec; 1: nsenter found no pid (or the command's own 1).
         script = ("%s%s; rc=$?; if [ $rc -eq 255 ] || [ $rc -eq 1 ]; then s=%s; "
                   "if [ \"$s\" != running ]; then if [ -z \"$s\" ] && [ ! -d %s ]; then "
-                  "echo \"%s: container \"%s\" is not on $(hostname): moved to another host or removed; "
+                  "m=$(sed -n 's/.*\"moved_to\": \"\\([^\"]*\\)\".*/\\1/p' %s 2>/dev/null); "
+                  "w='moved to another host or removed'; [ -z \"$m\" ] || w=\"it was moved to $m\"; "
+                  "echo \"%s: container \"%s\" is not on $(hostname): $w; "
                   "read the inventory again (meta: refresh_inventory)\" >&2; else "
                   "echo \"%s: container \"%s\" is ${s:-stopped} on $(hostname), not running\" >&2; fi; "
                   "rc=%d; fi; fi; exit $rc"
                   % ((lookup + "; ") if lookup else "", run, status,
                      shlex.quote(os.path.join(self.get_option("root"), "containers", name)),
+                     shlex.quote(os.path.join(os.path.dirname(self.get_option("runtime_state_root").rstrip("/")),
+                                              "locks", name + ".lock")),
                      NOT_RUNNING_MARK, shlex.quote(name), NOT_RUNNING_MARK, shlex.quote(name), NOT_RUNNING_RC))
         if self.get_option("host_become"):
             return "sudo -n -- /bin/sh -c %s" % shlex.quote(script)

@@ -467,3 +467,46 @@ def test_connection_runs_as_a_user_inside_and_streams_files(lab, fleet):
     denied = run("command", "cat /root/.profile /etc/shadow")
     assert denied.get("rc") != 0  # app is no root inside
     run("command", "rm -f %s" % dest)
+
+
+MOVE = """---
+- name: A container moved away while the inventory's cache still has it on {h1}
+  hosts: "{h1}"
+  gather_facts: false
+  tasks:
+    - name: Started on {h1}
+      ctrhost.fleet.container:
+        name: acmoved1
+        template: acpython
+        state: started
+        command: [/bin/sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]
+    - name: Read into the cache
+      ansible.builtin.meta: refresh_inventory
+    - name: Moved to {h2}
+      ctrhost.fleet.container_migrate:
+        name: acmoved1
+        dest: "{{{{ hostvars['{h2}'].ansible_host }}}}"
+        mode: cold
+"""
+
+
+def test_a_container_moved_away_is_named_with_where_it_went(lab, fleet):
+    """The cache still says host 1; the connection reaches host 1, finds the container gone
+    and says where its move took it, from host 1's own record of the move."""
+    h1, h2 = fleet["h1"], fleet["h2"]
+    source = config(fleet, "m.containers.yml", cache=True, cache_plugin="ansible.builtin.jsonfile",
+                    cache_connection=str(fleet["work"] / "moved-cache"), cache_timeout=3600)
+    play = fleet["work"] / "moved.yml"
+    play.write_text(MOVE.format(h1=h1, h2=h2))
+    try:
+        proc = lab.exec([os.path.join(VENV_BIN, "ansible-playbook"), "-i", lab.inventory, "-i", source,
+                         str(play)], check=False)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+        assert lab.host_exec(h2, f"{RUNC} state acmoved1").stdout.count('"running"') == 1
+        out = adhoc(lab, source, "acmoved1", "raw", "true", check=False)["acmoved1"]
+        assert out.get("unreachable"), out
+        went = re.escape(lab.host(h2)["address"])
+        assert re.search(r"container acmoved1 is not on %s: it was moved to %s;" % (h1, went), out["msg"]), out
+    finally:
+        for host in (h1, h2):
+            adhoc(lab, lab.inventory, host, "ctrhost.fleet.container", "name=acmoved1 state=absent", check=False)

@@ -119,9 +119,10 @@ def migrate(root, name, dest, mode="cold", dest_root=None, ssh_config=None, iden
 
     store = ContainerStore(layout)
     # The lock first: whatever another task did to it while this one waited (moved it,
-    # removed it) is seen by the checks below; the lock file goes with the container.
+    # removed it) is seen by the checks below. The lock file goes with the container, but
+    # after a move it stays (in the run dir, until a reboot) as the note of where it went.
     with store.lock(name, task="container_migrate%s to %s" % (" (check mode)" if check_mode else "", dest),
-                    remove=lambda: not store.exists(name)) as held:
+                    remove=lambda: not store.exists(name) and "moved_to" not in held.mine) as held:
         moved_elsewhere(layout, name, dest, held)  # by the task this one waited for
         moved = already_moved(layout, name, dest, dest_root, link, mode, runtime_path)
         if moved is not None:  # a rerun after the move: nothing to do
