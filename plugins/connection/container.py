@@ -33,7 +33,7 @@ description:
   - A container that is not running on its host makes the task unreachable with the reason, read on the host
     at that moment - its state there (stopped, paused), or, when the host ran it no more, the destination its
     last move from there took it to (the host's note of the move, kept in its run directory until it reboots),
-    or that it moved or was removed. The inventory is then read again with C(meta: refresh_inventory).
+    or that it moved or was removed. The inventory is then read again with C(ansible.builtin.meta) C(refresh_inventory).
 author:
   - ctrhost.fleet maintainers (@ctrhost)
 requirements:
