@@ -12,9 +12,9 @@ put in while the runtime waits, before any process of the container runs (a star
 or any socket is restored (a restore): the OCI ``prestart`` hook, which runc runs
 at both points (a restore: CRIU's ``setup-namespaces`` step) with the new pid.
 
-The hook (``HOOK_SOURCE``, run by the host's Python) only hands the pid over and
-waits: it writes ``pid`` into ``/run/ctrhost/nethook/<name>/`` and waits for
-``done`` or ``failed`` there. The library process that runs the runtime watches that
+The hook (``HOOK_SOURCE``, a bash script: a few milliseconds, no second interpreter)
+only hands the pid over and waits: it writes ``pid`` into ``/run/ctrhost/nethook/<name>/``
+and reads ``done`` or ``failed`` from the FIFO ``go`` there. The library process that runs the runtime watches that
 directory (``Birth``, a thread) and does the work with its own code: the namespace
 bind-mounted at ``/run/netns/ctrhost-<name>``, ``lo`` up, the interfaces attached.
 A failure there makes the hook fail, so the runtime fails the start or restore and
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import threading
 import time
 
@@ -37,34 +36,39 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils.core.paths import La
 # How long the hook waits for the library (a slow host attaching several interfaces).
 TIMEOUT = 120
 POLL = 0.002
+# The hook, run by bash at every start and restore: no second interpreter, no fork (the
+# pid is read from the runtime's state with bash's own regex; the answer comes through a
+# FIFO the hook holds open read-write, so neither side's open blocks).
 HOOK_SOURCE = r"""
-import json, os, sys, time
-d, limit = sys.argv[1], float(sys.argv[2])
-if not os.path.isdir(d):
-    sys.exit("ctrhost: nothing sets up this container's network (%s is missing): start "
-             "and restore it with ctrhost.fleet" % d)
-pid = json.load(sys.stdin)["pid"]
-with open(os.path.join(d, "pid.tmp"), "w") as out:
-    out.write(str(pid))
-os.rename(os.path.join(d, "pid.tmp"), os.path.join(d, "pid"))
-end = time.monotonic() + limit
-while time.monotonic() < end:
-    if os.path.exists(os.path.join(d, "done")):
-        sys.exit(0)
-    if os.path.exists(os.path.join(d, "failed")):
-        with open(os.path.join(d, "failed")) as f:
-            sys.exit("ctrhost: " + f.read())
-    time.sleep(0.002)
-sys.exit("ctrhost: the container's network was not set up within %d s" % limit)
+d=$1
+if [ ! -p "$d/go" ]; then
+    echo "ctrhost: nothing sets up this container's network ($d is missing): start and restore it with ctrhost.fleet" >&2
+    exit 1
+fi
+exec 3<>"$d/go"
+IFS= read -r -d '' state
+if [[ ! $state =~ \"pid\":[[:space:]]*([0-9]+) ]]; then
+    echo "ctrhost: the runtime's state on the hook's input has no pid" >&2
+    exit 1
+fi
+printf '%s\n' "${BASH_REMATCH[1]}" >"$d/pid"
+if ! IFS= read -r -t "$2" answer <&3; then
+    echo "ctrhost: the container's network was not set up within $2 s" >&2
+    exit 1
+fi
+[ "$answer" = done ] && exit 0
+IFS= read -r -d '' why <"$d/failed"
+echo "ctrhost: $why" >&2
+exit 1
 """
 
 
-def prestart_hook(name, python=None, directory=None):
+def prestart_hook(name, directory=None):
     """The OCI ``prestart`` hook entry of container ``name`` (``directory``: where it
     meets the library, ``/run/ctrhost/nethook/<name>`` unless given)."""
-    python = python or sys.executable or shutil.which("python3")
-    return {"path": python, "args": [python, "-c", HOOK_SOURCE,
-                                     directory or Layout.nethook_dir(name), str(TIMEOUT)],
+    bash = shutil.which("bash") or "/bin/bash"
+    return {"path": bash, "args": ["bash", "-c", HOOK_SOURCE, "ctrhost-nethook",
+                                   directory or Layout.nethook_dir(name), str(TIMEOUT)],
             "timeout": TIMEOUT + 10}
 
 
@@ -92,6 +96,7 @@ class Birth:
     def __enter__(self):
         shutil.rmtree(self.dir, ignore_errors=True)
         os.makedirs(self.dir, mode=0o700)
+        os.mkfifo(os.path.join(self.dir, "go"), 0o600)
         self._thread.start()
         return self
 
@@ -105,15 +110,19 @@ class Birth:
     def _watch(self):
         path = os.path.join(self.dir, "pid")
         while not self._stop.is_set():
-            if os.path.exists(path):
-                self._answer(path)
+            try:
+                with open(path) as handle:
+                    text = handle.read()
+            except FileNotFoundError:
+                text = ""
+            if text.endswith("\n"):  # written whole
+                self._answer(int(text))
                 return
             time.sleep(POLL)
 
-    def _answer(self, path):
+    def _answer(self, pid):
+        self.pid = pid
         try:
-            with open(path) as handle:
-                self.pid = int(handle.read())
             self.configure(self.pid)
         except Exception as exc:  # any failure is the hook's answer
             self.error = exc if isinstance(exc, CtrhostError) else CtrhostError(
@@ -121,9 +130,17 @@ class Birth:
             leaf, text = "failed", str(exc)
         else:
             leaf, text = "done", ""
-        with open(os.path.join(self.dir, leaf + ".tmp"), "w") as handle:
-            handle.write(text)
-        os.rename(os.path.join(self.dir, leaf + ".tmp"), os.path.join(self.dir, leaf))
+        if text:
+            with open(os.path.join(self.dir, "failed"), "w") as handle:
+                handle.write(text)
+        try:  # the hook holds the FIFO open since before it wrote the pid
+            fd = os.open(os.path.join(self.dir, "go"), os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:  # ENXIO: the hook is gone (the runtime's timeout killed it)
+            return
+        try:
+            os.write(fd, (leaf + "\n").encode())
+        finally:
+            os.close(fd)
 
 
 def adopt(name, pid):

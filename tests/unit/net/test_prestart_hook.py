@@ -45,14 +45,34 @@ def test_a_runtime_started_without_the_library_fails_at_once(tmp_path):
 
 def test_the_hook_gives_up_when_no_answer_comes(tmp_path):
     (tmp_path / "m").mkdir()
+    os.mkfifo(tmp_path / "m" / "go")
     proc = run_hook(tmp_path / "m", limit=0.2)
     assert proc.returncode != 0 and "not set up within" in proc.stderr
-    assert (tmp_path / "m" / "pid").read_text() == "4242"
+    assert (tmp_path / "m" / "pid").read_text() == "4242\n"
 
 
 def test_the_config_carries_only_this_hook_as_prestart():
     cfg = {"hooks": {"prestart": [{"path": "/bin/true"}], "poststop": [{"path": "/bin/x"}]}}
     _nethook.with_hook(cfg, "c1")
-    assert [h["args"][3] for h in cfg["hooks"]["prestart"]] == ["/run/ctrhost/nethook/c1"]
+    assert [h["args"][-2] for h in cfg["hooks"]["prestart"]] == ["/run/ctrhost/nethook/c1"]
     assert cfg["hooks"]["poststop"] == [{"path": "/bin/x"}]
     assert cfg["hooks"]["prestart"][0]["timeout"] > _nethook.TIMEOUT
+
+
+def test_the_hook_reads_the_top_level_pid_of_a_real_runtime_state(tmp_path):
+    """runc's state as it writes it: one line, no spaces, annotations after the pid."""
+    seen = []
+    state = ('{"ociVersion":"1.0.2","id":"c1","status":"creating","pid":31337,"bundle":"/b",'
+             '"annotations":{"x.pid":"1","note":"\\"pid\\":7"}}')
+    with _nethook.Birth("c1", seen.append, directory=str(tmp_path / "m")):
+        hook = _nethook.prestart_hook("c1", directory=str(tmp_path / "m"))
+        proc = subprocess.run(hook["args"], input=state, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert seen == [31337]
+
+
+def test_a_state_without_pid_fails_the_hook(tmp_path):
+    with _nethook.Birth("c1", lambda pid: None, directory=str(tmp_path / "m")):
+        hook = _nethook.prestart_hook("c1", directory=str(tmp_path / "m"))
+        proc = subprocess.run(hook["args"], input='{"id":"c1"}', capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0 and "has no pid" in proc.stderr
