@@ -116,8 +116,8 @@ class Ours:
     def one_shot_cmd(self, name, workload):
         """A fresh Python process doing create+start: interpreter + imports + the call."""
         code = ("import json,sys; sys.path.insert(0, %r); "
-                "from ansible_collections.ctrhost.fleet.plugins.module_utils import _container; "
-                "r=_container.ensure(json.loads(sys.argv[1])); "
+                "from ansible_collections.ctrhost.fleet.plugins.module_utils.container import lifecycle; "
+                "r=lifecycle.ensure(json.loads(sys.argv[1])); "
                 "sys.exit(r['container']['state'] != 'running')" % COLLECTIONS)
         return [sys.executable, "-c", code, json.dumps(self.params(name, workload))]
 
