@@ -126,24 +126,55 @@ options:
         source inside the frozen window and publishes and announces them (gratuitous ARP from the uplink) at
         the destination.
       - IPv6 addresses are not routed by this mode yet.
+      - V(overlay) - one L2 segment over any routed underlay, without multicast. O(fleet.bridge) gets a
+        VXLAN port, C(ctrvx<VNI>), whose tunnel starts at the first IPv4 address of O(fleet.uplink); broadcasts
+        and unknown unicasts go to every host of O(fleet.peers) (head-end replication - one all-zero FDB entry
+        per peer, C(bridge fdb show dev ctrvx<VNI>)), unicast MACs are learned from the tunnel. Containers keep
+        addresses of a subnet of their own (not the hosts' LAN); give each host's bridge its own address in it,
+        and the containers any of them (or a router on the segment) as their gateway. The peer list converges by
+        difference - a host that joins is added and one that left is removed, the device and the other
+        entries stay. A migration's destination announces the container into the tunnel (a gratuitous ARP from
+        its MAC), so that every peer learns at once where it runs.
+      - The VXLAN device and the bridge take the uplink's MTU less 50 bytes (the VXLAN overhead over IPv4); a
+        larger O(bridges[].mtu) of the bridge is refused. Container interfaces on the bridge without
+        C(network[].mtu) take the bridge's MTU. The bridge's alias reads C(ctrhost-fleet overlay uplink=NAME
+        vni=N). A change of O(fleet.vni), O(fleet.port) or of the uplink's address makes the device again.
     type: dict
     version_added: 0.2.0
     suboptions:
       mode:
         description: The fleet network mode.
         type: str
-        choices: [routed]
+        choices: [routed, overlay]
         default: routed
       bridge:
         description: The container bridge (declared in O(bridges) of the same task, or existing).
         type: str
         required: true
       uplink:
-        description: The host's interface on the LAN that the container addresses belong to.
+        description:
+          - V(routed) - the host's interface on the LAN that the container addresses belong to.
+          - V(overlay) - the host's interface towards the other hosts (the underlay); the tunnel starts at its
+            first IPv4 address.
         type: str
         required: true
+      vni:
+        description: The VXLAN network identifier (1-16777215), the same on every host; required with V(overlay).
+        type: int
+      port:
+        description: The UDP port of the tunnel, the same on every host (V(overlay) only; default C(4789)).
+        type: int
+      peers:
+        description:
+          - The underlay IPv4 addresses of the hosts of the segment (V(overlay) only). This host's own addresses
+            are skipped, so every host can be given the same list - e.g. the inventory's hosts (the C(host) role
+            does that when O(fleet.peers) is not given). An empty list makes a segment of this host alone.
+        type: list
+        elements: str
       state:
-        description: V(absent) turns the mode off for O(fleet.bridge) (the sysctls are left as they are).
+        description:
+          - V(absent) turns the mode off for O(fleet.bridge) (the sysctls are left as they are; an overlay's VXLAN
+            device is deleted).
         type: str
         choices: [present, absent]
         default: present
@@ -208,6 +239,18 @@ EXAMPLES = r"""
       bridge: ctr0
       uplink: eth0
 
+- name: An overlay fleet - one L2 segment over the routed underlay, the same task on every host
+  ctrhost.fleet.host_network:
+    bridges:
+      - name: ctr0
+        ipv4: ["10.210.0.{{ groups['ctrhost_hosts'].index(inventory_hostname) + 1 }}/16"]
+    fleet:
+      mode: overlay
+      bridge: ctr0
+      uplink: eth0
+      vni: 4242
+      peers: "{{ groups['ctrhost_hosts'] | map('extract', hostvars, 'ansible_host') | list }}"
+
 - name: Remove a bridge
   ctrhost.fleet.host_network:
     bridges:
@@ -239,10 +282,13 @@ routes:
   type: dict
   sample: {"10.10.2.0/24": "192.0.2.12"}
 fleet:
-  description: The fleet network mode of O(fleet.bridge) after the run (null when O(fleet) is not given).
+  description:
+    - The fleet network mode of O(fleet.bridge) after the run (null when O(fleet) is not given).
+    - With V(overlay) also the tunnel - C(vni), C(port), C(peers) (without this host), C(mtu).
   returned: always
   type: dict
-  sample: {"mode": "routed", "bridge": "ctr0", "uplink": "eth0"}
+  sample: {"mode": "overlay", "bridge": "ctr0", "uplink": "eth0", "vni": 4242, "port": 4789,
+           "peers": ["192.0.2.12", "192.0.2.13"], "mtu": 1450}
 persisted:
   description: Whether the declaration for the next boot (C(<root>/host-network.json)) changed.
   returned: always
@@ -280,9 +326,12 @@ ARGS = _module.argument_spec(
         state=dict(type="str", default="present", choices=["present", "absent"]),
     )),
     fleet=dict(type="dict", options=dict(
-        mode=dict(type="str", default="routed", choices=["routed"]),
+        mode=dict(type="str", default="routed", choices=["routed", "overlay"]),
         bridge=dict(type="str", required=True),
         uplink=dict(type="str", required=True),
+        vni=dict(type="int"),
+        port=dict(type="int"),
+        peers=dict(type="list", elements="str"),
         state=dict(type="str", default="present", choices=["present", "absent"]),
     )),
     force=dict(type="bool", default=False),

@@ -12,10 +12,12 @@ import json
 import os
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.atomic import atomic_write, json_text
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import ValidationError
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.paths import Layout
 from ansible_collections.ctrhost.fleet.plugins.module_utils.net import bridges as _hostnet
 from ansible_collections.ctrhost.fleet.plugins.module_utils.net import fleet as _fleet
 from ansible_collections.ctrhost.fleet.plugins.module_utils.net import links as _netlink
+from ansible_collections.ctrhost.fleet.plugins.module_utils.net import overlay as _overlay
 
 NETWORK_FILE = "host-network.json"
 
@@ -93,12 +95,14 @@ def apply_network(bridges, forwarding, routes, fleet, force=False, check_mode=Fa
         fleet_bridges = set(_fleet.routed_bridges(ipr))
         if want is not None:
             fleet_bridges.discard(want["bridge"])
-            if want["state"] == "present":
+            if want["state"] == "present" and want["mode"] == "routed":
                 fleet_bridges.add(want["bridge"])
         for bridge in bridges:
             if bridge.get("name") in fleet_bridges and not bridge.get("mac"):
                 bridge["mac"] = _fleet.fleet_mac(bridge["name"])
         _fleet.check(ipr, want, [b.get("name") for b in bridges if b.get("state") != "absent"])
+        if want is not None and want["state"] == "present" and want["mode"] == "overlay":
+            _overlay_mtu(ipr, want, bridges)
         result = _hostnet.apply(bridges=bridges, forwarding=forwarding, routes=routes, force=force,
                                 check_mode=check_mode)
         result["fleet"] = None
@@ -110,6 +114,23 @@ def apply_network(bridges, forwarding, routes, fleet, force=False, check_mode=Fa
     finally:
         ipr.close()
     return result
+
+
+def _overlay_mtu(ipr, want, bridges):
+    """An overlay bridge declared here takes the tunnel's MTU (the uplink's less the VXLAN
+    overhead) unless it names a smaller one; a larger one is refused."""
+    uplink = ipr.get_links(ipr.link_lookup(ifname=want["uplink"])[0])[0].get_attr("IFLA_MTU")
+    limit = _overlay.tunnel_mtu(uplink)
+    for i, bridge in enumerate(bridges):
+        if bridge.get("name") != want["bridge"] or bridge.get("state") == "absent":
+            continue
+        if bridge.get("mtu") is None:
+            bridge["mtu"] = limit
+        elif isinstance(bridge["mtu"], int) and bridge["mtu"] > limit:
+            raise ValidationError("bridges[%d].mtu" % i, "expected at most %d on the overlay bridge %s "
+                                  "(the MTU %d of %s less %d bytes of VXLAN), got %d"
+                                  % (limit, want["bridge"], uplink, want["uplink"], _overlay.OVERHEAD,
+                                     bridge["mtu"]))
 
 
 def network_task(params, check_mode=False):

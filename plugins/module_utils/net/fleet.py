@@ -26,6 +26,11 @@ freeze and publishes at the destination's restore, so one host at a time answers
 Which bridge is routed, and through which uplink, is kernel state: the bridge's
 alias (``ip link show`` prints it) reads ``ctrhost-fleet routed uplink=NAME``; the
 container library reads it back when it attaches or detaches an interface.
+
+Mode ``overlay`` (``net/overlay.py``): the container bridges of all hosts are one L2
+segment through VXLAN with head-end replication to the peer hosts; the bridge's alias
+reads ``ctrhost-fleet overlay uplink=NAME vni=N``. Containers keep any subnet of their
+own; a migration's destination announces the container into the tunnel (``announce``).
 """
 
 from __future__ import annotations
@@ -38,8 +43,9 @@ import socket
 import struct
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import ValidationError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.net import overlay as _overlay
 
-MODES = ("routed",)
+MODES = ("routed", "overlay")
 ALIAS_PREFIX = "ctrhost-fleet "
 ROUTE_PROTO = 242  # the routes this library owns (ip route shows "proto 242")
 NTF_PROXY = 0x08
@@ -59,7 +65,8 @@ def fleet_mac(bridge):
 
 
 def normalize(fleet):
-    """The ``fleet`` option checked: None, or {mode, bridge, uplink, state}."""
+    """The ``fleet`` option checked: None, or {mode, bridge, uplink, state}; mode overlay
+    adds {vni, port, peers} (``_overlay.normalize``)."""
     if not fleet:
         return None
     state = fleet.get("state") or "present"
@@ -78,28 +85,46 @@ def normalize(fleet):
     if out["bridge"] == out["uplink"]:
         raise ValidationError("fleet.uplink", "the uplink must be another interface than the "
                               "container bridge %s" % out["bridge"])
+    if mode == "overlay":  # turning it off needs no VNI: the bridge's alias has it
+        return out if state == "absent" else _overlay.normalize(fleet, out)
+    _overlay.refuse_overlay_options(fleet, mode)
     return out
 
 
 def alias(fleet):
-    return "%s%s uplink=%s" % (ALIAS_PREFIX, fleet["mode"], fleet["uplink"])
+    text = "%s%s uplink=%s" % (ALIAS_PREFIX, fleet["mode"], fleet["uplink"])
+    return text + (" vni=%d" % fleet["vni"] if fleet["mode"] == "overlay" else "")
 
 
-def parse_alias(text):
-    """(mode, uplink) of a bridge alias written by ``alias``; None for any other alias."""
+def alias_fields(text):
+    """{mode, uplink[, vni]} of a bridge alias written by ``alias``; None for any other alias."""
     if not text or not text.startswith(ALIAS_PREFIX):
         return None
     words = text[len(ALIAS_PREFIX):].split()
     fields = dict(w.split("=", 1) for w in words[1:] if "=" in w)
     if not words or words[0] not in MODES or not fields.get("uplink"):
         return None
-    return words[0], fields["uplink"]
+    if words[0] == "overlay":
+        if not fields.get("vni", "").isdigit():
+            return None
+        fields["vni"] = int(fields["vni"])
+    fields["mode"] = words[0]
+    return fields
+
+
+def parse_alias(text):
+    """(mode, uplink) of a bridge alias written by ``alias``; None for any other alias."""
+    fields = alias_fields(text)
+    return (fields["mode"], fields["uplink"]) if fields else None
 
 
 def sysctls(fleet):
     """path -> value the mode needs: forwarding (proxy entries answer only on a
     forwarding interface), proxy ARP on the bridge, and no proxy delay on the bridge and
-    the uplink (a proxy answer to a broadcast request waits up to 0.8 s by default)."""
+    the uplink (a proxy answer to a broadcast request waits up to 0.8 s by default).
+    Mode overlay needs none."""
+    if fleet["mode"] != "routed":
+        return {}
     br, up = fleet["bridge"], fleet["uplink"]
     return {_SYS + "ipv4/ip_forward": "1",
             _SYS + "ipv4/conf/%s/proxy_arp" % br: "1",
@@ -115,17 +140,29 @@ def _read(path):
         return None
 
 
-def routed_bridges(ipr):
-    """bridge name -> (index, uplink name) of every routed bridge of this netns."""
+def fleet_bridges(ipr, mode):
+    """bridge name -> (index, alias fields) of every fleet bridge of ``mode`` of this netns."""
     out = {}
     for link in ipr.get_links():
         info = link.get_attr("IFLA_LINKINFO")
         if info is None or info.get_attr("IFLA_INFO_KIND") != "bridge":
             continue
-        parsed = parse_alias(link.get_attr("IFLA_IFALIAS"))
-        if parsed:
-            out[link.get_attr("IFLA_IFNAME")] = (link["index"], parsed[1])
+        fields = alias_fields(link.get_attr("IFLA_IFALIAS"))
+        if fields and fields["mode"] == mode:
+            out[link.get_attr("IFLA_IFNAME")] = (link["index"], fields)
     return out
+
+
+def routed_bridges(ipr):
+    """bridge name -> (index, uplink name) of every routed bridge of this netns."""
+    return {name: (index, fields["uplink"]) for name, (index, fields) in fleet_bridges(ipr, "routed").items()}
+
+
+def overlay_tunnels(ipr):
+    """bridge name -> its VXLAN device, for every overlay bridge of this netns (read ahead
+    of a frozen window: ``announce``)."""
+    return _overlay.tunnels(ipr, {name: fields["vni"] for name, (_i, fields)
+                                  in fleet_bridges(ipr, "overlay").items()})
 
 
 def read(ipr, fleet):
@@ -147,33 +184,51 @@ def check(ipr, fleet, declared=()):
     if fleet["bridge"] not in declared and _lookup(ipr, fleet["bridge"]) is None:
         raise ValidationError("fleet.bridge", "bridge %s does not exist on this host: declare it in "
                               "bridges" % fleet["bridge"])
+    if fleet["mode"] == "overlay":
+        _overlay.check(ipr, fleet, _lookup(ipr, fleet["uplink"]))
 
 
 def apply(ipr, fleet, check_mode=False):
-    """Make the bridge routed through the uplink (or not, state absent); return
+    """Make the bridge a fleet bridge of ``fleet["mode"]`` (or not, state absent); return
     (changed, before, after) views for the diff."""
     bridge, uplink = _lookup(ipr, fleet["bridge"]), _lookup(ipr, fleet["uplink"])
     have = read(ipr, fleet)
-    before = dict(mode=(parse_alias(have["alias"]) or (None,))[0], bridge=fleet["bridge"],
-                  uplink=(parse_alias(have["alias"]) or (None, None))[1])
+    old = alias_fields(have["alias"]) or {}
+    before = dict(mode=old.get("mode"), bridge=fleet["bridge"], uplink=old.get("uplink"))
+    actions = []
+    if old.get("mode") == "overlay":  # the tunnel as it is, for the diff
+        tunnel = _overlay.read(ipr, old["vni"])
+        if tunnel is not None:
+            before.update(vni=tunnel["vni"], port=tunnel["port"], peers=tunnel["peers"], mtu=tunnel["mtu"])
+    if old.get("mode") == "overlay" and (fleet["state"] == "absent" or fleet["mode"] != "overlay"
+                                         or fleet["vni"] != old["vni"]):
+        _overlay.apply(ipr, dict(bridge=fleet["bridge"], vni=old["vni"], state="absent"), bridge,
+                       uplink, actions.append, check_mode)
     if fleet["state"] == "absent":
         after = dict(mode=None, bridge=fleet["bridge"], uplink=None)
         if before["mode"] is None:
-            return False, before, after
+            return bool(actions), before, after
         if not check_mode:
             ipr.link("set", index=bridge, ifalias="")
         return True, before, after
     if (bridge is None or uplink is None) and check_mode:  # the bridge is made by this call
-        return True, before, dict(mode=fleet["mode"], bridge=fleet["bridge"], uplink=fleet["uplink"])
+        after = dict(mode=fleet["mode"], bridge=fleet["bridge"], uplink=fleet["uplink"])
+        if fleet["mode"] == "overlay":
+            after.update(vni=fleet["vni"], port=fleet["port"], peers=fleet["peers"])
+        return True, before, after
     check(ipr, fleet)
     after = dict(mode=fleet["mode"], bridge=fleet["bridge"], uplink=fleet["uplink"])
+    if fleet["mode"] == "overlay":
+        _before, tunnel = _overlay.apply(ipr, fleet, bridge, uplink, actions.append, check_mode)
+        after.update({k: tunnel[k] for k in ("vni", "port", "peers", "mtu")})
     todo = {p: v for p, v in sysctls(fleet).items() if have["sysctls"][p] != v}
-    changed = bool(todo) or have["alias"] != alias(fleet)
-    if changed and not check_mode:
+    changed = bool(todo) or have["alias"] != alias(fleet) or bool(actions)
+    if not check_mode:
         for path, value in sorted(todo.items()):
             with open(path, "w") as handle:
                 handle.write(value)
-        ipr.link("set", index=bridge, ifalias=alias(fleet))
+        if have["alias"] != alias(fleet):
+            ipr.link("set", index=bridge, ifalias=alias(fleet))
     return changed, before, after
 
 
@@ -258,6 +313,37 @@ def garp_frame(mac, address):
     ip = ipaddress.IPv4Address(address).packed
     arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, raw, ip, b"\0" * 6, ip)
     return b"\xff" * 6 + raw + struct.pack("!H", ETH_P_ARP) + arp
+
+
+def announce(interfaces, tunnels):
+    """A container that came up here (a migration's restore) announced into the overlay: a
+    gratuitous ARP from its MAC for each IPv4 address of ``interfaces`` on an overlay bridge,
+    sent into the bridge's VXLAN device (``tunnels``: ``overlay_tunnels`` read ahead), so that
+    every peer host's tunnel and bridge learn at once where the MAC now is. Returns the
+    addresses announced."""
+    done = []
+    for iface in interfaces or []:
+        device = tunnels.get(iface.get("bridge"))
+        if device and iface.get("ipv4") and iface.get("mac"):
+            address = str(ipaddress.ip_interface(iface["ipv4"]).ip)
+            if send_frame(device, garp_frame(iface["mac"], address)):
+                done.append(address)
+    return done
+
+
+def send_frame(ifname, frame):
+    """Send one Ethernet frame out of ``ifname`` as it is (best effort: False when the
+    interface is down or gone)."""
+    try:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+        try:
+            sock.bind((ifname, ETH_P_ARP))
+            sock.send(frame)
+        finally:
+            sock.close()
+    except OSError:
+        return False
+    return True
 
 
 def garp(ifname, address):

@@ -200,12 +200,17 @@ def _converge(name, netns_path, old, new, check_mode, host_up=True):
     host = ipr()
     try:
         bridges = {}
+        new = list(new)
         for i, iface in enumerate(new):
             index = lookup(host, iface["bridge"])
             if index is None or _kind(_link(host, index)) != "bridge":
                 raise ValidationError("network[%d].bridge" % i, "bridge %r does not exist on this host"
                                       % iface["bridge"])
             bridges[iface["ifname"]] = index
+            if iface.get("mtu") is None:  # on an overlay bridge: the tunnel's MTU, not 1500
+                link = _link(host, index)
+                if (_fleet.parse_alias(link.get_attr("IFLA_IFALIAS")) or ("",))[0] == "overlay":
+                    new[i] = dict(iface, mtu=link.get_attr("IFLA_MTU"))
         _portfilter.converge(name, new, act, check_mode)
         has_ns = os.path.exists(netns_path)
         if not has_ns and not check_mode:
