@@ -28,13 +28,16 @@ MARK = "ctrhost.fleet migration trust"
 MANUAL = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBhKq0rAvZ5d3Vqv2Xn2kM8G9l8wq0Yc0aB6a0j3lqkX "
           "operator@desk")
 
+
 def migration_ssh(lab, src, dst, *opts):
     """SSH from ``src`` to ``dst`` the way migrations do (``ssh -F <root>/ssh/config``)."""
     return lab.host_exec(src, ["ssh", "-F", f"{SSH_DIR}/config", "-o", "BatchMode=yes", *opts,
                                dst, "true"], check=False, timeout=60)
 
+
 def read(lab, host, name):
     return lab.host_exec(host, ["cat", f"{SSH_DIR}/{name}"]).stdout
+
 
 def block_and_rest(text):
     """(lines inside the role's block, lines outside it)."""
@@ -48,6 +51,7 @@ def block_and_rest(text):
             (inside if within else rest).append(line)
     return inside, rest
 
+
 @pytest.fixture
 def lab3():
     lab = Lab(LAB, 3)
@@ -57,6 +61,7 @@ def lab3():
         yield lab
     finally:
         lab.down()
+
 
 def test_trust_follows_the_inventory(lab3, tmp_path):
     lab = lab3
