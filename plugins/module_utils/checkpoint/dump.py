@@ -34,6 +34,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils.net import netns as 
 from ansible_collections.ctrhost.fleet.plugins.module_utils.container import system as _sysctr
 from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import sysinfo as _sysinfo
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.atomic import atomic_write_json
+from ansible_collections.ctrhost.fleet.plugins.module_utils.criu import tool as _criutool
 from ansible_collections.ctrhost.fleet.plugins.module_utils.criu.tool import criu_for
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import (
     CommandError,
@@ -73,8 +74,9 @@ RESTORE_FLAGS = ("tcp_established", "file_locks", "ext_unix_sk", "empty_netns")
 
 def criu_args(rt, criu_path):
     """The runtime's way to name the CRIU binary: runc takes ``--criu PATH``; crun links
-    libcriu (it must be built with it: ``+CRIU`` in ``crun --version``) and has no such
-    option. A crun without CRIU is refused here, before anything is frozen."""
+    libcriu (it must be built with it: ``+CRIU`` in ``crun --version``, and find
+    ``libcriu.so.2`` when it runs) and has no such option. A crun without CRIU, or
+    without its library, is refused here, before anything is frozen."""
     if rt.name == "runc":
         return ["--criu", criu_path] if criu_path else []
     info = rt.info()
@@ -84,6 +86,15 @@ def criu_args(rt, criu_path):
             "so it cannot checkpoint, restore or migrate a container; use runc for this "
             "container or a %s built with CRIU" % (rt.name, info.get("version") or "", rt.binary,
                                                    rt.name, rt.name), field="runtime")
+    loadable, why = _criutool.libcriu_loadable()
+    if not loadable:
+        raise ConflictError(
+            "runtime: %s %s at %s is built with CRIU but cannot load CRIU's library %s (%s), so "
+            "it cannot checkpoint, restore or migrate a container; install it (Debian: package "
+            "libcriu2) or use runc for this container. Nothing was frozen: the container is "
+            "running" % (
+                rt.name, info.get("version") or "", rt.binary, _criutool.LIBCRIU, why),
+            field="runtime")
     return []
 
 
@@ -136,8 +147,25 @@ def inspect(layout, rt, name, spec, state, criu_path, options):
     return facts
 
 
+def require_empty_netns(rt, name, options):
+    """Refuse, before anything is frozen, a dump that needs ``--empty-ns network`` (an
+    unprivileged container, ``criu_options``) from a runtime without that option: crun
+    (1.21 included) has none, and without it CRIU would dump the namespace's interfaces
+    and a restore would never hand the new namespace to the network hook."""
+    if options.get("empty_netns") and rt.name != "runc":
+        raise ConflictError(
+            "runtime: %s cannot checkpoint, restore or migrate container %s: it is unprivileged "
+            "(a user namespace), so its restore must make its network namespace again, empty, "
+            "for its interfaces to be attached (CRIU's --empty-ns network, which only runc "
+            "passes on; `%s checkpoint` has no such option). Nothing was frozen: the container is "
+            "running. Use runtime: runc for it, or make it privileged" % (rt.name, name, rt.name),
+            field="runtime")
+
+
 def dump_command(rt, criu_path, name, image_dir, work_dir, options, extra=()):
-    args = criu_args(rt, criu_path) + ["checkpoint", "--image-path", image_dir, "--work-path", work_dir]
+    args = criu_args(rt, criu_path)
+    require_empty_netns(rt, name, options)
+    args += ["checkpoint", "--image-path", image_dir, "--work-path", work_dir]
     args += [CRIU_FLAGS[key] for key in OPTIONS + ("empty_netns",) if options.get(key)]
     return rt.base_cmd() + args + list(extra) + [name]
 

@@ -6,9 +6,10 @@
 * ``write_config(run_dir, criu_path)``: ``<run_dir>/criu/runc.conf``, the file
   every config.json names in its ``org.criu.config`` annotation. It holds
   ``network-lock nftables`` when this CRIU can lock the network with nftables
-  (one ruleset instead of many iptables runs) and is 4.0 or newer: CRIU 3.17
-  (Debian 12's) reports the feature but crashes when a dump through runc asks
-  for it. Absent otherwise (CRIU's iptables default).
+  (one ruleset instead of many iptables runs) and is 4.2 or newer: 3.17
+  (Debian 12's) and 4.1.1 (Debian 13's) report the feature but crash (SIGSEGV,
+  nothing in their log) on a ``network-lock`` line of a configuration file read
+  through runc. Absent otherwise (CRIU's iptables default).
 
 The network lock stays on for every dump, also of a container that has only its own
 network namespace (CRIU 4.2 would take ``network-lock skip``). It is what keeps the

@@ -16,6 +16,7 @@ release).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 
@@ -29,7 +30,13 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import C
 FEATURES = ("uffd", "uffd-noncoop", "mem_dirty_track", "pidfd_store", "timens",
             "network_lock_nftables")
 NFT_FEATURE = "network_lock_nftables"
-NFT_MIN_VERSION = (4, 0)
+# CRIU before 4.2 reads a ``network-lock`` line of the configuration file runc hands it
+# (RPC mode, ``criu swrk``) with no command line to look at, and dies of a NULL
+# dereference (SIGSEGV) before it has opened its log: runc then says only "read
+# unixpacket @->@: EOF". Seen with 3.17.1 (Debian 12) and 4.1.1 (Debian 13), 4.0 not
+# tried; 4.2.1 takes the line. The lock then stays CRIU's default (iptables), which is
+# just as much a lock.
+NFT_MIN_VERSION = (4, 2)
 KDAT_FILE = "/run/criu.kdat"  # CRIU's kernel probe cache (its build's KDAT_RUNDIR)
 
 
@@ -37,6 +44,20 @@ def criu_for(layout, path=None):
     """The CRIU at ``path`` (PATH and sbin searched when None), probes cached under
     ``layout``'s run directory."""
     return Criu(path, _probecache.cache_dir_of(layout.run_dir))
+
+
+LIBCRIU = "libcriu.so.2"  # what crun dlopen()s for every checkpoint and restore
+
+
+def libcriu_loadable(name=LIBCRIU):
+    """(True, None) when the dynamic loader finds ``name`` (CRIU's library, which a crun
+    built with CRIU loads at each checkpoint and restore), else (False, the loader's
+    message). Debian ships it apart (package libcriu2, only recommended by crun)."""
+    try:
+        ctypes.CDLL(name)
+    except OSError as exc:
+        return False, str(exc)
+    return True, None
 
 
 def version_tuple(text):
@@ -127,8 +148,9 @@ class Criu:
         return value[0], value[1]
 
     def nft_lock_usable(self):
-        """Whether dumps may ask this CRIU for the nftables network lock (4.0 or newer:
-        3.17 reports the feature but crashes when a dump through runc asks for it)."""
+        """Whether dumps may ask this CRIU for the nftables network lock in runc's
+        configuration file (4.2 or newer: older ones report the feature but crash on
+        the line, see ``NFT_MIN_VERSION``)."""
         if version_tuple(self.version) < NFT_MIN_VERSION:
             return False
         return bool(self.feature(NFT_FEATURE)[0])

@@ -134,6 +134,7 @@ def migrate(root, name, dest, mode="cold", dest_root=None, ssh_config=None, iden
         options = _checkpoint.criu_options(spec, leave_running=True,
                                            tcp_established=bool(tcp_established),
                                            file_locks=bool(file_locks), ext_unix_sk=bool(ext_unix_sk))
+        _checkpoint.require_empty_netns(rt, name, options)  # before anything is frozen
         run = Run(layout, name, spec, mode, dest, hooks, policy=policy,
                   dest_root=dest_root or layout.root, runtime_path=runtime_path, criu_path=criu_path)
         meta = _checkpoint.build_meta(layout, name, "migrate-" + _ckstore.default_id(), spec,

@@ -117,11 +117,34 @@ def test_write_config_selects_nftables_when_criu_has_it(tmp_path):
         assert handle.read() == "network-lock nftables\n"
 
 
-def test_no_nftables_lock_with_criu_3(tmp_path):
-    """CRIU 3.17 reports the feature but crashes when a dump through runc asks for it."""
-    criu, _ = fake_criu(tmp_path, nft=True, version="3.17.1")
+@pytest.mark.parametrize("version", ["3.17.1", "4.0", "4.1.1"])
+def test_no_nftables_lock_before_criu_4_2(tmp_path, version):
+    """CRIU 3.17.1 and 4.1.1 report the feature but die (SIGSEGV) on a ``network-lock``
+    line of the configuration file runc hands them: no such line is written for them."""
+    criu, _ = fake_criu(tmp_path, nft=True, version=version)
     assert _criuconf.write_config(str(tmp_path / "run"), criu) is None
     assert not Criu(criu, str(tmp_path / "cache")).nft_lock_usable()
+
+
+@pytest.mark.parametrize("version", ["4.2", "4.2.1", "5.0"])
+def test_nftables_lock_from_criu_4_2(tmp_path, version):
+    criu, _ = fake_criu(tmp_path, nft=True, version=version)
+    assert _criuconf.write_config(str(tmp_path / "run"), criu) == "network-lock nftables\n"
+
+
+def test_an_upgrade_to_a_crashing_criu_drops_the_line(tmp_path):
+    """A host's file written for a CRIU that took the line loses it (and keeps its scan
+    paths) once the CRIU found is one that would crash on it."""
+    run_dir = str(tmp_path / "run")
+    (tmp_path / "good").mkdir()
+    (tmp_path / "bad").mkdir()
+    good, _ = fake_criu(tmp_path / "good", nft=True, version="4.2.1")
+    assert _criuconf.write_config(run_dir, good, ["/w"]) == (
+        "network-lock nftables\nirmap-scan-path /w\n")
+    bad, _ = fake_criu(tmp_path / "bad", nft=True, version="4.1.1")
+    assert _criuconf.write_config(run_dir, bad) == "irmap-scan-path /w\n"
+    with open(os.path.join(run_dir, "criu", "runc.conf")) as handle:
+        assert "network-lock" not in handle.read()
 
 
 def test_write_config_removes_the_file_without_nftables(tmp_path):
