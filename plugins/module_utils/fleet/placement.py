@@ -299,37 +299,60 @@ def plan(containers, hosts, source=None, memory_headroom=DEFAULT_MEMORY_HEADROOM
             records[name]["excluded"] = "it is the source host"
     eligible = [records[name] for name in sorted(records) if not records[name]["excluded"]]
 
-    pinned = sorted((c for c in ctrs if c["dest"]), key=lambda c: c["name"])
-    free = sorted((c for c in ctrs if not c["dest"]), key=lambda c: (-c["memory"], -c["cpus"], c["name"]))
-    placement, unplaced = {}, []
-    for ctr in pinned:
+    placement = {}
+
+    def note(host, ctr):
+        placement[ctr["name"]] = host["name"]
+
+    unplaced = place_all(ctrs, records, [eligible], note)
+    fail_unplaced("placement", unplaced, len(ctrs), headroom, overcommit, records)
+    return placement, records
+
+
+def place_all(ctrs, records, tiers, note):
+    """Place the normalised containers ``ctrs`` on the host records ``records``: a pinned one
+    (``dest``) on its host, the others, the largest first, on the least loaded host where they
+    fit in the first of ``tiers`` (lists of eligible host records) that has room for them. The
+    host's capacity is taken (``reserve``) and ``note(host, ctr)`` called for each choice.
+    Returns the descriptions of the containers that do not fit."""
+    unplaced = []
+    for ctr in sorted((c for c in ctrs if c["dest"]), key=lambda c: c["name"]):
         host = records.get(ctr["dest"])
         if host is None or host["excluded"] or not _fits(host, ctr):
             why = ("not a candidate host" if host is None else
                    "not eligible: %s" % host["excluded"] if host["excluded"] else "not enough room")
             unplaced.append("%s: %s" % (_describe(ctr), why))
             continue
-        _assign(placement, host, ctr)
-    index = LoadIndex(eligible, _denominators, _fits, _load_after)
-    for ctr in free:
-        host = index.best(ctr)
-        if host is None:
+        reserve(host, ctr)
+        note(host, ctr)
+    indexes = [LoadIndex(tier, _denominators, _fits, _load_after) for tier in tiers]
+    for ctr in sorted((c for c in ctrs if not c["dest"]), key=lambda c: (-c["memory"], -c["cpus"], c["name"])):
+        for index in indexes:
+            host = index.best(ctr)
+            if host is not None:
+                index.remove(host)
+                reserve(host, ctr)
+                index.add(host)
+                note(host, ctr)
+                break
+        else:
             unplaced.append(_describe(ctr))
-            continue
-        index.remove(host)
-        _assign(placement, host, ctr)
-        index.add(host)
+    return unplaced
+
+
+def fail_unplaced(what, unplaced, count, headroom, overcommit, records):
+    """PlacementError naming every container of ``unplaced`` (of ``count``) and what each host
+    has free; nothing when ``unplaced`` is empty."""
     if unplaced:
         raise PlacementError(
-            "placement: %d of %d container(s) do not fit (memory headroom %g, cpu overcommit %g): %s. Hosts: %s"
-            % (len(unplaced), len(ctrs), headroom, overcommit, "; ".join(unplaced),
+            "%s: %d of %d container(s) do not fit (memory headroom %g, cpu overcommit %g): %s. Hosts: %s"
+            % (what, len(unplaced), count, headroom, overcommit, "; ".join(unplaced),
                "; ".join(_free(records[name]) for name in sorted(records)) or "none given"),
             unplaced=sorted(u.split(" ", 1)[0] for u in unplaced))
-    return placement, records
 
 
-def _assign(placement, host, ctr):
-    placement[ctr["name"]] = host["name"]
+def reserve(host, ctr):
+    """Count container ``ctr`` on host record ``host`` (its memory, cpus, a key of the quota)."""
     host["memory_used"] += ctr["memory"]
     host["cpu_used"] += ctr["cpus"]
     host["containers"] += 1

@@ -30,13 +30,12 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import V
 from ansible_collections.ctrhost.fleet.plugins.module_utils.fleet.placement import (
     DEFAULT_CPU_OVERCOMMIT,
     DEFAULT_MEMORY_HEADROOM,
-    LoadIndex,
-    PlacementError,
     check_options,
+    fail_unplaced,
     normalise_container,
     normalise_host,
+    place_all,
 )
-from ansible_collections.ctrhost.fleet.plugins.module_utils.fleet import placement as _placement
 
 
 def _names(value, field):
@@ -97,47 +96,16 @@ def plan_batch(containers, hosts, batch, pending=None, memory_headroom=DEFAULT_M
         if name in batch:
             records[name]["excluded"] = "it drains in this batch"
     eligible = [records[name] for name in sorted(records) if not records[name]["excluded"]]
-    final = LoadIndex([h for h in eligible if h["name"] not in pending], _placement._denominators,
-                      _placement._fits, _placement._load_after)
-    later = LoadIndex([h for h in eligible if h["name"] in pending], _placement._denominators,
-                      _placement._fits, _placement._load_after)
-
     placement = {source: {} for source in batch}
-    unplaced = []
-    for ctr in sorted((c for c in ctrs if c["dest"]), key=lambda c: c["name"]):
-        host = records.get(ctr["dest"])
-        if host is None or host["excluded"] or not _placement._fits(host, ctr):
-            why = ("not a candidate host" if host is None else
-                   "not eligible: %s" % host["excluded"] if host["excluded"] else "not enough room")
-            unplaced.append("%s: %s" % (_placement._describe(ctr), why))
-            continue
-        index = later if host["name"] in pending else final
-        index.remove(host)
-        _assign(placement, host, ctr)
-        index.add(host)
-    for ctr in sorted((c for c in ctrs if not c["dest"]),
-                      key=lambda c: (-c["memory"], -c["cpus"], c["name"], c["source"])):
-        for index in (final, later):
-            host = index.best(ctr)
-            if host is not None:
-                index.remove(host)
-                _assign(placement, host, ctr)
-                index.add(host)
-                break
-        else:
-            unplaced.append(_placement._describe(ctr))
-    if unplaced:
-        raise PlacementError(
-            "placement of batch %s: %d of %d container(s) do not fit (memory headroom %g, cpu overcommit %g): %s. "
-            "Hosts: %s" % (", ".join(batch), len(unplaced), len(ctrs), headroom, overcommit, "; ".join(unplaced),
-                           "; ".join(_placement._free(records[name]) for name in sorted(records)) or "none given"),
-            unplaced=sorted(u.split(" ", 1)[0] for u in unplaced))
+
+    def note(host, ctr):
+        placement[ctr["source"]][ctr["name"]] = host["name"]
+
+    # hosts upgraded already (or spare) first, the hosts still to drain only when nothing else has room
+    unplaced = place_all(ctrs, records, [[h for h in eligible if h["name"] not in pending],
+                                         [h for h in eligible if h["name"] in pending]], note)
+    fail_unplaced("placement of batch %s" % ", ".join(batch), unplaced, len(ctrs), headroom, overcommit, records)
     return placement, records
-
-
-def _assign(placement, host, ctr):
-    _placement._assign({}, host, ctr)  # reserves the capacity on the host record
-    placement[ctr["source"]][ctr["name"]] = host["name"]
 
 
 def place_batch(containers, hosts, batch, pending=None, memory_headroom=DEFAULT_MEMORY_HEADROOM,
