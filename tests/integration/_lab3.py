@@ -17,9 +17,9 @@ COUNTER = ["/bin/sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/c.ne
 
 
 @contextlib.contextmanager
-def lab3(name=LAB_NAME):
-    """Three lab hosts named ``name`` with the busybox template, taken down afterwards."""
-    lab = Lab(name, 3)
+def lab3(name=LAB_NAME, count=3):
+    """``count`` (three) lab hosts named ``name`` with the busybox template, taken down afterwards."""
+    lab = Lab(name, count)
     lab.down()
     lab.up()
     try:

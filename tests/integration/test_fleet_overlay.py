@@ -21,8 +21,7 @@ import shutil
 import time
 
 import pytest
-from lab import Lab
-from test_migrate import HELPER, PY, helper, ping_gaps
+from test_migrate import HELPER, PY, helper, helper_lab, ping_gaps
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
@@ -79,19 +78,8 @@ def pings(lab, host, ip, count=5, size=None):
 
 @pytest.fixture(scope="module")
 def fo():
-    lab = Lab(LAB, 3)
-    lab.down()
-    lab.up()
-    try:
-        lab.addrs = {h: lab.host(h)["address"] for h in lab.hosts}
-        for host in lab.addrs:
-            helper(lab, host, "setup", bridge=[])
+    with helper_lab(LAB, 3, (NAME, PINGER, "fodup")) as lab:
         yield lab
-    finally:
-        for host in lab.hosts:
-            for each in (NAME, PINGER, "fodup"):
-                helper(lab, host, "remove", name=each, check=False)
-        lab.down()
 
 
 def test_overlay_refused_input_check_mode_role_and_idempotence(fo):

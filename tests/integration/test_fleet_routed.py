@@ -19,8 +19,8 @@ import subprocess
 import time
 
 import pytest
-from lab import ROOT, Lab
-from test_migrate import HELPER, PY, helper, ping_gaps
+from lab import ROOT
+from test_migrate import HELPER, PY, helper, helper_lab, ping_gaps
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
@@ -115,19 +115,8 @@ def published(lab, host, ip):
 
 @pytest.fixture(scope="module")
 def fr():
-    lab = Lab(LAB, 3)
-    lab.down()
-    lab.up()
-    try:
-        lab.addrs = {h: lab.host(h)["address"] for h in lab.hosts}
-        for host in lab.addrs:
-            helper(lab, host, "setup", bridge=[])
+    with helper_lab(LAB, 3, (NAME, PINGER, "frdup")) as lab:
         yield lab
-    finally:
-        for host in lab.hosts:
-            for each in (NAME, PINGER, "frdup"):
-                helper(lab, host, "remove", name=each, check=False)
-        lab.down()
 
 
 def test_routed_mode_check_mode_apply_idempotent_and_refused_input(fr):

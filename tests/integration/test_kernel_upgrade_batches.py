@@ -18,13 +18,12 @@ from the hosts themselves (``host.json`` of each, the runtime's state, the count
 import datetime
 import json
 import os
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from _lab3 import TEMPLATE, counters, start, task_result, where
-from lab import ROOT, Lab
+from _lab3 import counters, lab3, start, task_result, where
+from lab import ROOT
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
@@ -36,17 +35,9 @@ PLAYBOOK = os.path.join(ROOT, "playbooks", "kernel_upgrade.yml")
 @pytest.fixture(scope="module")
 def fleet():
     t0 = time.monotonic()
-    lab = Lab(LAB_NAME, 4)
-    lab.down()
-    lab.up()
-    try:
-        tarball = subprocess.run([os.path.join(ROOT, "scripts", "make-busybox-template")], capture_output=True,
-                                 text=True, check=True).stdout.strip()
-        lab.ansible("all", "ctrhost.fleet.template", dict(name=TEMPLATE, src=tarball))
+    with lab3(LAB_NAME, 4) as lab:
         print("lab of 4 hosts with a template: %.1f s" % (time.monotonic() - t0))
         yield lab
-    finally:
-        lab.down()
 
 
 def host_json(lab, host):

@@ -191,23 +191,32 @@ FLEET = dict(bridges=[dict(name="mhbr0")], forwarding=dict(ipv4=True),
 
 
 @contextlib.contextmanager
-def routed_lab(name, containers=(NAME,)):
-    """A 2-host lab whose container bridges are routed to the lab's LAN (the hosts' eth0)
-    by ``host_network``'s routed fleet mode: the product alone, no segment of our own.
-    Container addresses are LAN addresses (``lan_ip``)."""
-    lab = Lab(name, 2)
+def helper_lab(name, count, containers, fleet=None):
+    """``count`` lab hosts made ready for the helper (``setup``; ``lab.addrs``: host -> its
+    address), with ``host_network``'s ``fleet`` applied when given; ``containers`` removed
+    from every host and the lab taken down afterwards."""
+    lab = Lab(name, count)
     lab.down()
     lab.up()
     try:
+        lab.addrs = {h: lab.host(h)["address"] for h in lab.hosts}
         for host in lab.hosts:
             helper(lab, host, "setup", bridge=[])
-        lab.ansible("all", "ctrhost.fleet.host_network", FLEET)
+        if fleet:
+            lab.ansible("all", "ctrhost.fleet.host_network", fleet)
         yield lab
     finally:
         for host in lab.hosts:
             for each in containers:
                 helper(lab, host, "remove", name=each, check=False)
         lab.down()
+
+
+def routed_lab(name, containers=(NAME,)):
+    """A 2-host lab whose container bridges are routed to the lab's LAN (the hosts' eth0)
+    by ``host_network``'s routed fleet mode: the product alone, no segment of our own.
+    Container addresses are LAN addresses (``lan_ip``)."""
+    return helper_lab(name, 2, containers, FLEET)
 
 
 def lan_ip(lab, suffix):
