@@ -12,16 +12,9 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils.net import bridges a
 from ansible_collections.ctrhost.fleet.plugins.module_utils.net import duplicate_address as _dad
 from ansible_collections.ctrhost.fleet.plugins.module_utils.net import fleet as _fleet
 
+from .boundaries import Msg
+
 ROUTED = dict(mode="routed", bridge="ctr0", uplink="eth0", state="present")
-
-
-class Msg(dict):
-    def __init__(self, attrs, **fields):
-        super().__init__(fields)
-        self.attrs = attrs
-
-    def get_attr(self, name):
-        return self.attrs.get(name)
 
 
 def link(index, name, kind=None, alias=None):

@@ -8,14 +8,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils.net import links as 
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import NotFoundError, ValidationError
 from ansible_collections.ctrhost.fleet.plugins.module_utils.net.spec import normalize
 
-
-class Msg(dict):
-    def __init__(self, attrs, **fields):
-        super().__init__(fields)
-        self.attrs = attrs
-
-    def get_attr(self, name):
-        return self.attrs.get(name)
+from .boundaries import Msg
 
 
 def link(index, name, kind=None, **attrs):

@@ -10,6 +10,8 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils.host import network 
 from ansible_collections.ctrhost.fleet.plugins.module_utils.net import fleet as _fleet
 from ansible_collections.ctrhost.fleet.plugins.module_utils.net import overlay as _overlay
 
+from .boundaries import Msg
+
 LOCAL = "192.0.2.11"
 PEERS = ["192.0.2.11", "192.0.2.12", "192.0.2.13"]
 
@@ -18,15 +20,6 @@ def overlay(**extra):
     raw = dict(mode="overlay", bridge="ctr0", uplink="eth0", vni=4242, peers=list(PEERS))
     raw.update(extra)
     return _fleet.normalize(raw)
-
-
-class Msg(dict):
-    def __init__(self, attrs, **fields):
-        super().__init__(fields)
-        self.attrs = attrs
-
-    def get_attr(self, name):
-        return self.attrs.get(name)
 
 
 def link(index, name, kind=None, alias=None, mtu=1500, master=None, data=None, up=True):
