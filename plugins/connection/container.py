@@ -158,6 +158,7 @@ from ansible.plugins.connection import ConnectionBase
 from ansible.plugins.loader import connection_loader
 from ansible.utils.display import Display
 
+from ansible_collections.ctrhost.fleet.plugins.module_utils.core.paths import Layout
 from ansible_collections.ctrhost.fleet.plugins.module_utils.runtime.timens import exec_argv
 
 display = Display()
@@ -260,12 +261,17 @@ class Connection(ConnectionBase):
                   "rc=%d; fi; fi; exit $rc"
                   % ((lookup + "; ") if lookup else "", run, status,
                      shlex.quote(os.path.join(self.get_option("root"), "containers", name)),
-                     shlex.quote(os.path.join(os.path.dirname(self.get_option("runtime_state_root").rstrip("/")),
-                                              "locks", name + ".lock")),
+                     shlex.quote(self._lock_path(name)),
                      NOT_RUNNING_MARK, shlex.quote(name), NOT_RUNNING_MARK, shlex.quote(name), NOT_RUNNING_RC))
         if self.get_option("host_become"):
             return "sudo -n -- /bin/sh -c %s" % shlex.quote(script)
         return script
+
+    def _lock_path(self, name):
+        """The container's lock file on its host (where a move from there notes where it went):
+        in the run directory whose ``runtime`` holds the runtimes' state."""
+        run_dir = os.path.dirname(self.get_option("runtime_state_root").rstrip("/"))
+        return os.path.join(Layout(run_dir=run_dir).locks_dir, name + ".lock")
 
     def _on_host(self, become=True):
         """The SSH connection to the container host, as O(host_user) when given, with the
