@@ -118,6 +118,15 @@ kernel:
   returned: when kernel is gathered
   type: str
   sample: 6.1.0-18-amd64
+kernels_installed:
+  description:
+    - The kernel releases installed for a reboot to boot (C(/boot/vmlinuz-*)), and the running one, newest
+      first in the order GRUB uses (numbers compared as numbers). The first is the kernel a reboot into the
+      newest one runs; the role C(ctrhost.fleet.kernel_upgrade) checks it after its reboot.
+  returned: when kernel is gathered
+  type: list
+  elements: str
+  sample: [6.1.0-41-amd64, 6.1.0-18-amd64]
 cgroup:
   description: The cgroup layout.
   returned: when cgroup is gathered

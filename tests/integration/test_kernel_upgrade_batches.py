@@ -13,6 +13,10 @@ from the hosts themselves (``host.json`` of each, the runtime's state, the count
 * the containers of the first batch moved twice (there is no spare host), the others once,
   as the roll's report says;
 * every container runs on exactly one host, restored (its counter went on), nothing cordoned.
+
+Then a roll onto the kernel the hosts already run skips each of them (nothing drained, nothing
+moved, the report names them), and a roll whose target kernel never comes fails at its
+first host, which stays ``upgrading`` with the kernels named.
 """
 
 import datetime
@@ -41,7 +45,9 @@ def fleet():
 
 
 def host_json(lab, host):
-    return json.loads(lab.host_exec(host, "cat /var/lib/ctrhost/host.json").stdout)
+    """The host's state file; a host never cordoned has none (it is active)."""
+    text = lab.host_exec(host, "cat /var/lib/ctrhost/host.json 2>/dev/null || true").stdout
+    return json.loads(text) if text.strip() else dict(state="active", history=[])
 
 
 def _at(text):
@@ -71,7 +77,9 @@ def test_a_roll_in_batches_of_two(fleet):
         ctrhost_kernel_upgrade_serial=2,
         ctrhost_kernel_upgrade_reboot_command="%s --name %s reboot {{ inventory_hostname }}"
                                               % (os.path.join(ROOT, "scripts", "lab"), LAB_NAME),
-        ctrhost_kernel_upgrade_smoke=False, ctrhost_evacuate_mode="cold"))
+        ctrhost_kernel_upgrade_smoke=False, ctrhost_evacuate_mode="cold",
+        # the lab's reboot keeps the machine's kernel: a rolling reboot onto the running kernel
+        ctrhost_kernel_upgrade_skip_current=False, ctrhost_kernel_expected=os.uname().release))
     print("roll of 4 hosts in batches of 2, 8 containers: %.1f s" % (time.monotonic() - t0))
 
     # One plan per batch, computed once (run_once: a result for the first host of the batch only)
@@ -108,9 +116,9 @@ def test_a_roll_in_batches_of_two(fleet):
         for name in moved[h]:
             counted[name] = counted.get(name, 0) + 1
     assert counted == {n: 2 if origin[n] in batches[0] else 1 for n in origin}, counted
-    report = task_result(run, "Moves per container and in total", hosts[0])["ansible_facts"][
-        "ctrhost_kernel_upgrade_report"]
-    assert report == dict(moves=counted, total=12, containers=8, most=2), report
+    report = task_result(run, "Moves per container and in total, and the hosts skipped (already on their "
+                         "target kernel)", hosts[0])["ansible_facts"]["ctrhost_kernel_upgrade_report"]
+    assert report == dict(moves=counted, total=12, containers=8, most=2, skipped={}), report
     line = task_result(run, "The roll's moves", hosts[0])["msg"]
     assert line.startswith("12 move(s) of 8 container(s), at most 2 for one:"), line
 
@@ -120,3 +128,36 @@ def test_a_roll_in_batches_of_two(fleet):
     assert all(after[n][0] in batches[0] for n in origin), after
     later = counters(fleet, after)
     assert all(later[n] > counts[n] for n in origin), (counts, later)  # restored, not restarted
+
+
+def test_hosts_on_their_target_kernel_are_skipped_and_a_roll_that_upgrades_nothing_fails(fleet):
+    hosts = fleet.hosts
+    running = os.uname().release  # the lab's hosts share the machine's kernel
+    names = sorted(n for n, on in where(fleet, ["kb%d%d" % (i, n) for i in (1, 2, 3, 4) for n in (1, 2)]).items()
+                   if on)
+    before = where(fleet, names)
+    history = {h: len(host_json(fleet, h).get("history", [])) for h in hosts}
+    run = fleet.playbook(PLAYBOOK, extra_vars=dict(
+        ctrhost_kernel_upgrade_serial=4, ctrhost_kernel_expected=running, ctrhost_kernel_upgrade_smoke=False))
+    report = task_result(run, "Moves per container and in total, and the hosts skipped (already on their "
+                         "target kernel)", hosts[0])["ansible_facts"]["ctrhost_kernel_upgrade_report"]
+    assert report == dict(moves={}, total=0, containers=0, most=0, skipped={h: running for h in hosts}), report
+    assert where(fleet, names) == before  # nothing moved
+    for h in hosts:  # nothing drained, cordoned or rebooted: the state history did not grow
+        state = host_json(fleet, h)
+        assert state["state"] == "active" and len(state.get("history", [])) == history[h], state
+
+    # A target kernel the host does not boot into: the roll fails at that host, which stays cordoned
+    empty = [h for h in hosts if not any(h in on for on in before.values())][0]
+    run = fleet.playbook(PLAYBOOK, limit=empty, expect_rc=None, extra_vars=dict(
+        ctrhost_kernel_expected="0.0.0-none", ctrhost_kernel_upgrade_smoke=False,
+        ctrhost_kernel_upgrade_reboot_command="%s --name %s reboot {{ inventory_hostname }}"
+                                              % (os.path.join(ROOT, "scripts", "lab"), LAB_NAME)))
+    try:
+        assert run.rc != 0, run.stdout[-3000:]
+        state = host_json(fleet, empty)
+        assert state["state"] == "upgrading", state
+        assert "runs kernel %s (expected 0.0.0-none" % running in state["reason"], state
+        assert where(fleet, names) == before
+    finally:
+        fleet.ansible(empty, "ctrhost.fleet.host_state", dict(state="active", force=True), check=False)

@@ -183,6 +183,7 @@ def gather(root=None, gather=None, base="/", runtime_paths=None, criu_path=None)
                       swap_total=mem["swap_total"])
     if "kernel" in parts:
         result["kernel"] = _sysinfo.kernel_release(base)
+        result["kernels_installed"] = _sysinfo.installed_kernels(base)
     layout_info = None
     if parts & {"cgroup", "runtimes"}:
         layout_info = _sysinfo.cgroup_layout(base)

@@ -120,6 +120,25 @@ def kernel_release(base="/"):
     return os.uname().release
 
 
+def version_key(release):
+    """Order kernel releases as GRUB and ``sort -V`` do: runs of digits as numbers
+    (``6.12.12+bpo-amd64`` after ``6.1.0-18-amd64``)."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part)
+            for part in re.findall(r"\d+|[^\d]+", release)]
+
+
+def installed_kernels(base="/"):
+    """The kernel releases a reboot can boot (``/boot/vmlinuz-<release>``), and the running
+    one even where /boot does not hold it, newest first."""
+    found = {kernel_release(base)}
+    try:
+        names = os.listdir(host_path(base, "/boot"))
+    except OSError:
+        names = []
+    found.update(name[len("vmlinuz-"):] for name in names if name.startswith("vmlinuz-") and len(name) > 8)
+    return sorted(found, key=version_key, reverse=True)
+
+
 def filesystems(base="/"):
     """File system types the kernel has registered (``/proc/filesystems``); loads nothing."""
     names = set()

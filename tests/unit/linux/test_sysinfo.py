@@ -369,3 +369,21 @@ def test_trim_output_keeps_the_tail():
     trimmed = _sysinfo.trim_output(text, lines=5)
     assert trimmed.splitlines() == ["line %d" % i for i in range(95, 100)]
     assert len(_sysinfo.trim_output("x" * 5000)) == 2000
+
+
+def test_installed_kernels_newest_first_with_the_running_one(tmp_path):
+    (tmp_path / "proc/sys/kernel").mkdir(parents=True)
+    (tmp_path / "proc/sys/kernel/osrelease").write_text("6.1.0-18-amd64\n")
+    (tmp_path / "boot").mkdir()
+    for name in ("vmlinuz-6.1.0-9-amd64", "vmlinuz-6.12.12+bpo-amd64", "vmlinuz-6.1.0-41-amd64",
+                 "config-6.1.0-99-amd64", "vmlinuz-"):
+        (tmp_path / "boot" / name).write_text("")
+    assert _sysinfo.installed_kernels(str(tmp_path)) == [
+        "6.12.12+bpo-amd64", "6.1.0-41-amd64", "6.1.0-18-amd64", "6.1.0-9-amd64"]
+    # a running kernel newer than any in /boot comes first; no /boot at all: the running one alone
+    (tmp_path / "proc/sys/kernel/osrelease").write_text("6.18.0\n")
+    assert _sysinfo.installed_kernels(str(tmp_path))[:2] == ["6.18.0", "6.12.12+bpo-amd64"]
+    for name in os.listdir(tmp_path / "boot"):
+        (tmp_path / "boot" / name).unlink()
+    (tmp_path / "boot").rmdir()
+    assert _sysinfo.installed_kernels(str(tmp_path)) == ["6.18.0"]
