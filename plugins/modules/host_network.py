@@ -139,13 +139,31 @@ options:
         larger O(bridges[].mtu) of the bridge is refused. Container interfaces on the bridge without
         C(network[].mtu) take the bridge's MTU. The bridge's alias reads C(ctrhost-fleet overlay uplink=NAME
         vni=N). A change of O(fleet.vni), O(fleet.port) or of the uplink's address makes the device again.
+      - V(bridged) (the Proxmox C(vmbr0) way) - O(fleet.bridge) takes the host's physical port O(fleet.uplink), and
+        the host's network moves from the NIC to the bridge - every address but IPv6 link-local ones and every
+        route of the main table through the NIC (the default route too) but those the kernel makes for an address.
+        The bridge takes the NIC's MAC, so the LAN sees no change. Containers on the bridge are then on the LAN
+        itself (addresses of the LAN's subnet, the LAN's router as gateway, no NAT). The anti-spoofing filters
+        still guard every container port; the uplink port is not a container's and passes. The bridge's alias
+        reads C(ctrhost-fleet bridged uplink=NAME). Declare the bridge without C(ipv4), C(ipv6) and C(mac).
+      - Moving the address can cut the connection the task runs through, so a V(bridged) change is a "commit
+        confirmed" - before anything changes the module records the previous state in
+        C(<root>/network-pending.json) and starts a watchdog process of its own session on the host (it survives
+        the connection). Unless a later run of this module for the same bridge confirms the change within
+        O(fleet.rollback_timeout) seconds, the watchdog puts the previous network and the previous
+        C(host-network.json) back by itself (and records it in C(<root>/network-rollback.json)). A run that
+        reaches the host with a change pending confirms it (C(fleet.confirmed) in the result); make that run over a new
+        connection, so that it proves the host answers - the C(host) role resets its connection, waits for the
+        host and runs the module again when C(fleet.pending) is true. A failure half-way puts the previous
+        network back at once. V(state=absent) gives the bridge's addresses and routes back to the NIC, which
+        leaves the bridge (the bridge stays; declare it absent to delete it).
     type: dict
     version_added: 0.2.0
     suboptions:
       mode:
         description: The fleet network mode.
         type: str
-        choices: [routed, overlay]
+        choices: [routed, overlay, bridged]
         default: routed
       bridge:
         description: The container bridge (declared in O(bridges) of the same task, or existing).
@@ -154,6 +172,8 @@ options:
       uplink:
         description:
           - V(routed) - the host's interface on the LAN that the container addresses belong to.
+          - V(bridged) - the host's physical port that becomes a port of the bridge, with the addresses and routes
+            the host has on it.
           - V(overlay) - the host's interface towards the other hosts (the underlay); the tunnel starts at its
             first IPv4 address.
         type: str
@@ -171,6 +191,13 @@ options:
             does that when O(fleet.peers) is not given). An empty list makes a segment of this host alone.
         type: list
         elements: str
+      rollback_timeout:
+        description:
+          - V(bridged) only - seconds within which a change that moves the host's network must be confirmed by
+            another run of the module, else the host puts its previous network back by itself (0-3600; V(0) turns
+            the rollback off; default C(120)).
+        type: int
+        version_added: 0.2.0
       state:
         description:
           - V(absent) turns the mode off for O(fleet.bridge) (the sysctls are left as they are; an overlay's VXLAN
@@ -251,6 +278,35 @@ EXAMPLES = r"""
       vni: 4242
       peers: "{{ groups['ctrhost_hosts'] | map('extract', hostvars, 'ansible_host') | list }}"
 
+- name: Containers on the LAN itself - the bridge takes eth0 and the host's addresses (confirmed below)
+  ctrhost.fleet.host_network:
+    bridges:
+      - name: vmbr0
+    fleet:
+      mode: bridged
+      bridge: vmbr0
+      uplink: eth0
+      rollback_timeout: 120
+  register: bridged
+
+- name: A new connection to the host (the change moved the address the old one used)
+  ansible.builtin.meta: reset_connection
+
+- name: Wait for the host to answer
+  ansible.builtin.wait_for_connection:
+    timeout: 60
+  when: bridged.fleet.pending
+
+- name: Confirm the change over the new connection (else the host rolls it back by itself)
+  ctrhost.fleet.host_network:
+    bridges:
+      - name: vmbr0
+    fleet:
+      mode: bridged
+      bridge: vmbr0
+      uplink: eth0
+  when: bridged.fleet.pending
+
 - name: Remove a bridge
   ctrhost.fleet.host_network:
     bridges:
@@ -285,6 +341,9 @@ fleet:
   description:
     - The fleet network mode of O(fleet.bridge) after the run (null when O(fleet) is not given).
     - With V(overlay) also the tunnel - C(vni), C(port), C(peers) (without this host), C(mtu).
+    - With V(bridged) also C(addresses) and C(routes) of the host on the bridge (on the NIC with V(state=absent)),
+      C(pending) (true when this run armed a rollback that a later run must confirm), C(rollback_deadline) (its
+      Unix time, when pending) and C(confirmed) (true when this run confirmed a pending change).
   returned: always
   type: dict
   sample: {"mode": "overlay", "bridge": "ctr0", "uplink": "eth0", "vni": 4242, "port": 4789,
@@ -326,12 +385,13 @@ ARGS = _module.argument_spec(
         state=dict(type="str", default="present", choices=["present", "absent"]),
     )),
     fleet=dict(type="dict", options=dict(
-        mode=dict(type="str", default="routed", choices=["routed", "overlay"]),
+        mode=dict(type="str", default="routed", choices=["routed", "overlay", "bridged"]),
         bridge=dict(type="str", required=True),
         uplink=dict(type="str", required=True),
         vni=dict(type="int"),
         port=dict(type="int"),
         peers=dict(type="list", elements="str"),
+        rollback_timeout=dict(type="int"),
         state=dict(type="str", default="present", choices=["present", "absent"]),
     )),
     force=dict(type="bool", default=False),

@@ -32,6 +32,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import (
     ConflictError,
     ValidationError,
 )
+from ansible_collections.ctrhost.fleet.plugins.module_utils.net.ifaces import kind as _kind
 
 NFT_TABLE = "ctrhost"
 NFT_FAMILY = "inet"
@@ -58,11 +59,6 @@ def stable_mac(bridge, machine_id=None, hostname=None):
     octets = bytearray(digest[:6])
     octets[0] = (octets[0] & 0xFC) | 0x02
     return ":".join("%02x" % b for b in octets)
-
-
-def _kind(link):
-    info = link.get_attr("IFLA_LINKINFO")
-    return info.get_attr("IFLA_INFO_KIND") if info is not None else None
 
 
 def _link_addrs(ipr, index):

@@ -31,6 +31,9 @@ Mode ``overlay`` (``net/overlay.py``): the container bridges of all hosts are on
 segment through VXLAN with head-end replication to the peer hosts; the bridge's alias
 reads ``ctrhost-fleet overlay uplink=NAME vni=N``. Containers keep any subnet of their
 own; a migration's destination announces the container into the tunnel (``announce``).
+
+Mode ``bridged`` (``net/bridged.py``): the container bridge takes the uplink as a port and
+the host's addresses and routes; the bridge's alias reads ``ctrhost-fleet bridged uplink=NAME``.
 """
 
 from __future__ import annotations
@@ -43,9 +46,11 @@ import socket
 import struct
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import ValidationError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.net import bridged as _bridged
 from ansible_collections.ctrhost.fleet.plugins.module_utils.net import overlay as _overlay
+from ansible_collections.ctrhost.fleet.plugins.module_utils.net.ifaces import lookup as _lookup
 
-MODES = ("routed", "overlay")
+MODES = ("routed", "overlay", "bridged")
 ALIAS_PREFIX = "ctrhost-fleet "
 ROUTE_PROTO = 242  # the routes this library owns (ip route shows "proto 242")
 NTF_PROXY = 0x08
@@ -86,8 +91,13 @@ def normalize(fleet):
         raise ValidationError("fleet.uplink", "the uplink must be another interface than the "
                               "container bridge %s" % out["bridge"])
     if mode == "overlay":  # turning it off needs no VNI: the bridge's alias has it
-        return out if state == "absent" else _overlay.normalize(fleet, out)
-    _overlay.refuse_overlay_options(fleet, mode)
+        out = out if state == "absent" else _overlay.normalize(fleet, out)
+    else:
+        _overlay.refuse_overlay_options(fleet, mode)
+    if mode == "bridged":
+        return _bridged.normalize(fleet, out)
+    if fleet.get("rollback_timeout") not in (None, ""):
+        raise ValidationError("fleet.rollback_timeout", "only mode bridged takes it (mode is %s)" % mode)
     return out
 
 
@@ -186,6 +196,8 @@ def check(ipr, fleet, declared=()):
                               "bridges" % fleet["bridge"])
     if fleet["mode"] == "overlay":
         _overlay.check(ipr, fleet, _lookup(ipr, fleet["uplink"]))
+    if fleet["mode"] == "bridged":
+        _bridged.check(_bridged.snapshot(ipr, fleet))
 
 
 def apply(ipr, fleet, check_mode=False):
@@ -196,6 +208,12 @@ def apply(ipr, fleet, check_mode=False):
     old = alias_fields(have["alias"]) or {}
     before = dict(mode=old.get("mode"), bridge=fleet["bridge"], uplink=old.get("uplink"))
     actions = []
+    if "bridged" in (old.get("mode"), fleet["mode"]):
+        if old.get("mode") not in (None, fleet["mode"]) and fleet["state"] == "present":
+            raise ValidationError("fleet.mode", "expected state absent first: %s is %s (uplink %s), not %s"
+                                  % (fleet["bridge"], old["mode"], old.get("uplink"), fleet["mode"]))
+        changed, before, after, _steps = _bridged.apply(ipr, fleet, alias(fleet), check_mode)
+        return changed, before, after
     if old.get("mode") == "overlay":  # the tunnel as it is, for the diff
         tunnel = _overlay.read(ipr, old["vni"])
         if tunnel is not None:
@@ -233,11 +251,6 @@ def apply(ipr, fleet, check_mode=False):
 
 
 # -- a container's addresses: published, withdrawn, announced ---------------------------
-def _lookup(ipr, name):
-    found = ipr.link_lookup(ifname=name)
-    return found[0] if found else None
-
-
 def _addresses(interfaces, routed):
     """(bridge, address) of every IPv4 address of ``interfaces`` on a routed bridge."""
     out = []

@@ -35,6 +35,7 @@ from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import (
     ValidationError,
 )
 from ansible_collections.ctrhost.fleet.plugins.module_utils.net.rate import converge_rate, htb_rate, ifb_name, lookup, unshape
+from ansible_collections.ctrhost.fleet.plugins.module_utils.net.ifaces import kind as _kind
 
 IFA_F_NODAD = 0x02
 
@@ -56,11 +57,6 @@ def ipr(netns=None):
         return IPRoute(netns=netns)
     except TypeError:
         return _syscall.in_netns(netns, IPRoute)
-
-
-def _kind(link):
-    info = link.get_attr("IFLA_LINKINFO")
-    return info.get_attr("IFLA_INFO_KIND") if info is not None else None
 
 
 def _link(ipr, index):

@@ -29,6 +29,7 @@ import ipaddress
 import socket
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils.core.errors import ValidationError
+from ansible_collections.ctrhost.fleet.plugins.module_utils.net.ifaces import kind as _kind, lookup as _lookup
 
 PORT = 4789  # the IANA VXLAN port
 OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
@@ -96,16 +97,6 @@ def peer_plan(have, want, local=()):
 
 def tunnel_mtu(uplink_mtu):
     return uplink_mtu - OVERHEAD
-
-
-def _lookup(ipr, name):
-    found = ipr.link_lookup(ifname=name)
-    return found[0] if found else None
-
-
-def _kind(link):
-    info = link.get_attr("IFLA_LINKINFO")
-    return info.get_attr("IFLA_INFO_KIND") if info is not None else None
 
 
 def addresses(ipr, index):

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 
+from ansible_collections.ctrhost.fleet.plugins.module_utils.net.ifaces import lookup
+
 HTB_HANDLE = 0x10000  # 1:
 HTB_CLASS = 0x10010  # 1:10, the container's class
 INGRESS_HANDLE = 0xFFFF0000  # ffff:
@@ -24,11 +26,6 @@ ETH_P_ALL = 0x0003
 def ifb_name(host_veth):
     """IFB device shaping the container's egress: ``i`` + the veth name's rest."""
     return "i" + host_veth[1:]
-
-
-def lookup(ipr, ifname):
-    found = ipr.link_lookup(ifname=ifname)
-    return found[0] if found else None
 
 
 def htb_rate(ipr, index):

@@ -149,5 +149,5 @@ def test_a_bad_fleet_changes_nothing(network):
     with pytest.raises(CtrhostError, match="fleet.uplink.*eth7"):
         _hostnetwork.apply_network([dict(name="br0")], None, [], dict(ROUTED, uplink="eth7"))
     with pytest.raises(CtrhostError, match="fleet.mode"):
-        _hostnetwork.apply_network([dict(name="br0")], None, [], dict(ROUTED, mode="bridged"))
+        _hostnetwork.apply_network([dict(name="br0")], None, [], dict(ROUTED, mode="mesh"))
     assert network == {}  # neither the bridges nor the fleet were applied
