@@ -10,7 +10,9 @@
 GROUPs: create (create+start, stop), checkpoint (idle and 256 MB: checkpoint to
 disk, restore), density (100 idle containers), migrate (lab host 1 -> 2),
 converge (ansible-playbook, 50 containers on lab host 1), fleet (evacuation of 20
-containers and a rebalance, ansible-playbook on 3 lab hosts), vm (migration of a
+containers and a rebalance, ansible-playbook on 3 lab hosts), network (each fleet network
+mode of host_network on 3 lab hosts: convergence after a cold move, TCP throughput container
+to container across hosts against host to host), vm (migration of a
 256 MB container between two Debian 12 VMs in each mode; its own VM lab). With ``--lab`` the
 measurements run inside the lab's hosts (``scripts/bench`` brings a lab named
 ``bench`` up and down); without it, create/checkpoint/density run in this
@@ -38,6 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_stats
 import fleet
 import inhost
+import network
 import scenarios
 import sides as sides_mod
 import vmtier
@@ -46,7 +49,7 @@ from ops import NOTES, OPS
 REPO = sides_mod.REPO
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(REPO, "benchmarks", "results")
-GROUPS = ("create", "checkpoint", "density", "migrate", "converge", "fleet", "vm")
+GROUPS = ("create", "checkpoint", "density", "migrate", "converge", "fleet", "network", "vm")
 PEERS = ("podman", "lxc")
 CONVERGE_COUNT = 50
 
@@ -58,10 +61,11 @@ def build_ops(results):
     for peer in PEERS:  # the fresh-process row compares with the same peer CLI runs
         if peer in samples.get("create_start", {}):
             samples.setdefault("create_start_proc", {})[peer] = samples["create_start"][peer]
-    for key, label, unit, target in OPS:
+    notes = dict(NOTES, **network.NOTES)
+    for key, label, unit, target in OPS + network.ops():
         if key not in samples:
             continue
-        note = NOTES.get(key, "")
+        note = notes.get(key, "")
         errors = results.errors.get(key) or {}
         if errors:
             note = "; ".join([note] * bool(note) + ["%s failed: %s" % (side, " | ".join(errs))
@@ -270,11 +274,16 @@ def controller(args):
                 results.notes.append("fleet not measured: it needs a lab of 3 hosts")
             else:
                 fleet.bench_fleet(args, hosts, results)
+        if "network" in args.only:
+            if len(hosts) < 3:
+                results.notes.append("network not measured: it needs a lab of 3 hosts")
+            else:
+                network.bench_network(args, hosts, results)
     if "vm" in args.only:
         vmtier.bench_vm(args, results)
     if not args.lab:
         inhost.phase_local(args, results)
-        skipped = [g for g in ("migrate", "converge", "fleet") if g in args.only]
+        skipped = [g for g in ("migrate", "converge", "fleet", "network") if g in args.only]
         if skipped:
             results.notes.append("%s not measured: they need a lab (--lab NAME)"
                                  % " and ".join(skipped))
