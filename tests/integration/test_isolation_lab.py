@@ -1,5 +1,6 @@
 """Isolation on the namespace lab (lab ``is``, 2 hosts whose container bridges share one
-segment, as in ``test_migrate``): address conflicts refused through the container module,
+segment made by the product, ``host_network``'s overlay fleet network, as in
+``test_migrate.segment_lab``): address conflicts refused through the container module,
 a real container's forged gratuitous ARP stopped at its port, filters and the bridge MAC
 across a migration with a neighbour's traffic, and secrets kept out of every output.
 

@@ -1,9 +1,12 @@
 """container_migrate between two lab hosts (lab ``mh``): real SSH, runc, CRIU, netlink.
 
-The main cold move goes through ``ansible`` with the module (controller netns, the
-lab's inventory); the other modes and the fault cases call the library inside a lab
-host. Every effect is read back by an independent path inside the lab hosts: the
-runtime's state directory, /proc, the container's rootfs, ``ip`` in its netns.
+The hosts' container bridges share one L2 segment made by the product alone
+(``host_network``'s overlay fleet network, ``segment_lab``), so a container keeps its
+address and MAC on one segment wherever it runs. The main cold move goes through
+``ansible`` with the module (controller netns, the lab's inventory); the other modes and
+the fault cases call the library inside a lab host. Every effect is read back by an
+independent path inside the lab hosts: the runtime's state directory, /proc, the
+container's rootfs, ``ip`` in its netns.
 """
 
 import contextlib
@@ -15,7 +18,6 @@ import sys
 import time
 
 import pytest
-from _segment import controller_bridge, ns, uplink
 from lab import ROOT, Lab
 
 from ansible_collections.ctrhost.fleet.plugins.module_utils.linux import idmap as _idmap
@@ -159,31 +161,46 @@ print(json.dumps(out, default=str))
 '''.replace("@ROOT@", repr(ROOT))
 
 
+VNI = 4277  # the overlay of segment_lab: mhbr0 of every host, subnet 10.77.0.0/24
+
+
+def ctl_ns(lab):
+    """Network namespace of the lab's controller side (outside every lab host)."""
+    return "ctrhost-%s-ctl" % lab.name
+
+
+def overlay(lab):
+    """``host_network``'s overlay fleet network on ``mhbr0``: one L2 segment over the lab's
+    LAN (the hosts' eth0), every lab host a peer."""
+    return dict(bridges=[dict(name="mhbr0")],
+                fleet=dict(mode="overlay", bridge="mhbr0", uplink="eth0", vni=VNI,
+                           peers=sorted(lab.addrs.values())))
+
+
 def setup_host(lab, i, host):
-    """Template and container bridge on a lab host; the bridge joins one L2 segment
-    (bridge ``mhc`` on the controller side, apart from the lab's own network), so a
-    container's IP moves along with it and the controller side reaches it."""
+    """Template and container bridge on a lab host (its own address on the segment,
+    10.77.0.250 + i), joined to the others' by the product's overlay (again after a reboot)."""
     helper(lab, host, "setup", bridge="10.77.0.%d/24" % (250 + i))
-    uplink(lab, host, "mhu%d" % (i + 1), "mhc", "mhup", "mhbr0")
+    res = lab.ansible(host, "ctrhost.fleet.host_network", overlay(lab))[host]
+    assert not res.get("failed") and res["fleet"]["mode"] == "overlay", res
+
+
+def overlay_ports(lab, host):
+    """The VXLAN ports of ``host``'s mhbr0 with their VNI, read with ``ip``."""
+    out = lab.host_exec(host, "ip -d -j link show master mhbr0 type vxlan").stdout
+    return {x["ifname"]: x["linkinfo"]["info_data"]["id"] for x in json.loads(out or "[]")}
 
 
 @contextlib.contextmanager
 def segment_lab(name, containers=(NAME,)):
-    """A 2-host lab whose container bridges share one segment (``setup_host``); the
+    """A 2-host lab whose container bridges ``mhbr0`` (10.77.0.250 and .251) share one L2
+    segment: ``host_network``'s overlay fleet network, the product alone. The
     ``containers`` are removed from both hosts and the lab taken down at the end."""
-    lab = Lab(name, 2)
-    lab.down()
-    lab.up()
-    try:
-        controller_bridge(lab, "mhc", "10.77.0.1/24")
-        for i, host in enumerate(lab.hosts):
-            setup_host(lab, i, host)
+    with helper_lab(name, 2, containers, addresses=lambda i: "10.77.0.%d/24" % (250 + i),
+                    fleet=overlay) as lab:
+        for host in lab.hosts:  # read back: the segment is the product's VXLAN port
+            assert overlay_ports(lab, host) == {"ctrvx%d" % VNI: VNI}, host
         yield lab
-    finally:
-        for host in lab.hosts:
-            for each in containers:
-                helper(lab, host, "remove", name=each, check=False)
-        lab.down()
 
 
 FLEET = dict(bridges=[dict(name="mhbr0")], forwarding=dict(ipv4=True),
@@ -191,19 +208,22 @@ FLEET = dict(bridges=[dict(name="mhbr0")], forwarding=dict(ipv4=True),
 
 
 @contextlib.contextmanager
-def helper_lab(name, count, containers, fleet=None):
+def helper_lab(name, count, containers, fleet=None, addresses=None):
     """``count`` lab hosts made ready for the helper (``setup``; ``lab.addrs``: host -> its
-    address), with ``host_network``'s ``fleet`` applied when given; ``containers`` removed
-    from every host and the lab taken down afterwards."""
+    address; ``addresses(i)``: the i-th host's addresses of ``mhbr0``, none by default),
+    with ``host_network``'s ``fleet`` applied when given (a dict, or a function of the lab
+    giving one); ``containers`` removed from every host and the lab taken down afterwards."""
     lab = Lab(name, count)
     lab.down()
     lab.up()
     try:
         lab.addrs = {h: lab.host(h)["address"] for h in lab.hosts}
-        for host in lab.hosts:
-            helper(lab, host, "setup", bridge=[])
+        for i, host in enumerate(lab.hosts):
+            helper(lab, host, "setup", bridge=addresses(i) if addresses else [])
         if fleet:
-            lab.ansible("all", "ctrhost.fleet.host_network", fleet)
+            applied = lab.ansible("all", "ctrhost.fleet.host_network",
+                                  fleet(lab) if callable(fleet) else fleet)
+            assert not any(r.get("failed") for r in applied.values()), applied
         yield lab
     finally:
         for host in lab.hosts:
@@ -263,7 +283,9 @@ def assert_moved(lab, src, dst, before):
     there = helper(lab, dst, "facts", name=NAME)
     here = helper(lab, src, "facts", name=NAME)
     assert there["status"] == "running", there
-    assert int(before["c2"]) < int(there["c1"]) < int(before["c2"]) + 400, (before, there)
+    # restored, not restarted: its counter went on from where it was (no upper bound: how far it
+    # got depends on how long the host took to run it before the freeze and after the restore)
+    assert int(there["c1"]) > int(before["c2"]), (before, there)
     assert int(there["c2"]) > int(there["c1"])  # it keeps counting on the destination
     assert there["before"] == "written before"
     assert there["mac"] == MAC and IP in there["addrs"], there
@@ -402,11 +424,31 @@ def test_fault_leaves_it_running_on_the_source(mg, fault):
         now = helper(mg, a, "facts", name=NAME)
         again = helper(mg, a, "migrate", name=NAME, dest=addr(mg, b), mode="cold")
         assert not again.get("failed") and again["preflight"]["facts"]["cleaned"] is True, again
-        # ... and the killed agent's unpacked code (its owner is gone) in the same go
-        assert again["preflight"]["facts"]["agent_dirs_removed"] >= 1, again["preflight"]
+        # ... and the killed agent's unpacked code (its owner is gone): none is left. (The lab's
+        # hosts share this machine's /tmp, so another lab's preflight may be the one that removed it.)
+        assert dead_agent_dirs(mg, b) == 0, again["preflight"]
         assert_moved(mg, a, b, now)
     helper(mg, a, "remove", name=NAME)
     helper(mg, b, "remove", name=NAME)
+
+
+# How many unpacked agents in /tmp belong to an agent that is gone (what a preflight removes).
+DEAD_AGENTS = r'''
+import json, os, sys, tempfile
+sys.path.insert(0, os.path.join(@ROOT@, ".cache", "pytest-collections"))
+from ansible_collections.ctrhost.fleet.plugins.module_utils.migrate import leftovers
+dead = 0
+for leaf in os.listdir(tempfile.gettempdir()):
+    owner = os.path.join(tempfile.gettempdir(), leaf, leftovers.OWNER)
+    if leaf.startswith(leftovers.AGENT_PREFIX) and os.path.exists(owner):
+        with open(owner) as handle:
+            dead += not leftovers.alive(json.load(handle)[:2])
+print(dead)
+'''.replace("@ROOT@", repr(ROOT))
+
+
+def dead_agent_dirs(lab, host):
+    return int(lab.host_exec(host, [PY, "-c", DEAD_AGENTS]).stdout.strip())
 
 
 SLOW_RUNC = """#!/bin/sh
@@ -473,7 +515,7 @@ def test_tcp_connection_and_a_third_containers_ping_survive_the_move(mr):
     helper(mg, b, "start", name="mhp3", command="ping -i 0.1 %s" % ip,
            network=[dict(ifname="eth0", bridge="mhbr0", ipv4=lan_ip(mg, 201) + "/24",
                          gateway=lan_ip(mg, 1))])
-    client = subprocess.Popen(["ip", "netns", "exec", ns(mg), PY, "-c", CLIENT, ip],
+    client = subprocess.Popen(["ip", "netns", "exec", ctl_ns(mg), PY, "-c", CLIENT, ip],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(1.0)

@@ -3,6 +3,9 @@ userland with systemd, sshd, cron and journald boots with no template changes an
 extra capabilities, is reached over SSH on its own address, is checkpointed and restored
 twice and migrated cold and lazy there and back (and live, which falls back to cold
 without dirty memory tracking) while one SSH session keeps exchanging data; and a plain service container (sshd -D and cron, no systemd).
+The network is the product's alone: ``host_network``'s routed fleet network puts the
+containers' addresses on the lab's LAN, so the lab's controller side (outside both hosts)
+reaches a container on whichever host it runs.
 
 Every effect is read back by an independent path: ``runc exec`` of systemctl/journalctl
 inside the container, an SSH session from the lab's controller netns, the runtime's
@@ -18,12 +21,10 @@ import subprocess
 import time
 
 import pytest
-from _segment import controller_bridge, ns, uplink
 from _systpl import tarball
 from lab import Lab
 
 NAME = "scs1"
-IP = "10.78.0.10"
 MAC = "02:00:00:00:78:10"
 RUNC = "runc --root /run/ctrhost/runtime/runc"
 SERVICES = ("ssh", "cron", "systemd-journald")
@@ -38,7 +39,8 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow,
 @pytest.fixture(scope="module")
 def sc():
     """Lab ``sc``: the template installed on both hosts (module ``template``, ``src``),
-    a bridge per host on one L2 segment with the controller side (10.78.0.0/24)."""
+    their bridges ``scbr0`` routed to the lab's LAN by ``host_network``'s routed fleet network;
+    the containers take LAN addresses (``lan``), their gateway the controller side's."""
     path = tarball()
     if path is None:
         pytest.skip("no Debian mirror in this machine's apt sources")
@@ -46,12 +48,12 @@ def sc():
     lab.down()
     lab.up()
     try:
-        controller_bridge(lab, "scc", "10.78.0.1/24")
-        for i, host in enumerate(lab.hosts):
-            res = lab.ansible(host, "ctrhost.fleet.host_network",
-                              dict(bridges=[dict(name="scbr0", ipv4="10.78.0.%d/24" % (250 + i))]))
-            assert not res[host].get("failed"), res
-            uplink(lab, host, "scu%d" % i, "scc", "scup", "scbr0")
+        lab.lan = addr(lab, lab.hosts[0]).rsplit(".", 1)[0]
+        res = lab.ansible("all", "ctrhost.fleet.host_network", dict(
+            bridges=[dict(name="scbr0")], forwarding=dict(ipv4=True),
+            fleet=dict(mode="routed", bridge="scbr0", uplink="eth0")))
+        assert all(r["fleet"]["mode"] == "routed" for r in res.values()), res
+        for host in lab.hosts:
             res = lab.ansible(host, "ctrhost.fleet.template", dict(name="deb12", src=path))
             assert not res[host].get("failed"), res[host].get("msg")
         yield lab
@@ -67,6 +69,19 @@ def addr(lab, host):
     return lab.host(host)["address"]
 
 
+def lan(lab, suffix):
+    """Address ``suffix`` of the lab's LAN (its hosts' eth0 subnet, a /24): .1 is the
+    controller side's, .200 the system container's."""
+    return "%s.%d" % (lab.lan, suffix)
+
+
+def proxied(lab, host):
+    """Whether ``host`` answers ARP for the system container's address on its uplink (a proxy
+    neighbour entry on eth0, read with ``ip``)."""
+    out = lab.host_exec(host, "ip -4 neigh show proxy dev eth0").stdout
+    return any(line.split()[:1] == [lan(lab, 200)] for line in out.splitlines())
+
+
 def inside(lab, host, cmd, name=NAME, check=True):
     """``cmd`` (a shell line) in the container through the runtime: an independent path."""
     proc = lab.host_exec(host, "%s exec %s sh -c %s" % (RUNC, name, shlex.quote(cmd)),
@@ -74,12 +89,13 @@ def inside(lab, host, cmd, name=NAME, check=True):
     return proc.stdout.strip()
 
 
-def ssh_cmd(lab, command=None):
+def ssh_cmd(lab, command=None, ip=None):
+    """SSH from the lab's controller side to the container at ``ip`` (the system one's)."""
     key = os.path.join(lab.dir, "id_ed25519")
-    cmd = ["ip", "netns", "exec", ns(lab), "ssh", "-i", key, "-o", "BatchMode=yes",
+    cmd = ["ip", "netns", "exec", "ctrhost-%s-ctl" % lab.name, "ssh", "-i", key, "-o", "BatchMode=yes",
            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
            "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=0",
-           "root@" + IP]
+           "root@" + (ip or lan(lab, 200))]
     return cmd + ([command] if command else [])
 
 
@@ -109,8 +125,8 @@ def assert_booted(facts):
 def create(lab, host):
     res = lab.ansible(host, "ctrhost.fleet.container", dict(
         name=NAME, template="deb12", command="/sbin/init", hostname="vps1",
-        network=[dict(ifname="eth0", bridge="scbr0", ipv4=IP + "/24", mac=MAC,
-                      gateway="10.78.0.1")]))[host]
+        network=[dict(ifname="eth0", bridge="scbr0", ipv4=lan(lab, 200) + "/24", mac=MAC,
+                      gateway=lan(lab, 1))]))[host]
     assert not res.get("failed") and res["container"]["system"] is True, res
     return res
 
@@ -146,8 +162,8 @@ def test_boots_to_running_and_answers_ssh(sc):
     # a second run changes nothing
     again = sc.ansible(a, "ctrhost.fleet.container", dict(
         name=NAME, template="deb12", command="/sbin/init", hostname="vps1",
-        network=[dict(ifname="eth0", bridge="scbr0", ipv4=IP + "/24", mac=MAC,
-                      gateway="10.78.0.1")]))[a]
+        network=[dict(ifname="eth0", bridge="scbr0", ipv4=lan(sc, 200) + "/24", mac=MAC,
+                      gateway=lan(sc, 1))]))[a]
     assert again["changed"] is False, again
 
 
@@ -232,6 +248,8 @@ def test_migrate_cold_and_lazy_there_and_back_with_an_ssh_session(sc):
             assert_booted(facts)
             gone = sc.host_exec(src, "%s state %s 2>&1 || true" % (RUNC, NAME)).stdout
             assert "does not exist" in gone, gone  # exactly one host runs it
+            # ... and answers for its address on the LAN (the routed fleet network's proxy entry)
+            assert proxied(sc, dst) and not proxied(sc, src), (mode, src, dst)
             time.sleep(1.5)
             moves.append(dict(mode=res["mode"], requested=mode, src=src, dst=dst,
                               downtime=res["downtime"], services=facts["active"],
@@ -266,13 +284,12 @@ def test_plain_service_container_sshd_and_cron(sc):
     res = sc.ansible(a, "ctrhost.fleet.container", dict(
         name="scp1", template="deb12", state="started",
         command=["/bin/sh", "-c", "mkdir -p /run/sshd && cron && exec /usr/sbin/sshd -D -e"],
-        network=[dict(ifname="eth0", bridge="scbr0", ipv4="10.78.0.20/24")]))[a]
+        network=[dict(ifname="eth0", bridge="scbr0", ipv4=lan(sc, 201) + "/24")]))[a]
     assert not res.get("failed") and res["container"]["system"] is False, res
     procs = inside(sc, a, "ps -eo comm", name="scp1").split()
     assert "sshd" in procs and "cron" in procs, procs
     authorize(sc, a, "scp1")
-    probe = ssh_cmd(sc, "echo ok")
-    probe[probe.index("root@" + IP)] = "root@10.78.0.20"
+    probe = ssh_cmd(sc, "echo ok", ip=lan(sc, 201))
     assert subprocess.run(probe, capture_output=True, text=True, timeout=60).stdout == "ok\n"
     moved = sc.ansible(a, "ctrhost.fleet.container_migrate",
                        dict(name="scp1", dest=addr(sc, b), mode="cold"))[a]
