@@ -137,8 +137,8 @@ def test_apply_moves_addresses_and_routes_to_the_bridge():
     changed, _b, _a, _s = _bridged.apply(ipr, bridged(), ALIAS)
     assert changed
     assert ("link", "set", dict(index=1, master=2)) in ipr.writes
-    assert [w for w in ipr.writes if w[0] == "route"] == [("route", "replace", 2, None, "192.0.2.1"),
-                                                           ("route", "replace", 2, "198.51.100.0", "192.0.2.5")]
+    assert [w for w in ipr.writes if w[0] == "route"] == [
+        ("route", "replace", 2, None, "192.0.2.1"), ("route", "replace", 2, "198.51.100.0", "192.0.2.5")]
     assert [w[1:] for w in ipr.writes if w[0] == "addr"] == [
         ("replace", 2, "192.0.2.11"), ("replace", 2, "2001:db8::11"), ("del", 1, "192.0.2.11"),
         ("del", 1, "2001:db8::11")]
@@ -231,8 +231,8 @@ def test_restore_puts_a_snapshot_back_on_a_bridge_that_existed():
     assert ("link", "set", dict(index=2, address="02:00:00:00:00:02")) in ipr.writes
     assert ("link", "set", dict(index=2, ifalias="")) in ipr.writes
     assert ("addr", "replace", 1, "192.0.2.11") in ipr.writes
-    assert [w for w in ipr.writes if w[0] == "route"] == [("route", "replace", 1, None, "192.0.2.1"),
-                                                           ("route", "replace", 1, "198.51.100.0", "192.0.2.5")]
+    assert [w for w in ipr.writes if w[0] == "route"] == [
+        ("route", "replace", 1, None, "192.0.2.1"), ("route", "replace", 1, "198.51.100.0", "192.0.2.5")]
     made = dict(snap, bridge_existed=False, br=None)  # a bridge the change made is deleted
     ipr = bridged_host()
     _bridged.restore(ipr, made)
