@@ -8,18 +8,23 @@ session. The host role makes ``vmbr0`` take ``eth0`` with the host's addresses a
 the lab's real SSH, and confirms the change over a new connection; read back through the
 kernel (``ip``), the host still answers SSH and a container on ``vmbr0`` is on the lab's LAN
 itself: the controller side reaches it at its own MAC (no NAT, no routing) and so does the
-other host. Then the way back (``state: absent``), and a change nobody confirms: the host
-that stops answering puts its previous network back by itself within the timeout.
+other host. A client on the controller side holds one TCP connection to a container while a
+container on the second host pings it, and the container moves cold, lazy and live (live
+falls back to cold on a kernel without soft-dirty tracking) between the two bridged hosts:
+nothing resets, its memory goes on; the longest gaps are printed. Then the way back
+(``state: absent``), and a change nobody confirms: the host that stops answering puts its
+previous network back by itself within the timeout.
 """
 
 import json
 import os
 import re
 import shutil
+import subprocess
 import time
 
 import pytest
-from test_migrate import helper, helper_lab, lan_ip
+from test_migrate import PY, helper, helper_lab, lan_ip, ping_gaps, userfaultfd_for_all
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
@@ -27,6 +32,30 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow,
 
 LAB = os.environ["CTRHOST_IT_LAB"] + "b" if os.environ.get("CTRHOST_IT_LAB") else "fb"
 NAME, BRIDGE, MAC = "fbweb", "vmbr0", "02:00:00:00:79:3d"
+PINGER = "fbping"
+# busybox: an echo server on port 7000, and a counter in memory
+COMMAND = "nc -ll -p 7000 -e cat & i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done"
+# one TCP connection, a line every 50 ms, each echoed back before the next; the silences over
+# 0.2 s (when they began, how long), the last echo's time, the local port at the start and the end
+CLIENT = r"""
+import json, select, socket, sys, time
+s = socket.create_connection((sys.argv[1], 7000), timeout=30)
+port, f = s.getsockname()[1], s.makefile("rw")
+n, gaps, last, errors = 0, [], time.monotonic(), []
+while not select.select([sys.stdin], [], [], 0)[0]:
+    try:
+        f.write("%d\n" % n); f.flush()
+        if f.readline().strip() != str(n):
+            errors.append("bad echo at %d" % n); break
+    except OSError as exc:
+        errors.append(str(exc)); break
+    now = time.monotonic()
+    if now - last > 0.2:
+        gaps.append([round(last, 3), round(now - last, 3)])
+    last = now; n += 1
+    time.sleep(0.05)
+print(json.dumps(dict(count=n, gaps=gaps, errors=errors, last=last, port=port, port_end=s.getsockname()[1])))
+"""
 PLAYBOOK = os.path.join(os.path.dirname(__file__), "fleet_bridged.yml")
 ROOT = "/var/lib/ctrhost"
 
@@ -71,7 +100,7 @@ def pings(lab, ip, host=None, count=3):
 
 @pytest.fixture(scope="module")
 def fb():
-    with helper_lab(LAB, 2, (NAME,)) as lab:
+    with helper_lab(LAB, 2, (NAME, PINGER)) as lab:
         lab.first = network(lab, lab.hosts[0])
         yield lab
 
@@ -117,6 +146,81 @@ def test_role_bridges_the_uplink_over_ssh_and_containers_are_on_the_lan(fb):
     elems = [e[0] for m in json.loads(ports)["nftables"] if "map" in m for e in m["map"].get("elem", [])]
     assert len(elems) == 1 and "eth0" not in elems, elems
     print("\nbridged: the role applied and confirmed in %.1f s" % seconds)
+
+
+def replies(lab, host):
+    """(the newest seq the pinger on ``host`` got a reply for, then 0.5 s later all of them)."""
+    log = "%s/containers/%s/console.log" % (ROOT, PINGER)
+    out = helper(lab, host, "sh", cmd="grep -o 'seq=[0-9]*' %s | tail -n1; sleep 0.5; echo --; cat %s"
+                 % (log, log))["out"]
+    first, _sep, rest = out.partition("--")
+    return int(first.strip().split("=")[1]) if "=" in first else 0, ping_gaps(rest)[1]
+
+
+def _running(lab, host):
+    facts = helper(lab, host, "facts", name=NAME)
+    assert facts["status"] == "running" and facts["mac"] == MAC, (host, facts)
+    return facts
+
+
+def test_tcp_client_and_the_other_hosts_ping_survive_moves_on_the_lan(fb):
+    a, b = fb.hosts
+    role = fb.playbook(PLAYBOOK)  # both hosts bridged (host 1 already is after the first test)
+    assert not role.failed, role.stdout
+    assert all(network(fb, h)[0]["eth0"][0] == BRIDGE for h in fb.hosts)
+    ip, ping_ip = lan_ip(fb, 61), lan_ip(fb, 62)
+    helper(fb, a, "remove", name=NAME)
+    helper(fb, a, "start", name=NAME, command=COMMAND,
+           network=[dict(ifname="eth0", bridge=BRIDGE, ipv4=ip + "/24", mac=MAC)])
+    helper(fb, b, "start", name=PINGER, command="ping -i 0.1 %s" % ip,
+           network=[dict(ifname="eth0", bridge=BRIDGE, ipv4=ping_ip + "/24")])
+    before = _running(fb, a)
+    client = subprocess.Popen(["ip", "netns", "exec", "ctrhost-%s-ctl" % fb.name, PY, "-c", CLIENT, ip],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    moves, seen = [], replies(fb, b)[0]
+    try:
+        time.sleep(1.0)
+        for src, dst, mode in ((a, b, "cold"), (b, a, "lazy"), (a, b, "live"), (b, a, "cold")):
+            t0 = time.monotonic()
+            if mode == "lazy":  # its restored tasks open userfaultfd in its user namespace
+                with userfaultfd_for_all("1"):
+                    res = helper(fb, src, "migrate", name=NAME, dest=fb.addrs[dst], mode=mode,
+                                 tcp_established=True)
+            else:
+                res = helper(fb, src, "migrate", name=NAME, dest=fb.addrs[dst], mode=mode,
+                             tcp_established=True)
+            t1 = time.monotonic()
+            assert not res.get("failed"), res
+            # only the destination has it, restored (its counter went on), at its address and MAC
+            after = _running(fb, dst)
+            assert helper(fb, src, "facts", name=NAME)["status"] == "absent", (mode, src)
+            assert int(after["c1"]) > int(before["c2"]) and ip + "/24" in after["addrs"], (before, after)
+            before = after
+            time.sleep(0.5)
+            # the pinger's replies since the previous move, and the seqs missing among them; a
+            # reply newer than the newest one 0.5 s after the move: the pings resumed
+            last, seqs = replies(fb, b)
+            seqs = [q for q in seqs if q >= seen]
+            assert seqs and seqs[-1] > last >= seen, (mode, seen, last, seqs[-3:])
+            moves.append(dict(mode=mode, used=res["mode"], fallback=res.get("fallback"),
+                              downtime=res.get("downtime"), t0=t0, t1=t1,
+                              pings_lost=seqs[-1] - seqs[0] + 1 - len(seqs)))
+            seen = seqs[-1]
+        out, _err = client.communicate("stop\n", timeout=60)
+    finally:
+        if client.poll() is None:
+            client.kill()
+    talk = json.loads(out)
+    # no reset: every line came back on the one connection it opened
+    assert not talk["errors"] and talk["port"] == talk["port_end"], talk
+    assert talk["count"] > 10 * len(moves) and talk["last"] > moves[-1]["t1"], talk  # and it goes on
+    for move in moves:
+        move["tcp_gap"] = max((g for at, g in talk["gaps"] if move["t0"] - 1 <= at <= move["t1"] + 1),
+                              default=0.0)
+    print("\nbridged: %d lines echoed on one connection, longest TCP gap %.3f s; moves:\n%s"
+          % (talk["count"], max((g for _at, g in talk["gaps"]), default=0.0), "\n".join(
+              json.dumps({k: v for k, v in m.items() if k not in ("t0", "t1")}) for m in moves)))
+    helper(fb, b, "remove", name=PINGER)
 
 
 def test_absent_gives_the_network_back_to_the_nic(fb):
