@@ -24,6 +24,10 @@ import subprocess
 import time
 
 import pytest
+# COMMAND: a busybox echo server on port 7000 and a counter; CLIENT: one TCP connection, a line
+# every interval (50 ms here), the silences over 0.2 s, the last echo's time, the local port at
+# the start and the end
+from test_fleet_routed import CLIENT, COMMAND
 from test_migrate import PY, helper, helper_lab, lan_ip, ping_gaps, userfaultfd_for_all
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow,
@@ -33,29 +37,6 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow,
 LAB = os.environ["CTRHOST_IT_LAB"] + "b" if os.environ.get("CTRHOST_IT_LAB") else "fb"
 NAME, BRIDGE, MAC = "fbweb", "vmbr0", "02:00:00:00:79:3d"
 PINGER = "fbping"
-# busybox: an echo server on port 7000, and a counter in memory
-COMMAND = "nc -ll -p 7000 -e cat & i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done"
-# one TCP connection, a line every 50 ms, each echoed back before the next; the silences over
-# 0.2 s (when they began, how long), the last echo's time, the local port at the start and the end
-CLIENT = r"""
-import json, select, socket, sys, time
-s = socket.create_connection((sys.argv[1], 7000), timeout=30)
-port, f = s.getsockname()[1], s.makefile("rw")
-n, gaps, last, errors = 0, [], time.monotonic(), []
-while not select.select([sys.stdin], [], [], 0)[0]:
-    try:
-        f.write("%d\n" % n); f.flush()
-        if f.readline().strip() != str(n):
-            errors.append("bad echo at %d" % n); break
-    except OSError as exc:
-        errors.append(str(exc)); break
-    now = time.monotonic()
-    if now - last > 0.2:
-        gaps.append([round(last, 3), round(now - last, 3)])
-    last = now; n += 1
-    time.sleep(0.05)
-print(json.dumps(dict(count=n, gaps=gaps, errors=errors, last=last, port=port, port_end=s.getsockname()[1])))
-"""
 PLAYBOOK = os.path.join(os.path.dirname(__file__), "fleet_bridged.yml")
 ROOT = "/var/lib/ctrhost"
 
@@ -175,7 +156,7 @@ def test_tcp_client_and_the_other_hosts_ping_survive_moves_on_the_lan(fb):
     helper(fb, b, "start", name=PINGER, command="ping -i 0.1 %s" % ip,
            network=[dict(ifname="eth0", bridge=BRIDGE, ipv4=ping_ip + "/24")])
     before = _running(fb, a)
-    client = subprocess.Popen(["ip", "netns", "exec", "ctrhost-%s-ctl" % fb.name, PY, "-c", CLIENT, ip],
+    client = subprocess.Popen(["ip", "netns", "exec", "ctrhost-%s-ctl" % fb.name, PY, "-c", CLIENT, ip, "0.05"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     moves, seen = [], replies(fb, b)[0]
     try:

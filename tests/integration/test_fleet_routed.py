@@ -37,7 +37,8 @@ COMMAND = "nc -ll -p 7000 -e cat & i=0; while true; do i=$((i+1)); echo $i > /tm
 CLIENT = r"""
 import json, select, socket, sys, time
 s = socket.create_connection((sys.argv[1], 7000), timeout=30)
-f = s.makefile("rw")
+port, f = s.getsockname()[1], s.makefile("rw")
+interval = float(sys.argv[2]) if len(sys.argv) > 2 else 0.02
 n, gaps, last, errors = 0, [], time.monotonic(), []
 while not select.select([sys.stdin], [], [], 0)[0]:
     try:
@@ -50,8 +51,8 @@ while not select.select([sys.stdin], [], [], 0)[0]:
     if now - last > 0.2:
         gaps.append([round(last, 3), round(now - last, 3)])
     last = now; n += 1
-    time.sleep(0.02)
-print(json.dumps(dict(count=n, gaps=gaps, errors=errors)))
+    time.sleep(interval)
+print(json.dumps(dict(count=n, gaps=gaps, errors=errors, last=last, port=port, port_end=s.getsockname()[1])))
 """
 
 
